@@ -1,0 +1,210 @@
+// The strata command line. Every rank runs this binary; rank 0 parses the
+// request, tokenizes, schedules and prints. Subcommands:
+//   generate    text after a prompt (streamed, or one JSON object with --json)
+//   perplexity  llama-perplexity's measure over a text file
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include "common/thread_pool.h"
+#include "coordinator/generate.h"
+#include "coordinator/pipeline.h"
+#include "model/model_files.h"
+#include "model/tokenizer.h"
+
+namespace strata {
+namespace {
+
+struct CommonFlags {
+  std::string model;
+  int threads = 0;  // 0: the cores this process may use
+  int64_t ctx = 4096;
+  bool json = false;
+};
+
+void AddCommon(CLI::App* cmd, CommonFlags* f, bool ctx_required) {
+  cmd->add_option("-m,--model", f->model, "model: a .gguf file or an HF model directory")->required();
+  cmd->add_option("-t,--threads", f->threads, "compute threads (default: the cores this rank may use)")
+      ->check(CLI::Range(1, 1024));
+  auto* ctx = cmd->add_option("--ctx", f->ctx, "context size in tokens")->check(CLI::Range(int64_t{1}, int64_t{1} << 24));
+  if (ctx_required) ctx->required();
+  cmd->add_flag("--json", f->json, "print one JSON object on stdout");
+}
+
+Result<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return NotFound("cannot open '" + path + "'");
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// What every command needs: the model, its tokenizer, a pipeline.
+struct Session {
+  std::unique_ptr<ModelFiles> model;
+  std::unique_ptr<Tokenizer> tokenizer;
+  std::unique_ptr<ThreadPool> pool;
+  std::unique_ptr<Pipeline> pipeline;
+};
+
+Result<Session> OpenSession(const CommonFlags& f) {
+  Session s;
+  STRATA_ASSIGN_OR_RETURN(s.model, ModelFiles::Open(f.model));
+  STRATA_ASSIGN_OR_RETURN(VocabSpec vocab, s.model->LoadVocab());
+  STRATA_ASSIGN_OR_RETURN(Tokenizer tok, Tokenizer::Create(std::move(vocab)));
+  s.tokenizer = std::make_unique<Tokenizer>(std::move(tok));
+  if (s.tokenizer->vocab_size() > s.model->config().vocab)
+    return DataLoss("model '" + f.model + "': the tokenizer has " + std::to_string(s.tokenizer->vocab_size()) +
+                    " tokens but the embedding only " + std::to_string(s.model->config().vocab) + " rows");
+  s.pool = std::make_unique<ThreadPool>(f.threads > 0 ? f.threads : ThreadPool::AvailableCores());
+  STRATA_ASSIGN_OR_RETURN(auto local, LocalPipeline::Create(*s.model, f.ctx, s.pool.get()));
+  s.pipeline = std::move(local);
+  return s;
+}
+
+int Fail(const Status& st) {
+  std::fflush(stdout);
+  std::fprintf(stderr, "strata: error: %s\n", st.message().c_str());
+  return 1;
+}
+
+struct GenerateFlags {
+  CommonFlags common;
+  std::string prompt, prompt_file;
+  int n_predict = 128;
+  float temp = 0.8f, top_p = 0.95f, min_p = 0.05f, repeat_penalty = 1.0f;
+  int top_k = 40, repeat_last_n = 64;
+  uint64_t seed = 0;
+  bool ignore_eos = false;
+};
+
+int RunGenerate(const GenerateFlags& f) {
+  std::string prompt = f.prompt;
+  if (!f.prompt_file.empty()) {
+    auto text = ReadFile(f.prompt_file);
+    if (!text.ok()) return Fail(text.status());
+    prompt = *text;
+  }
+  auto session = OpenSession(f.common);
+  if (!session.ok()) return Fail(session.status());
+  Session& s = *session;
+  std::vector<int32_t> ids = s.tokenizer->Encode(prompt, s.tokenizer->add_bos());
+  GenerateOptions opts;
+  opts.n_predict = f.n_predict;
+  opts.ignore_eos = f.ignore_eos;
+  opts.sampling.temperature = f.temp;
+  opts.sampling.top_k = f.top_k;
+  opts.sampling.top_p = f.top_p;
+  opts.sampling.min_p = f.min_p;
+  opts.sampling.repeat_penalty = f.repeat_penalty;
+  opts.sampling.repeat_last_n = f.repeat_last_n;
+  opts.sampling.seed = f.seed;
+  std::function<void(const std::string&)> stream;
+  if (!f.common.json) stream = [](const std::string& piece) {
+    std::fwrite(piece.data(), 1, piece.size(), stdout);
+    std::fflush(stdout);
+  };
+  auto res = Generate(*s.pipeline, *s.tokenizer, ids, opts, f.common.ctx, stream);
+  if (!res.ok()) return Fail(res.status());
+  if (f.common.json) {
+    nlohmann::json j;
+    j["prompt_ids"] = res->prompt_ids;
+    j["ids"] = res->ids;
+    j["text"] = res->text;
+    j["finish_reason"] = res->finish_reason;
+    j["timings"] = {
+        {"prefill_ms", res->prefill_ms},
+        {"prefill_tok_s", res->prefill_ms > 0 ? res->prompt_ids.size() * 1000.0 / res->prefill_ms : 0.0},
+        {"decode_ms", res->decode_ms},
+        {"decode_tok_s", res->decode_ms > 0 ? res->n_decoded * 1000.0 / res->decode_ms : 0.0},
+    };
+    std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
+  } else {
+    std::cout << std::endl;
+    std::fprintf(stderr, "strata: prompt %zu tokens in %.1f ms, %d tokens decoded in %.1f ms (%.2f tok/s)\n",
+                 res->prompt_ids.size(), res->prefill_ms, res->n_decoded, res->decode_ms,
+                 res->decode_ms > 0 ? res->n_decoded * 1000.0 / res->decode_ms : 0.0);
+  }
+  return 0;
+}
+
+struct PerplexityFlags {
+  CommonFlags common;
+  std::string text_file;
+};
+
+int RunPerplexity(const PerplexityFlags& f) {
+  auto text = ReadFile(f.text_file);
+  if (!text.ok()) return Fail(text.status());
+  auto session = OpenSession(f.common);
+  if (!session.ok()) return Fail(session.status());
+  Session& s = *session;
+  std::vector<int32_t> tokens = s.tokenizer->Encode(*text, s.tokenizer->add_bos());
+  auto progress = [](int chunk, int n, double ppl) {
+    std::fprintf(stderr, "\rperplexity: chunk %d/%d, ppl %.4f", chunk, n, ppl);
+    if (chunk == n) std::fprintf(stderr, "\n");
+    std::fflush(stderr);
+  };
+  auto res = Perplexity(*s.pipeline, tokens, f.common.ctx, s.tokenizer->bos_id(), s.tokenizer->add_bos(), progress);
+  if (!res.ok()) return Fail(res.status());
+  if (f.common.json) {
+    nlohmann::json j = {{"ppl", res->ppl}, {"chunks", res->chunks}, {"tokens_scored", res->tokens_scored},
+                        {"tokens", res->tokens_total}, {"ctx", f.common.ctx}};
+    std::cout << j.dump() << std::endl;
+  } else {
+    std::printf("perplexity %.4f over %d chunks of %lld tokens (%lld tokens scored)\n", res->ppl, res->chunks,
+                static_cast<long long>(f.common.ctx), static_cast<long long>(res->tokens_scored));
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace strata
+
+int main(int argc, char** argv) {
+  using namespace strata;
+  CLI::App app{"strata: run decoder-only language models as a pipeline of MPI ranks"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "strata 0.1.0");
+
+  GenerateFlags gen;
+  CLI::App* g = app.add_subcommand("generate", "generate text after a prompt");
+  AddCommon(g, &gen.common, false);
+  auto* prompt_opt = g->add_option("-p,--prompt", gen.prompt, "prompt text");
+  auto* file_opt = g->add_option("-f,--file", gen.prompt_file, "read the prompt from a file");
+  prompt_opt->excludes(file_opt);
+  g->add_option("-n,--n-predict", gen.n_predict, "tokens to generate")->check(CLI::Range(1, 1 << 24));
+  g->add_option("--temp", gen.temp, "temperature (0: greedy)")->check(CLI::Range(0.0f, 100.0f));
+  g->add_option("--top-k", gen.top_k, "top-k (0: off)")->check(CLI::Range(0, 1 << 24));
+  g->add_option("--top-p", gen.top_p, "top-p (1: off)")->check(CLI::Range(0.0f, 1.0f));
+  g->add_option("--min-p", gen.min_p, "min-p (0: off)")->check(CLI::Range(0.0f, 1.0f));
+  g->add_option("--repeat-penalty", gen.repeat_penalty, "repetition penalty (1: off)")->check(CLI::Range(0.0f, 100.0f));
+  g->add_option("--repeat-last-n", gen.repeat_last_n, "tokens the penalty looks back over")->check(CLI::Range(0, 1 << 20));
+  g->add_option("--seed", gen.seed, "sampling seed");
+  g->add_flag("--ignore-eos", gen.ignore_eos, "do not stop at the model's end-of-sequence ids");
+
+  PerplexityFlags ppl;
+  CLI::App* p = app.add_subcommand("perplexity", "perplexity of a text file (llama-perplexity's method)");
+  AddCommon(p, &ppl.common, true);
+  p->add_option("-f,--file", ppl.text_file, "text file")->required();
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int code = app.exit(e);
+    return code == 0 ? 0 : 2;
+  }
+  if (g->parsed()) {
+    if (gen.prompt.empty() && gen.prompt_file.empty()) {
+      std::fprintf(stderr, "strata generate: give a prompt with -p TEXT or -f FILE\n");
+      return 2;
+    }
+    return RunGenerate(gen);
+  }
+  if (p->parsed()) return RunPerplexity(ppl);
+  return 2;
+}

@@ -1,0 +1,37 @@
+// Status text and the abort path of STRATA_CHECK.
+#include "common/status.h"
+
+namespace strata {
+
+const char* ErrorKindName(ErrorKind kind) {
+  switch (kind) {
+    case ErrorKind::kOk: return "ok";
+    case ErrorKind::kInvalidArgument: return "invalid argument";
+    case ErrorKind::kDataLoss: return "data loss";
+    case ErrorKind::kNotFound: return "not found";
+    case ErrorKind::kUnimplemented: return "unimplemented";
+    case ErrorKind::kFailedPrecondition: return "failed precondition";
+    case ErrorKind::kIo: return "i/o error";
+    case ErrorKind::kInternal: return "internal error";
+  }
+  return "unknown";
+}
+
+std::string Status::ToString() const {
+  if (ok()) return "ok";
+  return std::string(ErrorKindName(kind_)) + ": " + message_;
+}
+
+Status Status::WithContext(const std::string& prefix) const {
+  if (ok()) return *this;
+  return Status(kind_, prefix + ": " + message_);
+}
+
+void CheckFailed(const char* file, int line, const char* expr, const std::string& msg) {
+  std::fprintf(stderr, "strata: internal check failed at %s:%d: %s%s%s\n", file, line, expr,
+               msg.empty() ? "" : ": ", msg.c_str());
+  std::fflush(stderr);
+  std::abort();
+}
+
+}  // namespace strata

@@ -1,0 +1,54 @@
+// A fixed pool of worker threads per rank (`-t N`). Threads are created once;
+// ParallelFor splits a range into one contiguous part per thread, and the
+// calling thread takes part 0, so a pool of 1 runs everything inline.
+//
+//   ThreadPool pool(4);
+//   pool.ParallelFor(n_rows, [&](int64_t begin, int64_t end) { ... });
+//
+// The split depends only on (n, thread count), and kernels compute each output
+// element independently, so results never depend on the partition.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace strata {
+
+class ThreadPool {
+ public:
+  explicit ThreadPool(int n_threads);
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  int size() const { return n_threads_; }
+  // Calls fn(begin, end) over disjoint parts covering [0, n); returns when all
+  // parts are done. Not reentrant: fn must not call ParallelFor on this pool.
+  void ParallelFor(int64_t n, const std::function<void(int64_t, int64_t)>& fn);
+  // Like ParallelFor, but parts are multiples of `grain` (except the last).
+  void ParallelForGrain(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
+
+  // Cores this process may run on (sched_getaffinity), at least 1.
+  static int AvailableCores();
+
+ private:
+  void WorkerLoop(int index);
+
+  int n_threads_;
+  std::vector<std::thread> workers_;
+  std::mutex mu_;
+  std::condition_variable work_cv_;
+  std::condition_variable done_cv_;
+  const std::function<void(int64_t, int64_t)>* job_ = nullptr;
+  int64_t job_n_ = 0;
+  int64_t job_grain_ = 1;
+  uint64_t generation_ = 0;
+  int pending_ = 0;
+  bool stop_ = false;
+};
+
+}  // namespace strata

@@ -1,0 +1,65 @@
+// LocalPipeline and the last-stage finishing step shared with the MPI stages.
+#include "coordinator/pipeline.h"
+
+namespace strata {
+
+Result<std::unique_ptr<LocalPipeline>> LocalPipeline::Create(const ModelFiles& model, int64_t n_ctx, ThreadPool* pool) {
+  StageOptions opts;
+  opts.layers = {0, model.config().n_layers - 1};
+  opts.first = opts.last = true;
+  opts.n_ctx = n_ctx;
+  auto p = std::make_unique<LocalPipeline>();
+  STRATA_ASSIGN_OR_RETURN(p->stage_, Stage::Load(model, opts, pool));
+  return p;
+}
+
+Result<std::vector<SequenceResult>> LocalPipeline::Forward(const std::vector<SequenceRequest>& batch) {
+  const int64_t hidden = config().hidden;
+  std::vector<BatchEntry> entries;
+  std::vector<int32_t> ids;
+  for (const SequenceRequest& r : batch) {
+    if (r.tokens.empty()) return InvalidArgument("sequence " + std::to_string(r.seq_id) + ": empty forward request");
+    entries.push_back({r.seq_id, r.pos0, static_cast<int64_t>(r.tokens.size())});
+    ids.insert(ids.end(), r.tokens.begin(), r.tokens.end());
+  }
+  x_.resize(ids.size() * hidden);
+  STRATA_RETURN_IF_ERROR(stage_->Embed(ids, x_.data()));
+  STRATA_RETURN_IF_ERROR(stage_->Forward(entries, x_.data()));
+  return FinishBatch(*stage_, batch, x_.data());
+}
+
+Status LocalPipeline::Free(uint64_t seq_id) {
+  stage_->FreeSequence(seq_id);
+  return Status::Ok();
+}
+
+Result<std::vector<SequenceResult>> FinishBatch(Stage& last, const std::vector<SequenceRequest>& batch, const float* x) {
+  const int32_t vocab = last.config().vocab;
+  std::vector<SequenceResult> out;
+  out.reserve(batch.size());
+  int64_t row0 = 0;
+  for (const SequenceRequest& r : batch) {
+    const int64_t n = static_cast<int64_t>(r.tokens.size());
+    SequenceResult res;
+    res.seq_id = r.seq_id;
+    if (r.output == SequenceRequest::Output::kSample) {
+      std::vector<float> logits(vocab);
+      const int64_t row = row0 + n - 1;
+      STRATA_RETURN_IF_ERROR(last.Logits(x, std::span<const int64_t>(&row, 1), logits.data()));
+      res.token = SampleToken(logits.data(), vocab, r.sampling, r.recent, r.step);
+    } else if (r.output == SequenceRequest::Output::kLogits) {
+      if (r.logits_from < 0 || r.logits_from >= n)
+        return InvalidArgument("sequence " + std::to_string(r.seq_id) + ": logits_from " + std::to_string(r.logits_from) +
+                               " is outside its " + std::to_string(n) + " tokens");
+      std::vector<int64_t> rows;
+      for (int64_t i = r.logits_from; i < n; ++i) rows.push_back(row0 + i);
+      res.logits.resize(rows.size() * vocab);
+      STRATA_RETURN_IF_ERROR(last.Logits(x, rows, res.logits.data()));
+    }
+    out.push_back(std::move(res));
+    row0 += n;
+  }
+  return out;
+}
+
+}  // namespace strata

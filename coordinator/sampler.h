@@ -1,0 +1,68 @@
+// Token sampler: picks the next token from one position's logits.
+//
+// Runs wherever the last layer's logits are (rank 0 or the last pipeline
+// stage); it is a pure function of its arguments, so any rank that holds the
+// logits picks the same token.
+//
+// The chain follows llama.cpp's default sampler order:
+//   repetition penalty -> top-k -> top-p -> min-p -> temperature -> draw
+// with greedy decoding (argmax after the penalty, ties -> lowest id) when
+// temperature <= 0. top-p and min-p look at probabilities at temperature 1;
+// the temperature only shapes the final draw.
+//
+// Randomness is counter-based: the uniform draw for a token is a hash of
+// (seed, step) and nothing else, so a sequence's tokens do not depend on which
+// process samples, on other sequences in the batch, or on earlier calls.
+//
+//   SamplingParams p;  p.seed = 42;
+//   STRATA_RETURN_IF_ERROR(ValidateSamplingParams(p));   // once per request
+//   int32_t tok = SampleToken(logits, vocab, p, history, step);
+//
+// Non-finite logits: NaN is treated as -inf (never drawn unless every logit
+// is NaN/-inf, in which case the lowest id among those left is returned;
+// that is id 0 unless top-k picks otherwise); +inf is treated as the largest
+// finite float, so +inf tokens share the probability mass.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <utility>
+#include <vector>
+
+#include "common/status.h"
+
+namespace strata {
+
+struct SamplingParams {
+  float temperature = 0.8f;     // <= 0: greedy (argmax; ties -> lowest id)
+  int32_t top_k = 40;           // <= 0: off
+  float top_p = 0.95f;          // >= 1: off; valid range (0, 1]
+  float min_p = 0.05f;          // <= 0: off; valid range [0, 1]
+  float repeat_penalty = 1.0f;  // 1: off. llama.cpp semantics: logit > 0 ? logit / p : logit * p,
+                                // once for each distinct id among the last repeat_last_n tokens
+  int32_t repeat_last_n = 64;   // 0: off
+  uint64_t seed = 0;            // any value; a seeded run is reproducible
+};
+
+// InvalidArgument naming the field for: temperature < 0 or not finite,
+// top_k < 0, top_p outside (0, 1], min_p outside [0, 1], repeat_penalty <= 0
+// or not finite, repeat_last_n < 0.
+Status ValidateSamplingParams(const SamplingParams& p);
+
+// Picks the next token from `logits` [n_vocab] f32.
+// `history` = the sequence's tokens so far (prompt + generated), used by the
+// repetition penalty; ids outside [0, n_vocab) are ignored.
+// `step` = index of this token among the generated ones (0 for the first);
+// together with p.seed it is the only source of randomness.
+// `p` must have passed ValidateSamplingParams (checked; aborts otherwise).
+int32_t SampleToken(const float* logits, int32_t n_vocab, const SamplingParams& p,
+                    std::span<const int32_t> history, uint64_t step);
+
+// The uniform draw in [0, 1) used by SampleToken for (seed, step).
+double SamplerUniform(uint64_t seed, uint64_t step);
+
+// The k largest logits as (id, logit), sorted by logit descending, ties by
+// lower id; NaN counts as -inf. k is clamped to [0, n].
+std::vector<std::pair<int32_t, float>> TopK(const float* logits, int32_t n, int k);
+
+}  // namespace strata

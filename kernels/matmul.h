@@ -1,0 +1,48 @@
+// Matrix products of a stored weight matrix (any computable TensorType) with
+// float32 activations: the projections of every layer, on every rank.
+//
+//   MatrixView w{TensorType::kQ4_K, data, /*n_in=*/2048, /*n_out=*/2048, row_bytes};
+//   MatMul(w, x, n_tok, y, &pool);  // x: [n_tok][n_in] f32, y: [n_tok][n_out] f32
+//
+// DETERMINISM CONTRACT (the pipeline's bit-identical-output guarantee rests on
+// it): each output element's bits depend only on its weight row, its x vector
+// and the ISA in use (isa.h) -- never on n_tok, the token's position in the
+// batch, the thread count or how rows are split between threads. MatMul's
+// element equals DotRow(type, row, x_t, n_in) bit for bit. This holds because
+// an element is always: dequantize the row exactly to f32, then one dot
+// product with the ISA's fixed accumulation order (ref: sequential sum;
+// avx2/avx512: 16 lanes, FMA chain per lane, fixed reduction tree -- these two
+// agree with each other bit for bit).
+#pragma once
+
+#include <cstdint>
+
+#include "common/thread_pool.h"
+#include "kernels/isa.h"
+#include "kernels/tensor_type.h"
+
+namespace strata {
+
+// n_out rows of n_in elements; row r at data + r * row_bytes.
+struct MatrixView {
+  TensorType type;
+  const uint8_t* data;
+  int64_t n_in;
+  int64_t n_out;
+  uint64_t row_bytes;
+};
+
+// dot(row, x) for one stored row of n elements (n a multiple of the block).
+float DotRow(TensorType type, const void* row, const float* x, int64_t n);
+
+// y[t * n_out + r] = dot(row r of w, x + t * n_in) for t < n_tok, r < n_out.
+// pool may be nullptr (runs inline). Weights are dequantized a tile of rows at
+// a time into an f32 tile kept in cache and dotted against every token, so a
+// row is dequantized once per call, not once per token.
+void MatMul(const MatrixView& w, const float* x, int64_t n_tok, float* y, ThreadPool* pool);
+
+// The same with an explicit ISA (tests, benches); it must be available.
+float DotRow(Isa isa, TensorType type, const void* row, const float* x, int64_t n);
+void MatMul(Isa isa, const MatrixView& w, const float* x, int64_t n_tok, float* y, ThreadPool* pool);
+
+}  // namespace strata

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Quick start, the tests: installs what strata needs, builds it, and runs
+# every test (unit tests, end-to-end checks against ../shared/reference, the
+# acceptance script). Exits non-zero when anything fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+launch/setup.sh
+launch/build.sh
+cd build
+ctest --output-on-failure --timeout 1800 -j2

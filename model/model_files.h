@@ -1,0 +1,86 @@
+// An opened model: a GGUF file or an HF directory (config.json +
+// safetensors + tokenizer files), resolved into a ModelConfig and a checked
+// tensor table. Runs on every rank; opening reads only headers, and a tensor's
+// bytes are touched only when a stage loads it.
+//
+//   STRATA_ASSIGN_OR_RETURN(auto model, ModelFiles::Open(path));
+//   STRATA_ASSIGN_OR_RETURN(WeightTensor q, model->Tensor("blk.3.attn_q.weight"));
+#pragma once
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "kernels/tensor_type.h"
+#include "model/architecture.h"
+#include "model/gguf.h"
+#include "model/model_config.h"
+#include "model/safetensors.h"
+#include "model/tokenizer.h"
+
+namespace strata {
+
+// A tensor's bytes in the mapping, shape in ggml order (ne[0] = row length).
+struct WeightTensor {
+  std::string name;  // GGUF name ("blk.3.attn_q.weight"), whatever the file format
+  TensorType type = TensorType::kF32;
+  std::vector<int64_t> ne;
+  const uint8_t* data = nullptr;
+  uint64_t nbytes = 0;
+  int64_t rows() const { return ne.size() > 1 ? ne[1] : 1; }
+  int64_t row_length() const { return ne.empty() ? 0 : ne[0]; }
+};
+
+class ModelFiles {
+ public:
+  enum class Format { kGguf, kHfDirectory };
+
+  // `path`: a .gguf file or a directory with config.json. Validates the
+  // header, the config and every tensor's presence, shape and type.
+  static Result<std::unique_ptr<ModelFiles>> Open(const std::string& path);
+
+  const std::string& path() const { return path_; }
+  Format format() const { return format_; }
+  const char* format_name() const { return format_ == Format::kGguf ? "gguf" : "hf"; }
+  const ModelConfig& config() const { return config_; }
+  const std::vector<TensorSpec>& tensor_table() const { return table_; }
+  const GgufFile* gguf() const { return gguf_.get(); }
+
+  // A tensor of the table by GGUF name; NotFound when absent (an optional
+  // tensor such as output.weight of a tied model).
+  Result<WeightTensor> Tensor(const std::string& gguf_name) const;
+  bool HasTensor(const std::string& gguf_name) const;
+  // Bytes of the weights of layer `i` (all its tensors), of the embedding and
+  // of the lm_head (0 bytes when tied: it is the embedding).
+  uint64_t LayerBytes(int layer) const;
+  uint64_t EmbeddingBytes() const;
+  uint64_t OutputBytes() const;
+
+  Result<VocabSpec> LoadVocab() const;
+  // The chat template the model ships (GGUF tokenizer.chat_template, or
+  // chat_template.jinja / tokenizer_config.json's chat_template).
+  std::optional<std::string> ChatTemplate() const;
+  // Size of the model files plus a hash of their headers (metadata and tensor
+  // table): equal fingerprints mean the same model on every rank.
+  std::string Fingerprint() const;
+
+ private:
+  ModelFiles() = default;
+  Status OpenGguf();
+  Status OpenHfDirectory();
+  Status CheckTensorTable();
+
+  std::string path_;
+  Format format_ = Format::kGguf;
+  ModelConfig config_;
+  std::vector<TensorSpec> table_;
+  std::unique_ptr<GgufFile> gguf_;
+  std::unique_ptr<SafetensorsModel> safetensors_;
+  std::map<std::string, WeightTensor, std::less<>> tensors_;  // by GGUF name
+  std::string fingerprint_;
+};
+
+}  // namespace strata

@@ -1,0 +1,518 @@
+// Tests of the numeric kernels (kernels/): fp16/bf16 conversions, quantize ->
+// dequantize round trips, every ISA against the scalar reference (NMSE with
+// per-type budgets, odd shapes, guard values after outputs), the MatMul
+// determinism contract (bit-equal to DotRow for any batch and thread count),
+// the small ops against double-precision formulas, and real GGUF tensors.
+#include <immintrin.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "common/thread_pool.h"
+#include "kernels/fp16.h"
+#include "kernels/isa.h"
+#include "kernels/matmul.h"
+#include "kernels/ops.h"
+#include "kernels/quant.h"
+#include "kernels/quant_blocks.h"
+#include "model/gguf.h"
+
+namespace strata {
+namespace {
+
+constexpr float kGuard = -12345.678f;
+constexpr uint8_t kGuardByte = 0xA5;
+constexpr int kGuardCount = 19;
+
+const TensorType kComputableTypes[] = {TensorType::kF32,  TensorType::kF16,  TensorType::kBF16,
+                                       TensorType::kQ8_0, TensorType::kQ4_0, TensorType::kQ5_0,
+                                       TensorType::kQ4_K, TensorType::kQ5_K, TensorType::kQ6_K};
+const Isa kAllIsas[] = {Isa::kRef, Isa::kAvx2, Isa::kAvx512};
+
+std::vector<float> Gaussian(int64_t n, uint32_t seed, float sigma = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.0f, sigma);
+  std::vector<float> v(static_cast<size_t>(n));
+  for (float& x : v) x = dist(rng);
+  return v;
+}
+
+// mse(a, b) / mse(a, 0), in double.
+double Nmse(const float* a, const float* b, int64_t n) {
+  double err = 0, ref = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double d = static_cast<double>(a[i]) - b[i];
+    err += d * d;
+    ref += static_cast<double>(a[i]) * a[i];
+  }
+  return ref > 0 ? err / ref : err;
+}
+
+uint64_t Bytes(TensorType type, int64_t n) { return RowBytes(type, n).value(); }
+
+// Output buffer with guard values after n floats.
+struct Guarded {
+  explicit Guarded(int64_t n) : n_(n), v_(static_cast<size_t>(n + kGuardCount), kGuard) {}
+  float* data() { return v_.data(); }
+  bool GuardsIntact() const {
+    for (int i = 0; i < kGuardCount; ++i)
+      if (std::memcmp(&v_[n_ + i], &kGuard, 4) != 0) return false;
+    return true;
+  }
+  int64_t n_;
+  std::vector<float> v_;
+};
+
+int64_t BlockOf(TensorType t) { return Traits(t).block_elems; }
+
+// ---------------------------------------------------------------------------
+// fp16 / bf16
+// ---------------------------------------------------------------------------
+
+TEST(Fp16Conversion, F16EdgeValues) {
+  EXPECT_EQ(F32ToF16(0.0f), 0x0000);
+  EXPECT_EQ(F32ToF16(-0.0f), 0x8000);
+  EXPECT_EQ(F32ToF16(1.0f), 0x3c00);
+  EXPECT_EQ(F32ToF16(-2.0f), 0xc000);
+  EXPECT_EQ(F32ToF16(0.1f), 0x2e66);
+  EXPECT_EQ(F32ToF16(65504.0f), 0x7bff);
+  EXPECT_EQ(F32ToF16(65519.99f), 0x7bff);
+  EXPECT_EQ(F32ToF16(65520.0f), 0x7c00);  // tie -> even -> inf
+  EXPECT_EQ(F32ToF16(1e10f), 0x7c00);
+  EXPECT_EQ(F32ToF16(INFINITY), 0x7c00);
+  EXPECT_EQ(F32ToF16(-INFINITY), 0xfc00);
+  const uint16_t nan = F32ToF16(NAN);
+  EXPECT_EQ(nan & 0x7c00, 0x7c00);
+  EXPECT_NE(nan & 0x3ff, 0);
+  EXPECT_TRUE(std::isnan(F16ToF32(nan)));
+  EXPECT_EQ(F32ToF16(std::ldexp(1.0f, -14)), 0x0400);  // smallest normal
+  EXPECT_EQ(F32ToF16(std::ldexp(1.0f, -24)), 0x0001);  // smallest subnormal
+  EXPECT_EQ(F32ToF16(std::ldexp(1.0f, -25)), 0x0000);  // tie -> even (0)
+  EXPECT_EQ(F32ToF16(std::ldexp(3.0f, -25)), 0x0002);  // 1.5 ulp: tie -> even (2)
+  EXPECT_EQ(F32ToF16(std::ldexp(1.5f, -25)), 0x0001);
+  EXPECT_EQ(F32ToF16(std::ldexp(1023.5f, -24)), 0x0400);  // rounds up into the normals
+  EXPECT_EQ(F32ToF16(1.0f + std::ldexp(1.0f, -11)), 0x3c00);      // tie -> even
+  EXPECT_EQ(F32ToF16(1.0f + 3 * std::ldexp(1.0f, -11)), 0x3c02);  // tie -> even
+  EXPECT_EQ(F16ToF32(0x0001), std::ldexp(1.0f, -24));
+  EXPECT_EQ(F16ToF32(0x7bff), 65504.0f);
+  EXPECT_EQ(F16ToF32(0xfc00), -INFINITY);
+  EXPECT_EQ(F32Bits(F16ToF32(0x8000)), 0x80000000u);
+  // Every half survives a round trip (nan stays nan).
+  for (uint32_t h = 0; h < 65536; ++h) {
+    const float f = F16ToF32(static_cast<uint16_t>(h));
+    if (std::isnan(f)) {
+      EXPECT_TRUE(std::isnan(F16ToF32(F32ToF16(f))));
+    } else {
+      ASSERT_EQ(F32ToF16(f), h) << std::hex << h;
+    }
+  }
+}
+
+__attribute__((target("f16c"))) uint16_t HardwareF32ToF16(float f) {
+  return static_cast<uint16_t>(_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+
+TEST(Fp16Conversion, F16MatchesF16cOnRandomBits) {
+  if (!__builtin_cpu_supports("f16c")) GTEST_SKIP() << "CPU lacks F16C";
+  std::mt19937 rng(7);
+  for (int i = 0; i < 2000000; ++i) {
+    const float f = F32FromBits(rng());
+    if (std::isnan(f)) continue;
+    ASSERT_EQ(F32ToF16(f), HardwareF32ToF16(f)) << std::hex << F32Bits(f);
+  }
+}
+
+TEST(Fp16Conversion, Bf16EdgeValues) {
+  EXPECT_EQ(F32ToBf16(1.0f), 0x3f80);
+  EXPECT_EQ(F32ToBf16(-0.0f), 0x8000);
+  EXPECT_EQ(F32ToBf16(F32FromBits(0x3f808000)), 0x3f80);  // tie -> even
+  EXPECT_EQ(F32ToBf16(F32FromBits(0x3f818000)), 0x3f82);  // tie -> even
+  EXPECT_EQ(F32ToBf16(F32FromBits(0x3f808001)), 0x3f81);
+  EXPECT_EQ(F32ToBf16(INFINITY), 0x7f80);
+  EXPECT_EQ(F32ToBf16(F32FromBits(0x7f7fffff)), 0x7f80);  // max float rounds to inf
+  EXPECT_TRUE(std::isnan(Bf16ToF32(F32ToBf16(NAN))));
+  EXPECT_TRUE(std::isnan(Bf16ToF32(F32ToBf16(F32FromBits(0x7f800001)))));  // payload only in low bits
+  EXPECT_EQ(Bf16ToF32(0x4049), 3.140625f);
+  for (uint32_t h = 0; h < 65536; ++h) {
+    const float f = Bf16ToF32(static_cast<uint16_t>(h));
+    if (!std::isnan(f)) {
+      ASSERT_EQ(F32ToBf16(f), h);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Quantization round trip
+// ---------------------------------------------------------------------------
+
+double RoundTripBudget(TensorType t) {  // relative RMS error on N(0,1) data
+  switch (t) {
+    case TensorType::kF32: return 0.0;
+    case TensorType::kF16: return 1e-3;
+    case TensorType::kBF16: return 4e-3;
+    case TensorType::kQ8_0: return 0.01;
+    case TensorType::kQ4_0: return 0.13;
+    case TensorType::kQ5_0: return 0.065;
+    case TensorType::kQ4_K: return 0.12;
+    case TensorType::kQ5_K: return 0.06;
+    case TensorType::kQ6_K: return 0.03;
+    default: return 0.0;
+  }
+}
+
+class QuantRoundTrip : public ::testing::TestWithParam<TensorType> {};
+
+TEST_P(QuantRoundTrip, WithinBudget) {
+  const TensorType type = GetParam();
+  const int64_t n = 256 * 16;
+  std::vector<float> x = Gaussian(n, 1234);
+  const uint64_t bytes = Bytes(type, n);
+  std::vector<uint8_t> q(bytes + kGuardCount, kGuardByte);
+  QuantizeRow(type, x.data(), q.data(), n);
+  for (int i = 0; i < kGuardCount; ++i) ASSERT_EQ(q[bytes + i], kGuardByte) << "quantizer wrote past the row";
+  Guarded y(n);
+  DequantizeRow(Isa::kRef, type, q.data(), y.data(), n);
+  EXPECT_TRUE(y.GuardsIntact());
+  const double rel_rms = std::sqrt(Nmse(x.data(), y.data(), n));
+  RecordProperty("rel_rms", std::to_string(rel_rms));
+  std::printf("[          ] %s relative RMS error %.5f (budget %.5f)\n", TypeName(type), rel_rms, RoundTripBudget(type));
+  EXPECT_LE(rel_rms, RoundTripBudget(type)) << TypeName(type);
+
+  // Zeros and a constant row quantize without nan.
+  std::vector<float> zero(n, 0.0f), konst(n, 0.75f), back(n);
+  QuantizeRow(type, zero.data(), q.data(), n);
+  DequantizeRow(type, q.data(), back.data(), n);
+  for (float v : back) ASSERT_EQ(v, 0.0f);
+  QuantizeRow(type, konst.data(), q.data(), n);
+  DequantizeRow(type, q.data(), back.data(), n);
+  EXPECT_LE(Nmse(konst.data(), back.data(), n), 1e-3);
+}
+
+INSTANTIATE_TEST_SUITE_P(AllTypes, QuantRoundTrip, ::testing::ValuesIn(kComputableTypes),
+                         [](const auto& info) { return std::string(TypeName(info.param)); });
+
+TEST(QuantFormat, Q4_0AndQ8_0KnownBlocks) {
+  // x = -8..7 (twice): Q4_0 maps the extreme -8 to quant 0 with d = 1.
+  float x[32];
+  for (int j = 0; j < 32; ++j) x[j] = static_cast<float>(j % 16 - 8);
+  BlockQ4_0 b4;
+  QuantizeRow(TensorType::kQ4_0, x, &b4, 32);
+  EXPECT_EQ(b4.d, F32ToF16(1.0f));
+  for (int j = 0; j < 16; ++j) EXPECT_EQ(b4.qs[j], (j & 0xF) | ((j & 0xF) << 4));
+  BlockQ8_0 b8;
+  QuantizeRow(TensorType::kQ8_0, x, &b8, 32);
+  EXPECT_EQ(F16ToF32(b8.d), F16ToF32(F32ToF16(8.0f / 127)));
+  EXPECT_EQ(b8.qs[0], -127);
+}
+
+TEST(QuantFormat, DequantizeRejectsPartialBlocks) {
+  std::vector<uint8_t> q(256);
+  std::vector<float> y(300);
+  EXPECT_DEATH(DequantizeRow(TensorType::kQ4_K, q.data(), y.data(), 100), "multiple");
+}
+
+// ---------------------------------------------------------------------------
+// Every ISA against the reference
+// ---------------------------------------------------------------------------
+
+// A row of n elements in `type` whose packed bytes are random (scales kept
+// finite and moderate), so unpacking reaches every bit pattern.
+std::vector<uint8_t> RandomRow(TensorType type, int64_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<uint8_t> row(Bytes(type, n));
+  if (type == TensorType::kF32 || type == TensorType::kF16 || type == TensorType::kBF16) {
+    std::vector<float> x = Gaussian(n, seed);
+    QuantizeRow(type, x.data(), row.data(), n);
+    return row;
+  }
+  for (uint8_t& b : row) b = static_cast<uint8_t>(rng());
+  std::uniform_real_distribution<float> scale(-0.05f, 0.05f);
+  const int64_t bb = Traits(type).block_bytes;
+  for (uint64_t off = 0; off < row.size(); off += bb) {
+    auto put = [&](int at, float v) {
+      const uint16_t h = F32ToF16(v);
+      std::memcpy(&row[off + at], &h, 2);
+    };
+    switch (type) {
+      case TensorType::kQ4_K:
+      case TensorType::kQ5_K: put(0, scale(rng)); put(2, std::fabs(scale(rng))); break;
+      case TensorType::kQ6_K: put(208, scale(rng)); break;
+      default: put(0, scale(rng)); break;
+    }
+  }
+  return row;
+}
+
+using TypeIsa = std::tuple<TensorType, Isa>;
+
+class KernelIsaTest : public ::testing::TestWithParam<TypeIsa> {
+ protected:
+  void SetUp() override {
+    if (!IsaAvailable(std::get<1>(GetParam())))
+      GTEST_SKIP() << "ISA " << IsaName(std::get<1>(GetParam())) << " not available on this machine";
+  }
+  TensorType type() const { return std::get<0>(GetParam()); }
+  Isa isa() const { return std::get<1>(GetParam()); }
+  // Row lengths that reach the loop remainders: odd lengths for float types.
+  std::vector<int64_t> Lengths() const {
+    const int64_t b = BlockOf(type());
+    if (b == 1) return {1, 15, 67, 256, 1000};
+    if (b == 32) return {32, 96, 288};
+    return {256, 768};
+  }
+};
+
+TEST_P(KernelIsaTest, DequantizeEqualsReferenceExactly) {
+  for (int64_t n : Lengths()) {
+    std::vector<uint8_t> row = RandomRow(type(), n, 99 + static_cast<uint32_t>(n));
+    Guarded a(n), b(n);
+    DequantizeRow(Isa::kRef, type(), row.data(), a.data(), n);
+    DequantizeRow(isa(), type(), row.data(), b.data(), n);
+    EXPECT_TRUE(b.GuardsIntact());
+    ASSERT_EQ(std::memcmp(a.data(), b.data(), n * sizeof(float)), 0) << "n=" << n;
+  }
+}
+
+TEST_P(KernelIsaTest, MatMulMatchesReference) {
+  for (int64_t n_in : Lengths()) {
+    for (int64_t n_out : {1, 13, 37}) {
+      for (int64_t n_tok : {1, 3, 17}) {
+        const uint64_t rb = Bytes(type(), n_in);
+        std::vector<uint8_t> w(rb * n_out);
+        for (int64_t r = 0; r < n_out; ++r) {
+          std::vector<uint8_t> row = RandomRow(type(), n_in, static_cast<uint32_t>(r * 31 + n_in));
+          std::memcpy(w.data() + r * rb, row.data(), rb);
+        }
+        std::vector<float> x = Gaussian(n_in * n_tok, 5 + static_cast<uint32_t>(n_tok));
+        const MatrixView view{type(), w.data(), n_in, n_out, rb};
+        Guarded y(n_out * n_tok);
+        ThreadPool pool(2);
+        MatMul(isa(), view, x.data(), n_tok, y.data(), &pool);
+        EXPECT_TRUE(y.GuardsIntact());
+        // Double-precision reference over the exactly dequantized weights.
+        std::vector<float> wf(n_in), expect(n_out * n_tok);
+        for (int64_t r = 0; r < n_out; ++r) {
+          DequantizeRow(Isa::kRef, type(), w.data() + r * rb, wf.data(), n_in);
+          for (int64_t t = 0; t < n_tok; ++t) {
+            double s = 0;
+            for (int64_t i = 0; i < n_in; ++i) s += static_cast<double>(wf[i]) * x[t * n_in + i];
+            expect[t * n_out + r] = static_cast<float>(s);
+          }
+        }
+        const double nmse = Nmse(expect.data(), y.data(), n_out * n_tok);
+        ASSERT_LE(nmse, 1e-10) << "n_in=" << n_in << " n_out=" << n_out << " n_tok=" << n_tok;
+      }
+    }
+  }
+}
+
+// The determinism contract of matmul.h.
+TEST_P(KernelIsaTest, MatMulBitEqualsDotRowForAnyBatchAndThreads) {
+  const int64_t n_in = Lengths().back(), n_out = 37;
+  const uint64_t rb = Bytes(type(), n_in);
+  std::vector<uint8_t> w(rb * n_out);
+  for (int64_t r = 0; r < n_out; ++r) {
+    std::vector<uint8_t> row = RandomRow(type(), n_in, static_cast<uint32_t>(1000 + r));
+    std::memcpy(w.data() + r * rb, row.data(), rb);
+  }
+  const MatrixView view{type(), w.data(), n_in, n_out, rb};
+  const int64_t kTok = 7;
+  std::vector<float> x = Gaussian(n_in * kTok, 77);
+  std::vector<float> expect(n_out * kTok);
+  for (int64_t t = 0; t < kTok; ++t)
+    for (int64_t r = 0; r < n_out; ++r)
+      expect[t * n_out + r] = DotRow(isa(), type(), w.data() + r * rb, x.data() + t * n_in, n_in);
+  for (int threads : {1, 2, 3}) {
+    ThreadPool pool(threads);
+    for (int64_t n_tok : {int64_t{1}, kTok}) {
+      for (int64_t t0 = 0; t0 + n_tok <= kTok; t0 += n_tok) {
+        std::vector<float> y(n_out * n_tok);
+        MatMul(isa(), view, x.data() + t0 * n_in, n_tok, y.data(), threads == 1 ? nullptr : &pool);
+        ASSERT_EQ(std::memcmp(y.data(), expect.data() + t0 * n_out, y.size() * sizeof(float)), 0)
+            << "threads=" << threads << " n_tok=" << n_tok << " t0=" << t0;
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllTypesAllIsas, KernelIsaTest,
+                         ::testing::Combine(::testing::ValuesIn(kComputableTypes), ::testing::ValuesIn(kAllIsas)),
+                         [](const auto& info) {
+                           return std::string(TypeName(std::get<0>(info.param))) + "_" +
+                                  IsaName(std::get<1>(info.param));
+                         });
+
+// avx2 and avx512 share the accumulation order (isa.h): same bits.
+class KernelSimdAgreeTest : public ::testing::TestWithParam<TensorType> {};
+
+TEST_P(KernelSimdAgreeTest, Avx2AndAvx512BitForBit) {
+  if (!IsaAvailable(Isa::kAvx2) || !IsaAvailable(Isa::kAvx512)) GTEST_SKIP() << "needs both avx2 and avx512";
+  const TensorType type = GetParam();
+  const int64_t b = BlockOf(type), odd = b == 1 ? 7 : 0;
+  for (int64_t n : {b, 8 * b + odd, 3072 + odd}) {
+    std::vector<uint8_t> row = RandomRow(type, n, 4242);
+    std::vector<float> x = Gaussian(n, 4243);
+    const float a = DotRow(Isa::kAvx2, type, row.data(), x.data(), n);
+    const float b = DotRow(Isa::kAvx512, type, row.data(), x.data(), n);
+    ASSERT_EQ(F32Bits(a), F32Bits(b)) << "n=" << n;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllTypes, KernelSimdAgreeTest, ::testing::ValuesIn(kComputableTypes),
+                         [](const auto& info) { return std::string(TypeName(info.param)); });
+
+TEST(KernelDispatch, ActiveIsaIsAvailable) {
+  const std::string active = ActiveIsa();
+  bool found = false;
+  for (Isa isa : kAllIsas)
+    if (active == IsaName(isa)) found = IsaAvailable(isa);
+  EXPECT_TRUE(found) << active;
+  std::printf("[          ] active ISA: %s\n", active.c_str());
+}
+
+// ---------------------------------------------------------------------------
+// Small ops against double-precision formulas
+// ---------------------------------------------------------------------------
+
+TEST(KernelOps, RmsNorm) {
+  for (int64_t n : {1, 7, 64, 2049}) {
+    std::vector<float> x = Gaussian(n, 11, 3.0f), w = Gaussian(n, 12);
+    double ss = 0;
+    for (float v : x) ss += static_cast<double>(v) * v;
+    const double inv = 1.0 / std::sqrt(ss / n + 1e-6);
+    std::vector<float> expect(n);
+    for (int64_t i = 0; i < n; ++i) expect[i] = static_cast<float>(x[i] * inv * w[i]);
+    Guarded y(n);
+    RmsNorm(x.data(), w.data(), y.data(), n, 1e-6f);
+    EXPECT_TRUE(y.GuardsIntact());
+    EXPECT_LE(Nmse(expect.data(), y.data(), n), 1e-12) << n;
+    RmsNorm(x.data(), w.data(), x.data(), n, 1e-6f);  // in place
+    EXPECT_EQ(std::memcmp(x.data(), y.data(), n * 4), 0);
+  }
+}
+
+void RopeExpect(std::vector<float>& v, int n_heads, int head_dim, int64_t pos, double theta, bool neox) {
+  const int half = head_dim / 2;
+  for (int h = 0; h < n_heads; ++h) {
+    float* q = v.data() + h * head_dim;
+    for (int i = 0; i < half; ++i) {
+      const double ang = pos / std::pow(theta, 2.0 * i / head_dim);
+      const int a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
+      const double qa = q[a], qb = q[b];
+      q[a] = static_cast<float>(qa * std::cos(ang) - qb * std::sin(ang));
+      q[b] = static_cast<float>(qb * std::cos(ang) + qa * std::sin(ang));
+    }
+  }
+}
+
+TEST(KernelOps, RopeBothLayouts) {
+  const int n_heads = 3, head_dim = 64;
+  for (bool neox : {true, false}) {
+    for (int64_t pos : {0, 1, 17, 1000}) {
+      std::vector<float> v = Gaussian(n_heads * head_dim, 21), expect = v;
+      RopeExpect(expect, n_heads, head_dim, pos, 10000.0, neox);
+      if (neox)
+        RopeNeox(v.data(), n_heads, head_dim, pos, 10000.0f);
+      else
+        RopeInterleaved(v.data(), n_heads, head_dim, pos, 10000.0f);
+      // float32 angles at pos 1000 carry ~1e-4 absolute error, as in transformers.
+      EXPECT_LE(Nmse(expect.data(), v.data(), v.size()), pos >= 1000 ? 1e-7 : 1e-11) << neox << " " << pos;
+    }
+  }
+  // pos 0 is the identity.
+  std::vector<float> v = Gaussian(64, 3), orig = v;
+  RopeNeox(v.data(), 1, 64, 0, 5e6f);
+  EXPECT_EQ(v, orig);
+}
+
+TEST(KernelOps, SoftmaxSiluMulDotAxpy) {
+  for (int64_t n : {1, 5, 100, 1001}) {
+    std::vector<float> x = Gaussian(n, 31, 4.0f), expect(n);
+    double mx = -1e30, sum = 0;
+    for (float v : x) mx = std::max<double>(mx, v);
+    for (float v : x) sum += std::exp(v - mx);
+    for (int64_t i = 0; i < n; ++i) expect[i] = static_cast<float>(std::exp(x[i] - mx) / sum);
+    Softmax(x.data(), n);
+    EXPECT_LE(Nmse(expect.data(), x.data(), n), 1e-12);
+
+    std::vector<float> g = Gaussian(n, 32, 3.0f), u = Gaussian(n, 33), out(n);
+    for (int64_t i = 0; i < n; ++i) expect[i] = static_cast<float>(g[i] / (1.0 + std::exp(-double(g[i]))) * u[i]);
+    SiluMul(g.data(), u.data(), out.data(), n);
+    EXPECT_LE(Nmse(expect.data(), out.data(), n), 1e-12);
+    SiluMul(g.data(), u.data(), g.data(), n);  // aliasing gate
+    EXPECT_EQ(g, out);
+
+    std::vector<float> a = Gaussian(n, 34), b = Gaussian(n, 35);
+    double dot = 0;
+    for (int64_t i = 0; i < n; ++i) dot += static_cast<double>(a[i]) * b[i];
+    EXPECT_NEAR(DotF32(a.data(), b.data(), n), dot, 1e-5 * (1 + std::sqrt(double(n))));
+    EXPECT_EQ(F32Bits(DotF32(a.data(), b.data(), n)), F32Bits(DotRow(TensorType::kF32, a.data(), b.data(), n)));
+
+    std::vector<float> y = b;
+    AxpyF32(0.5f, a.data(), y.data(), n);
+    for (int64_t i = 0; i < n; ++i) ASSERT_EQ(y[i], b[i] + 0.5f * a[i]);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Real tensors from the shared GGUF files
+// ---------------------------------------------------------------------------
+
+TEST(KernelRealData, Q4KMFileAgainstBf16File) {
+  const std::string dir = std::string(STRATA_SHARED_DIR) + "/models/";
+  auto bf16 = GgufFile::Open(dir + "smol-shakespeare.llamacpp-bf16.gguf");
+  auto q4 = GgufFile::Open(dir + "smol-shakespeare.llamacpp-q4_k_m.gguf");
+  if (!bf16.ok() || !q4.ok()) GTEST_SKIP() << "shared GGUF files not readable: " << bf16.status().ToString() << " / "
+                                           << q4.status().ToString();
+  for (const char* name : {"blk.0.ffn_down.weight", "blk.0.attn_q.weight", "blk.0.ffn_up.weight"}) {
+    const GgufTensor* tb = (*bf16)->FindTensor(name);
+    const GgufTensor* tq = (*q4)->FindTensor(name);
+    ASSERT_NE(tb, nullptr) << name;
+    ASSERT_NE(tq, nullptr) << name;
+    ASSERT_EQ(tb->ne[0], tq->ne[0]);
+    ASSERT_EQ(tb->ne[1], tq->ne[1]);
+    const int64_t n_in = tb->ne[0], n_out = tb->ne[1];
+    const uint64_t rb_b = Bytes(tb->type, n_in), rb_q = Bytes(tq->type, n_in);
+    std::vector<float> wb(n_in * n_out), wq(n_in * n_out), wmine(n_in * n_out);
+    for (int64_t r = 0; r < n_out; ++r) {
+      DequantizeRow(tb->type, tb->data + r * rb_b, wb.data() + r * n_in, n_in);
+      DequantizeRow(tq->type, tq->data + r * rb_q, wq.data() + r * n_in, n_in);
+    }
+    // Our quantizer on the same weights must be about as good as llama.cpp's.
+    std::vector<uint8_t> mine(rb_q);
+    for (int64_t r = 0; r < n_out; ++r) {
+      QuantizeRow(tq->type, wb.data() + r * n_in, mine.data(), n_in);
+      DequantizeRow(tq->type, mine.data(), wmine.data() + r * n_in, n_in);
+    }
+    const double file_nmse = Nmse(wb.data(), wq.data(), wb.size());
+    const double mine_nmse = Nmse(wb.data(), wmine.data(), wb.size());
+    std::printf("[          ] %s [%lld x %lld] %s: llama.cpp NMSE %.3g, strata quantizer NMSE %.3g\n", name,
+                static_cast<long long>(n_out), static_cast<long long>(n_in), TypeName(tq->type), file_nmse, mine_nmse);
+    EXPECT_LE(file_nmse, 0.02) << name;  // the file decodes to the same weights, up to quantization
+    EXPECT_LE(mine_nmse, file_nmse * 1.5) << name;
+
+    // MatMul on real weights: every ISA against ref, and quantized vs bf16.
+    const int64_t n_tok = 5;
+    std::vector<float> x = Gaussian(n_in * n_tok, 8);
+    std::vector<float> yb(n_out * n_tok), yref(n_out * n_tok), y(n_out * n_tok);
+    ThreadPool pool(3);
+    MatMul(MatrixView{tb->type, tb->data, n_in, n_out, rb_b}, x.data(), n_tok, yb.data(), &pool);
+    const MatrixView vq{tq->type, tq->data, n_in, n_out, rb_q};
+    MatMul(Isa::kRef, vq, x.data(), n_tok, yref.data(), nullptr);
+    EXPECT_LE(Nmse(yb.data(), yref.data(), y.size()), 0.03) << name;
+    for (Isa isa : kAllIsas) {
+      if (!IsaAvailable(isa)) continue;
+      MatMul(isa, vq, x.data(), n_tok, y.data(), &pool);
+      EXPECT_LE(Nmse(yref.data(), y.data(), y.size()), 1e-10) << name << " " << IsaName(isa);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace strata

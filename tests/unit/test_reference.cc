@@ -1,0 +1,226 @@
+// End-to-end numerics against ../shared/reference: transformers' prompt ids,
+// per-position top-5, last-position logits, per-layer hidden states and
+// greedy tokens, for the HF directory and llama.cpp's bf16 / Q4_K_M GGUFs.
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <set>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "coordinator/generate.h"
+#include "coordinator/pipeline.h"
+#include "coordinator/sampler.h"
+#include "model/model_files.h"
+#include "model/tokenizer.h"
+#include "worker/stage.h"
+
+namespace strata {
+namespace {
+
+const std::string kShared = STRATA_SHARED_DIR;
+const std::string kHfDir = kShared + "/models/smol-shakespeare";
+const std::string kBf16 = kShared + "/models/smol-shakespeare.llamacpp-bf16.gguf";
+const std::string kQ4km = kShared + "/models/smol-shakespeare.llamacpp-q4_k_m.gguf";
+
+const nlohmann::json& Reference() {
+  static const nlohmann::json ref = [] {
+    std::ifstream in(kShared + "/reference/smol-shakespeare.hf.json");
+    return nlohmann::json::parse(in);
+  }();
+  return ref;
+}
+
+// Minimal .npy reader for little-endian float32 C-order arrays.
+bool LoadNpyF32(const std::string& path, std::vector<int64_t>* shape, std::vector<float>* data) {
+  std::ifstream in(path, std::ios::binary);
+  char magic[6];
+  if (!in.read(magic, 6) || std::memcmp(magic, "\x93NUMPY", 6) != 0) return false;
+  uint8_t ver[2];
+  in.read(reinterpret_cast<char*>(ver), 2);
+  uint32_t header_len = 0;
+  if (ver[0] == 1) {
+    uint16_t l;
+    in.read(reinterpret_cast<char*>(&l), 2);
+    header_len = l;
+  } else {
+    in.read(reinterpret_cast<char*>(&header_len), 4);
+  }
+  std::string header(header_len, '\0');
+  in.read(header.data(), header_len);
+  if (header.find("'<f4'") == std::string::npos || header.find("'fortran_order': False") == std::string::npos) return false;
+  size_t a = header.find("'shape': (") + 10, b = header.find(')', a);
+  std::string dims = header.substr(a, b - a);
+  shape->clear();
+  int64_t n = 1;
+  for (size_t p = 0; p < dims.size();) {
+    size_t q = dims.find(',', p);
+    std::string d = dims.substr(p, q == std::string::npos ? std::string::npos : q - p);
+    if (d.find_first_not_of(' ') != std::string::npos) {
+      shape->push_back(std::stoll(d));
+      n *= shape->back();
+    }
+    if (q == std::string::npos) break;
+    p = q + 1;
+  }
+  data->resize(n);
+  return static_cast<bool>(in.read(reinterpret_cast<char*>(data->data()), n * 4));
+}
+
+struct Loaded {
+  std::unique_ptr<ModelFiles> model;
+  std::unique_ptr<Tokenizer> tokenizer;
+  std::unique_ptr<ThreadPool> pool;
+  std::unique_ptr<LocalPipeline> pipeline;
+};
+
+Loaded Load(const std::string& path) {
+  Loaded l;
+  auto m = ModelFiles::Open(path);
+  EXPECT_TRUE(m.ok()) << m.status().ToString();
+  l.model = std::move(m).value();
+  auto v = l.model->LoadVocab();
+  EXPECT_TRUE(v.ok()) << v.status().ToString();
+  auto t = Tokenizer::Create(std::move(v).value());
+  EXPECT_TRUE(t.ok()) << t.status().ToString();
+  l.tokenizer = std::make_unique<Tokenizer>(std::move(t).value());
+  l.pool = std::make_unique<ThreadPool>(2);
+  auto p = LocalPipeline::Create(*l.model, 1024, l.pool.get());
+  EXPECT_TRUE(p.ok()) << p.status().ToString();
+  l.pipeline = std::move(p).value();
+  return l;
+}
+
+class ReferenceTest : public ::testing::TestWithParam<std::string> {};
+
+// Prompt ids, top-5 at every position and the last position's logits.
+TEST_P(ReferenceTest, PromptLogitsMatchTransformers) {
+  const bool quantized = GetParam() == kQ4km;
+  Loaded l = Load(GetParam());
+  const int vocab = l.model->config().vocab;
+  int case_index = 0;
+  for (const auto& c : Reference()["cases"]) {
+    SCOPED_TRACE("case " + std::to_string(case_index));
+    std::vector<int32_t> ids = l.tokenizer->Encode(c["prompt"].get<std::string>(), false);
+    ASSERT_EQ(ids, c["prompt_ids"].get<std::vector<int32_t>>());
+    SequenceRequest req;
+    req.seq_id = 100 + case_index;
+    req.tokens = ids;
+    req.output = SequenceRequest::Output::kLogits;
+    req.logits_from = 0;
+    auto out = l.pipeline->Forward({req});
+    ASSERT_TRUE(out.ok()) << out.status().ToString();
+    ASSERT_TRUE(l.pipeline->Free(req.seq_id).ok());
+    const std::vector<float>& logits = (*out)[0].logits;
+    int top1_same = 0, top5_overlap = 0;
+    for (size_t pos = 0; pos < ids.size(); ++pos) {
+      auto top = TopK(logits.data() + pos * vocab, vocab, 5);
+      auto want = c["top5_per_position"][pos].get<std::vector<int32_t>>();
+      top1_same += top[0].first == want[0];
+      std::set<int32_t> want_set(want.begin(), want.end());
+      for (auto& [id, v] : top) top5_overlap += want_set.count(id);
+    }
+    const auto last = c["last_logits"].get<std::vector<float>>();
+    const float* got = logits.data() + (ids.size() - 1) * vocab;
+    double max_abs = 0, err2 = 0, ref2 = 0;
+    for (int v = 0; v < vocab; ++v) {
+      max_abs = std::max(max_abs, static_cast<double>(std::fabs(got[v] - last[v])));
+      err2 += (got[v] - last[v]) * (got[v] - last[v]);
+      ref2 += last[v] * last[v];
+    }
+    if (!quantized) {
+      // Same bf16 weights, float32 compute: only summation order differs.
+      EXPECT_EQ(top1_same, static_cast<int>(ids.size()));
+      EXPECT_GE(top5_overlap, static_cast<int>(ids.size() * 5) - 2);
+      EXPECT_LT(max_abs, 2e-3) << "last-position logits differ from transformers";
+    } else {
+      // Q4_K_M: the quantization's own error, but the same predictions almost everywhere.
+      EXPECT_GE(top1_same, static_cast<int>(ids.size() * 9 / 10));
+      EXPECT_LT(std::sqrt(err2 / ref2), 0.1) << "relative L2 error of the last logits";
+    }
+    ++case_index;
+  }
+}
+
+// 48 greedy tokens equal transformers' (the acceptance script checks 32);
+// for Q4_K_M, whose weights differ, the greedy text equals llama.cpp's on the
+// same file (../shared/reference/smol-shakespeare.llamacpp.json).
+TEST_P(ReferenceTest, GreedyTokensMatchReference) {
+  Loaded l = Load(GetParam());
+  if (GetParam() != kQ4km) {
+    for (const auto& c : Reference()["cases"]) {
+      GenerateOptions opts;
+      opts.n_predict = 48;
+      opts.ignore_eos = true;
+      opts.sampling.temperature = 0;
+      auto res = Generate(*l.pipeline, *l.tokenizer, c["prompt_ids"].get<std::vector<int32_t>>(), opts, 1024, nullptr);
+      ASSERT_TRUE(res.ok()) << res.status().ToString();
+      EXPECT_EQ(res->ids, c["greedy_ids"].get<std::vector<int32_t>>());
+    }
+    return;
+  }
+  std::ifstream in(kShared + "/reference/smol-shakespeare.llamacpp.json");
+  const nlohmann::json llama = nlohmann::json::parse(in);
+  for (const auto& c : llama["greedy"]["q4_k_m"]) {
+    // llama-completion -n 32 stops at an end-of-generation token and prints
+    // it (-sp), followed by " [end of text]".
+    std::string want = c["text"].get<std::string>();
+    bool stopped = false;
+    if (size_t e = want.find("<|im_end|> [end of text]"); e != std::string::npos) {
+      want.resize(e);
+      stopped = true;
+    }
+    GenerateOptions opts;
+    opts.n_predict = 32;
+    opts.sampling.temperature = 0;
+    auto res = Generate(*l.pipeline, *l.tokenizer, l.tokenizer->Encode(c["prompt"].get<std::string>(), false), opts, 1024, nullptr);
+    ASSERT_TRUE(res.ok()) << res.status().ToString();
+    EXPECT_EQ(res->text, want);
+    EXPECT_EQ(res->finish_reason, stopped ? "stop" : "length");
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(SharedModels, ReferenceTest, ::testing::Values(kHfDir, kBf16, kQ4km),
+                         [](const auto& info) {
+                           return std::string(info.param == kHfDir ? "HfDirectory" : info.param == kBf16 ? "GgufBf16" : "GgufQ4KM");
+                         });
+
+// Residual stream after the embedding and after every layer vs transformers'
+// output_hidden_states (whose last entry is after the final norm).
+TEST(ReferenceHiddenStates, EveryLayerWithinRelativeL2OneE4) {
+  std::vector<int64_t> shape;
+  std::vector<float> ref;
+  ASSERT_TRUE(LoadNpyF32(kShared + "/reference/smol-shakespeare.hidden_states.npy", &shape, &ref));
+  ASSERT_EQ(shape.size(), 3u);
+  Loaded l = Load(kHfDir);
+  const ModelConfig& cfg = l.model->config();
+  ASSERT_EQ(shape[0], cfg.n_layers + 1);
+  const int64_t n_tok = shape[1], hidden = shape[2];
+  ASSERT_EQ(hidden, cfg.hidden);
+  std::vector<int32_t> ids = Reference()["cases"][0]["prompt_ids"].get<std::vector<int32_t>>();
+  ASSERT_EQ(static_cast<int64_t>(ids.size()), n_tok);
+  Stage& stage = l.pipeline->stage();
+  std::vector<float> x(n_tok * hidden);
+  ASSERT_TRUE(stage.Embed(ids, x.data()).ok());
+  std::vector<std::vector<float>> states = {x};
+  auto st = stage.ForwardObserved({{7, 0, n_tok}}, x.data(), [&](int layer, const float* h, int64_t n) {
+    states.emplace_back(h, h + n * hidden);
+  });
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  // transformers' last hidden state is after the final norm.
+  for (int64_t t = 0; t < n_tok; ++t) stage.FinalNorm(states.back().data() + t * hidden, states.back().data() + t * hidden);
+  ASSERT_EQ(static_cast<int64_t>(states.size()), shape[0]);
+  for (size_t layer = 0; layer < states.size(); ++layer) {
+    double err2 = 0, ref2 = 0;
+    const float* r = ref.data() + layer * n_tok * hidden;
+    for (int64_t i = 0; i < n_tok * hidden; ++i) {
+      err2 += (states[layer][i] - r[i]) * static_cast<double>(states[layer][i] - r[i]);
+      ref2 += r[i] * static_cast<double>(r[i]);
+    }
+    EXPECT_LE(std::sqrt(err2 / ref2), 1e-4) << "hidden state " << layer;
+  }
+}
+
+}  // namespace
+}  // namespace strata

@@ -1,0 +1,141 @@
+// Stage: load a layer slice, keep per-sequence KV caches, run the layers.
+#include "worker/stage.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "kernels/ops.h"
+#include "kernels/quant.h"
+
+namespace strata {
+
+Result<std::unique_ptr<Stage>> Stage::Load(const ModelFiles& model, const StageOptions& opts, ThreadPool* pool) {
+  const ModelConfig& cfg = model.config();
+  if (opts.layers.first < 0 || opts.layers.last >= cfg.n_layers || opts.layers.first > opts.layers.last + 1)
+    return InvalidArgument("stage layers " + std::to_string(opts.layers.first) + "-" + std::to_string(opts.layers.last) +
+                           " are outside the model's " + std::to_string(cfg.n_layers) + " layers");
+  if (opts.n_ctx <= 0) return InvalidArgument("context size must be positive");
+  std::unique_ptr<Stage> s(new Stage());
+  s->opts_ = opts;
+  s->cfg_ = cfg;
+  s->pool_ = pool;
+  for (int l = opts.layers.first; l <= opts.layers.last; ++l) {
+    STRATA_ASSIGN_OR_RETURN(LayerWeights w, LoadLayerWeights(model, l));
+    s->weight_bytes_ += model.LayerBytes(l);
+    s->layers_.push_back(std::move(w));
+  }
+  if (opts.first || (opts.last && cfg.tied_embeddings)) {
+    STRATA_ASSIGN_OR_RETURN(WeightTensor t, model.Tensor("token_embd.weight"));
+    STRATA_ASSIGN_OR_RETURN(s->embedding_, MatrixOf(t));
+    s->weight_bytes_ += t.nbytes;
+  }
+  if (opts.last) {
+    STRATA_ASSIGN_OR_RETURN(WeightTensor norm, model.Tensor("output_norm.weight"));
+    STRATA_ASSIGN_OR_RETURN(s->output_norm_, VectorOf(norm));
+    if (cfg.tied_embeddings) {
+      s->output_ = s->embedding_;
+    } else {
+      STRATA_ASSIGN_OR_RETURN(WeightTensor t, model.Tensor("output.weight"));
+      STRATA_ASSIGN_OR_RETURN(s->output_, MatrixOf(t));
+      s->weight_bytes_ += t.nbytes;
+    }
+  }
+  return s;
+}
+
+Status Stage::Embed(std::span<const int32_t> ids, float* x) const {
+  if (!opts_.first) return FailedPrecondition("this stage does not hold the token embedding");
+  for (size_t t = 0; t < ids.size(); ++t) {
+    if (ids[t] < 0 || ids[t] >= cfg_.vocab)
+      return InvalidArgument("token id " + std::to_string(ids[t]) + " is outside the vocabulary of " + std::to_string(cfg_.vocab));
+    DequantizeRow(embedding_.type, embedding_.data + static_cast<uint64_t>(ids[t]) * embedding_.row_bytes,
+                  x + t * cfg_.hidden, cfg_.hidden);
+  }
+  return Status::Ok();
+}
+
+Result<Stage::SequenceCache*> Stage::CacheFor(uint64_t seq_id, int64_t pos0, int64_t n_tok) {
+  auto it = caches_.find(seq_id);
+  if (it == caches_.end()) {
+    if (static_cast<int>(caches_.size()) >= opts_.max_sequences)
+      return FailedPrecondition("too many live sequences (" + std::to_string(caches_.size()) + ")");
+    it = caches_.emplace(seq_id, SequenceCache{}).first;
+    it->second.k.resize(layers_.size());
+    it->second.v.resize(layers_.size());
+  }
+  SequenceCache& c = it->second;
+  if (pos0 != c.length)
+    return InvalidArgument("sequence " + std::to_string(seq_id) + ": batch starts at position " + std::to_string(pos0) +
+                           " but its cache holds " + std::to_string(c.length) + " positions");
+  if (n_tok <= 0 || pos0 + n_tok > opts_.n_ctx)
+    return InvalidArgument("sequence " + std::to_string(seq_id) + ": " + std::to_string(pos0 + n_tok) +
+                           " positions exceed the context of " + std::to_string(opts_.n_ctx));
+  // Grow in steps of 256 positions so memory follows the sequence length.
+  const int64_t need = pos0 + n_tok;
+  const int64_t kv_dim = cfg_.kv_dim();
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    if (static_cast<int64_t>(c.k[l].size()) < need * kv_dim) {
+      int64_t cap = std::min<int64_t>(opts_.n_ctx, (need + 255) / 256 * 256);
+      c.k[l].resize(static_cast<size_t>(cap * kv_dim));
+      c.v[l].resize(static_cast<size_t>(cap * kv_dim));
+    }
+  }
+  return &c;
+}
+
+Status Stage::Forward(const std::vector<BatchEntry>& batch, float* x) {
+  return ForwardObserved(batch, x, nullptr);
+}
+
+Status Stage::ForwardObserved(const std::vector<BatchEntry>& batch, float* x,
+                              const std::function<void(int, const float*, int64_t)>& observe) {
+  std::vector<SequenceCache*> caches;
+  int64_t n_tok = 0;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    const BatchEntry& e = batch[i];
+    for (size_t j = 0; j < i; ++j)
+      if (batch[j].seq_id == e.seq_id) return InvalidArgument("sequence " + std::to_string(e.seq_id) + " appears twice in one batch");
+    STRATA_ASSIGN_OR_RETURN(SequenceCache* c, CacheFor(e.seq_id, e.pos0, e.n_tok));
+    caches.push_back(c);
+    n_tok += e.n_tok;
+  }
+  std::vector<SequenceSpan> spans(batch.size());
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    for (size_t i = 0; i < batch.size(); ++i)
+      spans[i] = SequenceSpan{batch[i].pos0, batch[i].n_tok, caches[i]->k[l].data(), caches[i]->v[l].data()};
+    DecoderLayerForward(cfg_, layers_[l], spans, x, scratch_, pool_);
+    if (observe) observe(layers_[l].layer, x, n_tok);
+  }
+  for (size_t i = 0; i < batch.size(); ++i) caches[i]->length += batch[i].n_tok;
+  return Status::Ok();
+}
+
+void Stage::FinalNorm(const float* x, float* out) const {
+  RmsNorm(x, output_norm_.data(), out, cfg_.hidden, cfg_.rms_eps);
+}
+
+Status Stage::Logits(const float* x, std::span<const int64_t> rows, float* logits) {
+  if (!opts_.last) return FailedPrecondition("this stage does not hold the lm_head");
+  const int64_t hidden = cfg_.hidden;
+  if (static_cast<int64_t>(norm_rows_.size()) < static_cast<int64_t>(rows.size()) * hidden)
+    norm_rows_.resize(rows.size() * hidden);
+  for (size_t r = 0; r < rows.size(); ++r) FinalNorm(x + rows[r] * hidden, norm_rows_.data() + r * hidden);
+  MatMul(output_, norm_rows_.data(), static_cast<int64_t>(rows.size()), logits, pool_);
+  return Status::Ok();
+}
+
+void Stage::FreeSequence(uint64_t seq_id) { caches_.erase(seq_id); }
+
+int64_t Stage::CachedLength(uint64_t seq_id) const {
+  auto it = caches_.find(seq_id);
+  return it == caches_.end() ? 0 : it->second.length;
+}
+
+uint64_t Stage::kv_bytes() const {
+  uint64_t total = 0;
+  for (const auto& [id, c] : caches_)
+    for (size_t l = 0; l < c.k.size(); ++l) total += (c.k[l].capacity() + c.v[l].capacity()) * sizeof(float);
+  return total;
+}
+
+}  // namespace strata

@@ -1,0 +1,88 @@
+// A pipeline stage: a contiguous slice of layers with its weights and the KV
+// cache of those layers for every live sequence. The first stage also holds
+// the token embedding; the last the final norm and lm_head. Runs on the rank
+// that owns the slice (rank 0 owns stage 0 unless it is coordinator-only).
+//
+//   STRATA_ASSIGN_OR_RETURN(auto stage, Stage::Load(*model, {0, 35}, opts));
+//   stage->Embed(ids, x);             // first stage
+//   stage->Forward(batch, x);         // every stage, in place
+//   stage->Logits(x, rows, logits);   // last stage
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "common/status.h"
+#include "common/thread_pool.h"
+#include "model/decoder.h"
+#include "model/model_files.h"
+
+namespace strata {
+
+struct StageOptions {
+  LayerRange layers;
+  bool first = true;     // holds the embedding
+  bool last = true;      // holds the final norm and lm_head
+  int64_t n_ctx = 4096;  // maximum positions per sequence
+  int max_sequences = 64;
+};
+
+// One sequence's run of tokens in a forward batch.
+struct BatchEntry {
+  uint64_t seq_id;
+  int64_t pos0;   // position of the first token
+  int64_t n_tok;  // tokens of this sequence in the batch
+};
+
+class Stage {
+ public:
+  static Result<std::unique_ptr<Stage>> Load(const ModelFiles& model, const StageOptions& opts, ThreadPool* pool);
+
+  const StageOptions& options() const { return opts_; }
+  const ModelConfig& config() const { return cfg_; }
+
+  // x[t] = embedding of ids[t]; x is [ids.size()][hidden]. First stage only.
+  Status Embed(std::span<const int32_t> ids, float* x) const;
+  // Runs this stage's layers over the batch; x is [total tokens][hidden].
+  // Positions must continue each sequence's cache exactly (pos0 == cached length).
+  Status Forward(const std::vector<BatchEntry>& batch, float* x);
+  // Same, stopping after every layer to call `observe(layer, x)` (dumps).
+  Status ForwardObserved(const std::vector<BatchEntry>& batch, float* x,
+                         const std::function<void(int layer, const float* x, int64_t n_tok)>& observe);
+  // logits[r] = lm_head(final_norm(x[rows[r]])); logits is [rows.size()][vocab]. Last stage only.
+  Status Logits(const float* x, std::span<const int64_t> rows, float* logits);
+  // Final norm of one row (for dumps).
+  void FinalNorm(const float* x, float* out) const;
+
+  void FreeSequence(uint64_t seq_id);
+  int64_t CachedLength(uint64_t seq_id) const;
+  // Bytes of weights this stage maps and touches, and of its KV caches now.
+  uint64_t weight_bytes() const { return weight_bytes_; }
+  uint64_t kv_bytes() const;
+
+ private:
+  struct SequenceCache {
+    int64_t length = 0;
+    std::vector<std::vector<float>> k, v;  // per owned layer: [capacity][kv_dim] f32
+  };
+  Stage() = default;
+  Result<SequenceCache*> CacheFor(uint64_t seq_id, int64_t pos0, int64_t n_tok);
+
+  StageOptions opts_;
+  ModelConfig cfg_;
+  ThreadPool* pool_ = nullptr;
+  std::vector<LayerWeights> layers_;
+  MatrixView embedding_{};        // [vocab rows][hidden]
+  MatrixView output_{};           // [vocab rows][hidden]; the embedding when tied
+  std::vector<float> output_norm_;
+  uint64_t weight_bytes_ = 0;
+  std::map<uint64_t, SequenceCache> caches_;
+  DecoderScratch scratch_;
+  std::vector<float> norm_rows_;
+};
+
+}  // namespace strata
