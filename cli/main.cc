@@ -12,18 +12,29 @@
 
 #include "common/thread_pool.h"
 #include "coordinator/generate.h"
+#include "coordinator/mpi_pipeline.h"
+#include "coordinator/plan.h"
 #include "coordinator/pipeline.h"
+#include "worker/stage_server.h"
+#include "worker/transport.h"
+#include "worker/wire_codec.h"
 #include "model/model_files.h"
 #include "model/tokenizer.h"
 
 namespace strata {
 namespace {
 
+// Set when the process runs under mpirun with more than one rank.
+Transport* g_transport = nullptr;
+
 struct CommonFlags {
   std::string model;
   int threads = 0;  // 0: the cores this process may use
   int64_t ctx = 4096;
   bool json = false;
+  std::string split = "auto";
+  std::string wire = "f32";
+  bool coordinator_only = false;
 };
 
 void AddCommon(CLI::App* cmd, CommonFlags* f, bool ctx_required) {
@@ -33,6 +44,11 @@ void AddCommon(CLI::App* cmd, CommonFlags* f, bool ctx_required) {
   auto* ctx = cmd->add_option("--ctx", f->ctx, "context size in tokens")->check(CLI::Range(int64_t{1}, int64_t{1} << 24));
   if (ctx_required) ctx->required();
   cmd->add_flag("--json", f->json, "print one JSON object on stdout");
+  cmd->add_option("--split", f->split,
+                  "layer plan under mpirun: auto, ranges such as 0-8,9-17,18-26,27-35, or a plan file (configs/*.json)");
+  cmd->add_option("--wire", f->wire, "activation type between ranks: f32 (bit-identical), bf16, f16, q8_0")
+      ->check(CLI::IsMember({"f32", "bf16", "f16", "q8_0"}));
+  cmd->add_flag("--coordinator-only", f->coordinator_only, "under mpirun: rank 0 only coordinates; stages run on ranks 1..N-1");
 }
 
 Result<std::string> ReadFile(const std::string& path) {
@@ -61,14 +77,38 @@ Result<Session> OpenSession(const CommonFlags& f) {
     return DataLoss("model '" + f.model + "': the tokenizer has " + std::to_string(s.tokenizer->vocab_size()) +
                     " tokens but the embedding only " + std::to_string(s.model->config().vocab) + " rows");
   s.pool = std::make_unique<ThreadPool>(f.threads > 0 ? f.threads : ThreadPool::AvailableCores());
-  STRATA_ASSIGN_OR_RETURN(auto local, LocalPipeline::Create(*s.model, f.ctx, s.pool.get()));
-  s.pipeline = std::move(local);
+  if (g_transport != nullptr) {
+    MpiPipelineOptions opts;
+    opts.split = f.split;
+    opts.n_ctx = f.ctx;
+    STRATA_ASSIGN_OR_RETURN(opts.wire_dtype, ParseWireDType(f.wire));
+    opts.coordinator_only = f.coordinator_only;
+    STRATA_ASSIGN_OR_RETURN(auto mpi, MpiPipeline::Start(*g_transport, *s.model, opts, s.pool.get()));
+    s.pipeline = std::move(mpi);
+  } else {
+    if (f.split != "auto" || f.coordinator_only) {
+      // One process is one stage: a plan must still be valid for it.
+      STRATA_ASSIGN_OR_RETURN(auto plan, MakeLayerPlan(f.split, 1, CostsOf(*s.model)));
+      (void)plan;
+      if (f.coordinator_only) return InvalidArgument("--coordinator-only needs mpirun with at least 2 ranks");
+    }
+    STRATA_ASSIGN_OR_RETURN(auto local, LocalPipeline::Create(*s.model, f.ctx, s.pool.get()));
+    s.pipeline = std::move(local);
+  }
   return s;
 }
 
-int Fail(const Status& st) {
+// Prints the error once (rank 0) and ends the job on every rank: workers
+// still waiting for a plan or for work are told to stop with an error.
+int Fail(const Status& st, Pipeline* pipeline = nullptr) {
   std::fflush(stdout);
   std::fprintf(stderr, "strata: error: %s\n", st.message().c_str());
+  std::fflush(stderr);
+  if (auto* mpi = dynamic_cast<MpiPipeline*>(pipeline)) {
+    mpi->Shutdown(st.message());
+  } else if (g_transport != nullptr && pipeline == nullptr) {
+    MpiPipeline::StopWorkers(*g_transport, st.message());
+  }
   return 1;
 }
 
@@ -109,7 +149,7 @@ int RunGenerate(const GenerateFlags& f) {
     std::fflush(stdout);
   };
   auto res = Generate(*s.pipeline, *s.tokenizer, ids, opts, f.common.ctx, stream);
-  if (!res.ok()) return Fail(res.status());
+  if (!res.ok()) return Fail(res.status(), s.pipeline.get());
   if (f.common.json) {
     nlohmann::json j;
     j["prompt_ids"] = res->prompt_ids;
@@ -150,7 +190,7 @@ int RunPerplexity(const PerplexityFlags& f) {
     std::fflush(stderr);
   };
   auto res = Perplexity(*s.pipeline, tokens, f.common.ctx, s.tokenizer->bos_id(), s.tokenizer->add_bos(), progress);
-  if (!res.ok()) return Fail(res.status());
+  if (!res.ok()) return Fail(res.status(), s.pipeline.get());
   if (f.common.json) {
     nlohmann::json j = {{"ppl", res->ppl}, {"chunks", res->chunks}, {"tokens_scored", res->tokens_scored},
                         {"tokens", res->tokens_total}, {"ctx", f.common.ctx}};
@@ -165,8 +205,35 @@ int RunPerplexity(const PerplexityFlags& f) {
 }  // namespace
 }  // namespace strata
 
+namespace strata {
+namespace {
+
+int RunCommand(int argc, char** argv, int rank);
+
+}  // namespace
+}  // namespace strata
+
 int main(int argc, char** argv) {
   using namespace strata;
+  std::unique_ptr<Transport> transport;
+  if (LaunchedByMpi()) {
+    auto t = InitMpiTransport(&argc, &argv);
+    if (!t.ok()) {
+      std::fprintf(stderr, "strata: error: %s\n", t.status().message().c_str());
+      return 1;
+    }
+    transport = std::move(t).value();
+    if (transport->size() > 1) g_transport = transport.get();
+  }
+  int rc = RunCommand(argc, argv, transport ? transport->rank() : 0);
+  if (transport) FinalizeMpi();
+  return rc;
+}
+
+namespace strata {
+namespace {
+
+int RunCommand(int argc, char** argv, int rank) {
   CLI::App app{"strata: run decoder-only language models as a pipeline of MPI ranks"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "strata 0.1.0");
@@ -195,12 +262,19 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
+    // Every rank parses the same flags; only rank 0 speaks.
+    if (rank != 0) return e.get_exit_code() == 0 ? 0 : 2;
     int code = app.exit(e);
     return code == 0 ? 0 : 2;
+  }
+  if (g_transport != nullptr && rank != 0) {
+    const CommonFlags& c = g->parsed() ? gen.common : ppl.common;
+    return RunWorker(*g_transport, WorkerOptions{c.model, c.threads});
   }
   if (g->parsed()) {
     if (gen.prompt.empty() && gen.prompt_file.empty()) {
       std::fprintf(stderr, "strata generate: give a prompt with -p TEXT or -f FILE\n");
+      if (g_transport != nullptr) MpiPipeline::StopWorkers(*g_transport, "no prompt");
       return 2;
     }
     return RunGenerate(gen);
@@ -208,3 +282,6 @@ int main(int argc, char** argv) {
   if (p->parsed()) return RunPerplexity(ppl);
   return 2;
 }
+
+}  // namespace
+}  // namespace strata

@@ -11,34 +11,11 @@
 
 #include "common/status.h"
 #include "common/thread_pool.h"
-#include "coordinator/sampler.h"
 #include "model/model_files.h"
+#include "worker/batch.h"
 #include "worker/stage.h"
 
 namespace strata {
-
-// One sequence's part of a forward batch.
-struct SequenceRequest {
-  enum class Output {
-    kNone,     // only fill the cache
-    kSample,   // sample the token after the last one
-    kLogits,   // logits of rows logits_from .. n_tok-1
-  };
-  uint64_t seq_id = 0;
-  int64_t pos0 = 0;               // must equal the sequence's cached length
-  std::vector<int32_t> tokens;    // at least one
-  Output output = Output::kSample;
-  int64_t logits_from = 0;        // kLogits: first row whose logits come back
-  SamplingParams sampling;        // kSample
-  uint64_t step = 0;              // kSample: index of the token being sampled
-  std::vector<int32_t> recent;    // kSample: last tokens, for the repetition penalty
-};
-
-struct SequenceResult {
-  uint64_t seq_id = 0;
-  int32_t token = -1;          // kSample
-  std::vector<float> logits;   // kLogits: [rows][vocab]
-};
 
 class Pipeline {
  public:
@@ -62,9 +39,5 @@ class LocalPipeline : public Pipeline {
   std::unique_ptr<Stage> stage_;
   std::vector<float> x_;
 };
-
-// The last stage's half of a forward batch: logits or a sampled token for
-// each request, from the final hidden rows x ([total tokens][hidden]).
-Result<std::vector<SequenceResult>> FinishBatch(Stage& last, const std::vector<SequenceRequest>& batch, const float* x);
 
 }  // namespace strata

@@ -1,7 +1,8 @@
 // GGUF reader. Every count, length and offset read from the file is checked
 // against the bytes that remain before it is used, so a hostile header can
 // neither read out of bounds nor make us allocate more than the file could
-// describe.
+// describe. Arrays are validated here but stay encoded in the mapping
+// (GgufArray::raw); they are decoded only when asked for.
 #include "model/gguf.h"
 
 #include <algorithm>
@@ -39,18 +40,20 @@ class Cursor {
     pos_ += n;
     return true;
   }
+  bool Skip(uint64_t n) {
+    if (n > remaining()) return false;
+    pos_ += n;
+    return true;
+  }
   template <class T>
   bool Get(T* v) { return Read(v, sizeof(T)); }
-  bool GetString(std::string_view* s, bool v1_lengths) {
+  // The bytes [from, pos()).
+  std::string_view Span(uint64_t from) const {
+    return std::string_view(reinterpret_cast<const char*>(data_ + from), pos_ - from);
+  }
+  bool GetString(std::string_view* s) {
     uint64_t len = 0;
-    if (v1_lengths) {
-      uint32_t l32;
-      if (!Get(&l32)) return false;
-      len = l32;
-    } else if (!Get(&len)) {
-      return false;
-    }
-    if (len > remaining()) return false;
+    if (!Get(&len) || len > remaining()) return false;
     *s = std::string_view(reinterpret_cast<const char*>(data_ + pos_), len);
     pos_ += len;
     return true;
@@ -92,8 +95,9 @@ Result<std::unique_ptr<GgufFile>> GgufFile::Open(const std::string& path) {
 
 namespace {
 
-// Reads one value of type `t` (arrays recursively).
-bool ReadValue(Cursor& c, GgufValueType t, bool v1, int depth, GgufValue* out, std::string* err) {
+// Reads one value of type `t`. An array is walked to validate every element
+// (recursively) and kept as its encoded span: nothing here allocates.
+bool ReadValue(Cursor& c, GgufValueType t, int depth, GgufValue* out, std::string* err) {
   out->type = t;
   switch (t) {
     case GgufValueType::kUint8: { uint8_t v; if (!c.Get(&v)) break; out->v = uint64_t{v}; return true; }
@@ -115,7 +119,7 @@ bool ReadValue(Cursor& c, GgufValueType t, bool v1, int depth, GgufValue* out, s
     }
     case GgufValueType::kString: {
       std::string_view s;
-      if (!c.GetString(&s, v1)) { *err = "string length runs past the end of the file"; return false; }
+      if (!c.GetString(&s)) { *err = "string length runs past the end of the file"; return false; }
       out->v = s;
       return true;
     }
@@ -125,27 +129,43 @@ bool ReadValue(Cursor& c, GgufValueType t, bool v1, int depth, GgufValue* out, s
       uint64_t n = 0;
       if (!c.Get(&et)) break;
       if (!KnownValueType(et)) { *err = "array of unknown value type " + std::to_string(et); return false; }
-      if (v1) { uint32_t n32; if (!c.Get(&n32)) break; n = n32; } else if (!c.Get(&n)) break;
+      if (!c.Get(&n)) break;
       GgufValueType elem = static_cast<GgufValueType>(et);
-      // Every element takes at least one byte (strings: a length field), so
-      // a count larger than the remaining bytes is corrupt: refuse it before
-      // allocating.
-      uint64_t min_elem = ScalarSize(elem) ? ScalarSize(elem) : (elem == GgufValueType::kString ? (v1 ? 4 : 8) : 12);
+      // Every element takes at least one byte (strings: a length field,
+      // arrays: a type and a count), so a count larger than the remaining
+      // bytes is corrupt: refuse it before walking.
+      const uint64_t min_elem = ScalarSize(elem) ? ScalarSize(elem) : (elem == GgufValueType::kString ? 8 : 12);
       if (n > c.remaining() / min_elem) {
         *err = "array of " + std::to_string(n) + " " + GgufValueTypeName(elem) + " values does not fit in the file";
         return false;
       }
-      GgufArray arr;
-      arr.elem_type = elem;
-      arr.items.resize(n);
-      for (uint64_t i = 0; i < n; ++i)
-        if (!ReadValue(c, elem, v1, depth + 1, &arr.items[i], err)) return false;
-      out->v = std::move(arr);
+      const uint64_t start = c.pos();
+      if (ScalarSize(elem) != 0 && elem != GgufValueType::kBool) {
+        c.Skip(n * ScalarSize(elem));  // in bounds: checked above
+      } else {
+        GgufValue item;
+        for (uint64_t i = 0; i < n; ++i)
+          if (!ReadValue(c, elem, depth + 1, &item, err)) return false;
+      }
+      out->v = GgufArray{elem, n, c.Span(start)};
       return true;
     }
   }
   *err = std::string(GgufValueTypeName(t)) + " value runs past the end of the file";
   return false;
+}
+
+// Calls fn(const GgufValue&) on each element of an array validated at Open.
+template <class Fn>
+void ForEachItem(const GgufArray& a, Fn fn) {
+  Cursor c(reinterpret_cast<const uint8_t*>(a.raw.data()), a.raw.size());
+  GgufValue item;
+  std::string err;
+  for (uint64_t i = 0; i < a.count; ++i) {
+    // Depth 0: the nesting below this array was bounded when the file was opened.
+    STRATA_CHECK_MSG(ReadValue(c, a.elem_type, 0, &item, &err), "GGUF array changed after validation: " + err);
+    fn(item);
+  }
 }
 
 }  // namespace
@@ -157,32 +177,28 @@ Status GgufFile::Parse() {
   if (!c.Get(&magic)) return Fail("file is too short to be GGUF (" + std::to_string(size) + " bytes)");
   if (magic != kGgufMagic) return Fail("bad magic (not a GGUF file)");
   if (!c.Get(&version_)) return Fail("truncated before the version");
-  if (version_ < 1 || version_ > 3) return Fail("unsupported GGUF version " + std::to_string(version_) + " (strata reads 1..3)");
-  const bool v1 = version_ == 1;
+  // Version 1 used 32-bit counts and lengths; llama.cpp dropped it in 2023
+  // and no current converter writes it.
+  if (version_ == 1) return Fail("GGUF version 1 is not supported");
+  if (version_ < 2 || version_ > 3) return Fail("unsupported GGUF version " + std::to_string(version_) + " (strata reads 2 and 3)");
   uint64_t n_tensors = 0, n_kv = 0;
-  if (v1) {
-    uint32_t a, b;
-    if (!c.Get(&a) || !c.Get(&b)) return Fail("truncated before the tensor and metadata counts");
-    n_tensors = a;
-    n_kv = b;
-  } else if (!c.Get(&n_tensors) || !c.Get(&n_kv)) {
-    return Fail("truncated before the tensor and metadata counts");
-  }
-  // A key/value pair needs at least 8 (key length) + 4 (type) + 1 bytes; a
-  // tensor info at least 8 + 4 + 8 + 4 + 8.
-  if (n_kv > c.remaining() / 13) return Fail("metadata count " + std::to_string(n_kv) + " is larger than the file can hold");
-  if (n_tensors > c.remaining() / 32) return Fail("tensor count " + std::to_string(n_tensors) + " is larger than the file can hold");
+  if (!c.Get(&n_tensors) || !c.Get(&n_kv)) return Fail("truncated before the tensor and metadata counts");
+  // A key/value pair needs at least 8 (key length) + 1 (a non-empty key) +
+  // 4 (type) + 1 bytes; a tensor info at least 8 + 1 + 4 + 8 + 4 + 8. These
+  // bounds are also what keeps Open()'s allocations proportional to the file.
+  if (n_kv > c.remaining() / 14) return Fail("metadata count " + std::to_string(n_kv) + " is larger than the file can hold");
+  if (n_tensors > c.remaining() / 33) return Fail("tensor count " + std::to_string(n_tensors) + " is larger than the file can hold");
 
   for (uint64_t i = 0; i < n_kv; ++i) {
     std::string_view key;
-    if (!c.GetString(&key, v1)) return Fail("metadata key " + std::to_string(i) + ": length runs past the end of the file");
+    if (!c.GetString(&key)) return Fail("metadata key " + std::to_string(i) + ": length runs past the end of the file");
     if (key.empty()) return Fail("metadata key " + std::to_string(i) + " is empty");
     uint32_t t;
     if (!c.Get(&t)) return Fail("metadata " + Quote(key) + ": truncated before its type");
     if (!KnownValueType(t)) return Fail("metadata " + Quote(key) + ": unknown value type " + std::to_string(t));
     GgufValue value;
     std::string err;
-    if (!ReadValue(c, static_cast<GgufValueType>(t), v1, 0, &value, &err)) return Fail("metadata " + Quote(key) + ": " + err);
+    if (!ReadValue(c, static_cast<GgufValueType>(t), 0, &value, &err)) return Fail("metadata " + Quote(key) + ": " + err);
     if (kv_.count(key)) return Fail("duplicate metadata key " + Quote(key));
     kv_.emplace(std::string(key), std::move(value));
   }
@@ -197,7 +213,7 @@ Status GgufFile::Parse() {
   tensors_.resize(n_tensors);
   for (uint64_t i = 0; i < n_tensors; ++i) {
     GgufTensor& t = tensors_[i];
-    if (!c.GetString(&t.name, v1)) return Fail("tensor " + std::to_string(i) + ": name runs past the end of the file");
+    if (!c.GetString(&t.name)) return Fail("tensor " + std::to_string(i) + ": name runs past the end of the file");
     if (t.name.empty()) return Fail("tensor " + std::to_string(i) + " has an empty name");
     std::string tn = "tensor " + Quote(t.name);
     uint32_t n_dims;
@@ -207,8 +223,7 @@ Status GgufFile::Parse() {
     uint64_t elems = 1;
     for (uint32_t d = 0; d < n_dims; ++d) {
       uint64_t ne;
-      if (v1) { uint32_t n32; if (!c.Get(&n32)) return Fail(tn + ": truncated in its shape"); ne = n32; }
-      else if (!c.Get(&ne)) return Fail(tn + ": truncated in its shape");
+      if (!c.Get(&ne)) return Fail(tn + ": truncated in its shape");
       if (ne == 0 || ne > static_cast<uint64_t>(INT64_MAX)) return Fail(tn + ": dimension " + std::to_string(d) + " is " + std::to_string(ne));
       if (elems > static_cast<uint64_t>(INT64_MAX) / ne) return Fail(tn + ": element count overflows 64 bits");
       elems *= ne;
@@ -323,8 +338,8 @@ Result<std::vector<std::string_view>> GgufFile::GetStringArray(std::string_view 
   const GgufArray* a = std::get_if<GgufArray>(&v->v);
   if (!a || a->elem_type != GgufValueType::kString) return WrongType(path(), key, v->type, "array of string");
   std::vector<std::string_view> out;
-  out.reserve(a->items.size());
-  for (const GgufValue& x : a->items) out.push_back(std::get<std::string_view>(x.v));
+  out.reserve(a->count);  // 16 bytes per element, each of which takes >= 8 in the file
+  ForEachItem(*a, [&](const GgufValue& x) { out.push_back(std::get<std::string_view>(x.v)); });
   return out;
 }
 
@@ -336,11 +351,11 @@ Result<std::vector<int64_t>> GgufFile::GetIntArray(std::string_view key) const {
       a->elem_type == GgufValueType::kFloat64 || a->elem_type == GgufValueType::kBool)
     return WrongType(path(), key, v->type, "array of integers");
   std::vector<int64_t> out;
-  out.reserve(a->items.size());
-  for (const GgufValue& x : a->items) {
+  out.reserve(a->count);
+  ForEachItem(*a, [&](const GgufValue& x) {
     if (auto* i = std::get_if<int64_t>(&x.v)) out.push_back(*i);
     else out.push_back(static_cast<int64_t>(std::get<uint64_t>(x.v)));
-  }
+  });
   return out;
 }
 
@@ -351,8 +366,15 @@ Result<std::vector<double>> GgufFile::GetFloatArray(std::string_view key) const 
   if (!a || (a->elem_type != GgufValueType::kFloat32 && a->elem_type != GgufValueType::kFloat64))
     return WrongType(path(), key, v->type, "array of floats");
   std::vector<double> out;
-  out.reserve(a->items.size());
-  for (const GgufValue& x : a->items) out.push_back(std::get<double>(x.v));
+  out.reserve(a->count);
+  ForEachItem(*a, [&](const GgufValue& x) { out.push_back(std::get<double>(x.v)); });
+  return out;
+}
+
+std::vector<GgufValue> GgufArray::Items() const {
+  std::vector<GgufValue> out;
+  out.reserve(count);
+  ForEachItem(*this, [&](const GgufValue& x) { out.push_back(x); });
   return out;
 }
 

@@ -1,4 +1,6 @@
-// GGUF v2/v3 reader (llama.cpp's model file format), memory-mapped.
+// GGUF v2/v3 reader (llama.cpp's model file format), memory-mapped; every rank
+// opens the model this way. Version 1 (32-bit counts, 2023) is refused, as
+// llama.cpp refuses it.
 //
 // Open() validates the whole header before anything trusts it: magic and
 // version, key/value and tensor counts bounded by the file size, string and
@@ -6,6 +8,12 @@
 // at most 4 dimensions with overflow-checked element counts, each tensor's
 // data aligned (general.alignment, a power of two) and inside the data region,
 // no duplicate keys or tensor names. Errors name the file and the problem.
+//
+// Memory: Open() allocates a fixed amount per key (a map node, the key, one
+// GgufValue) and per tensor, never per array element: arrays stay encoded in
+// the mapping and are decoded on access. A key takes at least 14 bytes of
+// file and a tensor 33, so what Open() allocates is bounded by ~12x the
+// header's size however the file is crafted.
 //
 //   STRATA_ASSIGN_OR_RETURN(auto file, GgufFile::Open(path));
 //   const GgufTensor* t = file->FindTensor("blk.0.attn_q.weight");
@@ -33,12 +41,20 @@ enum class GgufValueType : uint32_t {
 const char* GgufValueTypeName(GgufValueType t);
 
 struct GgufValue;
+// An array value: its encoded elements, a span of the mapping checked when
+// the file was opened (lengths in bounds, bools 0 or 1, nesting depth), so
+// decoding them cannot fail.
 struct GgufArray {
-  GgufValueType elem_type;
-  std::vector<GgufValue> items;
+  GgufValueType elem_type = GgufValueType::kUint8;
+  uint64_t count = 0;    // number of elements
+  std::string_view raw;  // the `count` elements as the file stores them (little-endian)
+  // Decodes every element. Allocates sizeof(GgufValue) per element: for long
+  // arrays of scalars prefer GgufFile's typed getters. Nested arrays come
+  // back still encoded (one level per call).
+  std::vector<GgufValue> Items() const;
 };
-// One metadata value. Integers of any width are held widened; strings point
-// into the mapping.
+// One metadata value. Integers of any width are held widened; strings and
+// arrays point into the mapping.
 struct GgufValue {
   GgufValueType type = GgufValueType::kUint8;
   std::variant<uint64_t, int64_t, double, bool, std::string_view, GgufArray> v;

@@ -89,8 +89,8 @@ GgufWriter::Value GgufWriter::Value::FromRead(const GgufValue& r) {
   else if (auto* s = std::get_if<std::string_view>(&r.v)) v.s = std::string(*s);
   else if (auto* a = std::get_if<GgufArray>(&r.v)) {
     v.elem_type = a->elem_type;
-    v.items.reserve(a->items.size());
-    for (const GgufValue& item : a->items) v.items.push_back(FromRead(item));
+    v.items.reserve(a->count);
+    for (const GgufValue& item : a->Items()) v.items.push_back(FromRead(item));
   }
   return v;
 }

@@ -13,7 +13,12 @@ namespace strata {
 
 Result<std::unique_ptr<MappedFile>> MappedFile::Open(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return IoError("cannot open '" + path + "': " + std::strerror(errno));
+  if (fd < 0) {
+    const int e = errno;
+    // A path that does not exist is the caller's mistake, not a failing disk.
+    if (e == ENOENT || e == ENOTDIR) return NotFound("cannot open '" + path + "': " + std::strerror(e));
+    return IoError("cannot open '" + path + "': " + std::strerror(e));
+  }
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
     int e = errno;

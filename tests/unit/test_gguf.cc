@@ -7,7 +7,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <malloc.h>
+
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <random>
 
@@ -165,28 +168,35 @@ TEST_P(GgufRoundTrip, EveryValueAndTensorTypeSurvives) {
   EXPECT_TRUE(g.GetIntArray("t.empty_array")->empty());
   {
     const auto& a = std::get<GgufArray>(g.Find("t.bools")->v);
-    ASSERT_EQ(a.items.size(), 3u);
+    ASSERT_EQ(a.count, 3u);
     EXPECT_EQ(a.elem_type, GgufValueType::kBool);
-    EXPECT_TRUE(std::get<bool>(a.items[0].v));
-    EXPECT_FALSE(std::get<bool>(a.items[1].v));
+    EXPECT_EQ(a.raw.size(), 3u);
+    const std::vector<GgufValue> items = a.Items();
+    ASSERT_EQ(items.size(), 3u);
+    EXPECT_TRUE(std::get<bool>(items[0].v));
+    EXPECT_FALSE(std::get<bool>(items[1].v));
   }
   {
     const GgufValue* n = g.Find("t.nested");
     ASSERT_NE(n, nullptr);
     const auto& outer = std::get<GgufArray>(n->v);
     EXPECT_EQ(outer.elem_type, GgufValueType::kArray);
-    ASSERT_EQ(outer.items.size(), 4u);
-    const auto& a0 = std::get<GgufArray>(outer.items[0].v);
+    ASSERT_EQ(outer.count, 4u);
+    const std::vector<GgufValue> items = outer.Items();
+    ASSERT_EQ(items.size(), 4u);
+    const auto& a0 = std::get<GgufArray>(items[0].v);
     EXPECT_EQ(a0.elem_type, GgufValueType::kInt32);
-    ASSERT_EQ(a0.items.size(), 2u);
-    EXPECT_EQ(std::get<int64_t>(a0.items[1].v), 2);
-    const auto& a1 = std::get<GgufArray>(outer.items[1].v);
-    EXPECT_EQ(std::get<std::string_view>(a1.items[0].v), "x");
-    const auto& a2 = std::get<GgufArray>(outer.items[2].v);
-    const auto& a2_0 = std::get<GgufArray>(a2.items[0].v);
+    ASSERT_EQ(a0.count, 2u);
+    EXPECT_EQ(std::get<int64_t>(a0.Items()[1].v), 2);
+    const auto& a1 = std::get<GgufArray>(items[1].v);
+    EXPECT_EQ(std::get<std::string_view>(a1.Items()[0].v), "x");
+    const auto& a2 = std::get<GgufArray>(items[2].v);
+    const auto a2_items = a2.Items();
+    const auto& a2_0 = std::get<GgufArray>(a2_items[0].v);
     EXPECT_EQ(a2_0.elem_type, GgufValueType::kUint16);
-    EXPECT_EQ(std::get<uint64_t>(a2_0.items[0].v), 9u);
-    EXPECT_TRUE(std::get<GgufArray>(outer.items[3].v).items.empty());
+    EXPECT_EQ(std::get<uint64_t>(a2_0.Items()[0].v), 9u);
+    EXPECT_EQ(std::get<GgufArray>(items[3].v).count, 0u);
+    EXPECT_TRUE(std::get<GgufArray>(items[3].v).Items().empty());
   }
 
   ASSERT_EQ(g.tensors().size(), TensorCases().size());
@@ -318,6 +328,19 @@ TEST(GgufBadFile, BadMagic) {
   EXPECT_TRUE(RejectsBytes(bytes, "bad magic"));
 }
 
+TEST(GgufBadFile, Version1IsRefused) {
+  // v1 used 32-bit counts and lengths; llama.cpp no longer reads it either.
+  ByteWriter b;
+  b.U32(kMagic).U32(1).U32(0).U32(1);
+  Str(b, "k");  // (v1 lengths were 32-bit: nothing after the version is read)
+  b.U32(static_cast<uint32_t>(GgufValueType::kUint8)).U8(1);
+  EXPECT_TRUE(RejectsBytes(b.bytes(), "GGUF version 1 is not supported"));
+  auto bytes = SmallValid();
+  const uint32_t v1 = 1;
+  std::memcpy(bytes.data() + 4, &v1, 4);
+  EXPECT_TRUE(RejectsBytes(bytes, "GGUF version 1 is not supported"));
+}
+
 TEST(GgufBadFile, BadVersion) {
   for (uint32_t v : {0u, 4u, 0xFFFFFFFFu}) {
     auto bytes = SmallValid();
@@ -437,6 +460,12 @@ TEST(GgufBadFile, BoolOutOfRange) {
   Str(b, "flag");
   b.U32(static_cast<uint32_t>(GgufValueType::kBool)).U8(2);
   EXPECT_TRUE(RejectsBytes(b.bytes(), "neither 0 nor 1"));
+  // Arrays stay encoded after Open, so their bools are checked at Open too.
+  ByteWriter a = Start(0, 1);
+  Str(a, "flags");
+  a.U32(static_cast<uint32_t>(GgufValueType::kArray)).U32(static_cast<uint32_t>(GgufValueType::kBool)).U64(3);
+  a.U8(1).U8(0).U8(7);
+  EXPECT_TRUE(RejectsBytes(a.bytes(), "bool value 7 is neither 0 nor 1"));
 }
 
 TEST(GgufBadFile, Dimensions) {
@@ -571,8 +600,109 @@ TEST(GgufBadFile, RowNotMultipleOfBlock) {
 
 TEST(GgufBadFile, MissingFile) {
   auto f = GgufFile::Open("/nonexistent/strata/x.gguf");
-  ASSERT_FALSE(f.ok());
-  EXPECT_NE(f.status().message().find("/nonexistent/strata/x.gguf"), std::string::npos);
+  EXPECT_TRUE(FailsWith(f.status(), ErrorKind::kNotFound, "/nonexistent/strata/x.gguf", "No such file or directory"));
+  EXPECT_EQ(f.status().message(), "cannot open '/nonexistent/strata/x.gguf': No such file or directory");
+  TempDir dir;
+  const std::string missing = dir.File("absent.gguf");
+  EXPECT_TRUE(FailsWith(GgufFile::Open(missing).status(), ErrorKind::kNotFound, missing,
+                        "cannot open '" + missing + "': No such file or directory"));
+  // A directory exists: not NotFound.
+  EXPECT_FALSE(GgufFile::Open(dir.File("")).ok());
+  EXPECT_NE(GgufFile::Open(dir.File("")).status().kind(), ErrorKind::kNotFound);
+}
+
+// ---------------------------------------------------------------------------
+// Memory: what Open allocates is bounded by a small multiple of the file,
+// however the file is crafted. (Before arrays stayed encoded, one big uint8
+// array cost ~50 bytes of memory per byte of file.)
+
+// Bytes malloc holds now (arena + mmapped blocks).
+size_t HeapInUse() {
+  struct mallinfo2 mi = ::mallinfo2();
+  return mi.uordblks + mi.hblkhd;
+}
+
+TEST(GgufMemory, HugeScalarArrayIsNotCopied) {
+  constexpr uint64_t kN = uint64_t{8} << 20;  // 8 MiB of uint8
+  TempDir dir;
+  const std::string path = dir.File("big.gguf");
+  {
+    ByteWriter b = Start(0, 2);
+    Str(b, "big");
+    b.U32(static_cast<uint32_t>(GgufValueType::kArray)).U32(static_cast<uint32_t>(GgufValueType::kUint8)).U64(kN);
+    std::vector<uint8_t> items(kN);
+    for (uint64_t i = 0; i < kN; ++i) items[i] = static_cast<uint8_t>(i * 7);
+    b.Raw(items);
+    Str(b, "after");
+    b.U32(static_cast<uint32_t>(GgufValueType::kUint32)).U32(42);
+    testing::WriteBytes(path, b.bytes());
+  }
+  const size_t before = HeapInUse();
+  auto f = GgufFile::Open(path);
+  const size_t after = HeapInUse();
+  ASSERT_TRUE(f.ok()) << f.status().ToString();
+  EXPECT_LT(after - std::min(after, before), size_t{64} << 10) << "Open allocated for an 8 MiB array";
+  const auto& a = std::get<GgufArray>((*f)->Find("big")->v);
+  EXPECT_EQ(a.count, kN);
+  EXPECT_EQ(a.raw.size(), kN);
+  EXPECT_GE(reinterpret_cast<const uint8_t*>(a.raw.data()), (*f)->header_bytes());
+  EXPECT_LE(reinterpret_cast<const uint8_t*>(a.raw.data()) + a.raw.size(), (*f)->header_bytes() + (*f)->file_size());
+  EXPECT_EQ(*(*f)->GetUint("after"), 42u);  // parsing went on past the array
+  auto ints = (*f)->GetIntArray("big");
+  ASSERT_TRUE(ints.ok()) << ints.status().ToString();
+  ASSERT_EQ(ints->size(), kN);
+  EXPECT_EQ((*ints)[12345], static_cast<uint8_t>(12345 * 7));
+  EXPECT_EQ(ints->back(), static_cast<uint8_t>((kN - 1) * 7));
+}
+
+TEST(GgufMemory, StringAndNestedArraysAreNotCopied) {
+  constexpr uint64_t kN = 1 << 20;
+  TempDir dir;
+  const std::string path = dir.File("strings.gguf");
+  {
+    ByteWriter b = Start(0, 2);
+    Str(b, "empty_strings");  // 8 bytes per element, the smallest a string can be
+    b.U32(static_cast<uint32_t>(GgufValueType::kArray)).U32(static_cast<uint32_t>(GgufValueType::kString)).U64(kN);
+    b.Zeros(8 * kN);
+    Str(b, "empty_arrays");  // 12 bytes per element
+    b.U32(static_cast<uint32_t>(GgufValueType::kArray)).U32(static_cast<uint32_t>(GgufValueType::kArray)).U64(kN);
+    for (uint64_t i = 0; i < kN; ++i) b.U32(static_cast<uint32_t>(GgufValueType::kInt8)).U64(0);
+    testing::WriteBytes(path, b.bytes());
+  }
+  const size_t before = HeapInUse();
+  auto f = GgufFile::Open(path);
+  const size_t after = HeapInUse();
+  ASSERT_TRUE(f.ok()) << f.status().ToString();
+  EXPECT_LT(after - std::min(after, before), size_t{64} << 10);
+  auto strings = (*f)->GetStringArray("empty_strings");
+  ASSERT_TRUE(strings.ok());
+  EXPECT_EQ(strings->size(), kN);
+  EXPECT_EQ(std::get<GgufArray>((*f)->Find("empty_arrays")->v).count, kN);
+}
+
+TEST(GgufMemory, ManySmallKeysStayWithinTheDocumentedBound) {
+  // 60000 keys of 5 characters holding one uint8: 18 bytes of file each.
+  constexpr int kKeys = 60000;
+  TempDir dir;
+  const std::string path = dir.File("keys.gguf");
+  uint64_t file_size = 0;
+  {
+    ByteWriter b = Start(0, kKeys);
+    char key[8];
+    for (int i = 0; i < kKeys; ++i) {
+      std::snprintf(key, sizeof(key), "%05d", i);
+      Str(b, key);
+      b.U32(static_cast<uint32_t>(GgufValueType::kUint8)).U8(1);
+    }
+    file_size = b.bytes().size();
+    testing::WriteBytes(path, b.bytes());
+  }
+  const size_t before = HeapInUse();
+  auto f = GgufFile::Open(path);
+  const size_t after = HeapInUse();
+  ASSERT_TRUE(f.ok()) << f.status().ToString();
+  EXPECT_EQ((*f)->metadata().size(), static_cast<size_t>(kKeys));
+  EXPECT_LT(after - std::min(after, before), 12 * file_size);
 }
 
 // ---------------------------------------------------------------------------
@@ -615,11 +745,7 @@ uint64_t ValueBytes(const GgufValue& v) {
     case GgufValueType::kUint32: case GgufValueType::kInt32: case GgufValueType::kFloat32: return 4;
     case GgufValueType::kUint64: case GgufValueType::kInt64: case GgufValueType::kFloat64: return 8;
     case GgufValueType::kString: return 8 + std::get<std::string_view>(v.v).size();
-    case GgufValueType::kArray: {
-      uint64_t n = 4 + 8;
-      for (const GgufValue& x : std::get<GgufArray>(v.v).items) n += ValueBytes(x);
-      return n;
-    }
+    case GgufValueType::kArray: return 4 + 8 + std::get<GgufArray>(v.v).raw.size();
   }
   return 0;
 }

@@ -1,0 +1,193 @@
+// Rank 0's side of the MPI pipeline.
+#include "coordinator/mpi_pipeline.h"
+
+#include <cstdio>
+#include <cstring>
+
+#include "worker/wire_codec.h"
+
+namespace strata {
+namespace {
+
+std::string RankName(int rank, const std::string& host) {
+  return "rank " + std::to_string(rank) + (host.empty() ? "" : " (" + host + ")");
+}
+
+double MiB(uint64_t b) { return static_cast<double>(b) / (1024.0 * 1024.0); }
+
+}  // namespace
+
+void MpiPipeline::StopWorkers(Transport& t, const std::string& error) {
+  wire::Envelope e;
+  e.mutable_control()->set_kind(wire::Control::KIND_SHUTDOWN);
+  e.mutable_control()->set_error(error);
+  for (int r = 1; r < t.size(); ++r) (void)t.Send(r, e);
+}
+
+Result<std::unique_ptr<MpiPipeline>> MpiPipeline::Start(Transport& t, const ModelFiles& model,
+                                                        const MpiPipelineOptions& opts, ThreadPool* pool) {
+  const ModelConfig& cfg = model.config();
+  std::unique_ptr<MpiPipeline> p(new MpiPipeline(t, cfg));
+  // Every failure before the plan is sent travels as a Plan with an error.
+  auto fail_plan = [&](const Status& st) {
+    wire::Envelope e;
+    e.mutable_plan()->set_protocol_version(wire::PROTOCOL_VERSION);
+    e.mutable_plan()->set_error(st.message());
+    for (int r = 1; r < t.size(); ++r) (void)t.Send(r, e);
+    return st;
+  };
+
+  // 1. The plan, checked before anything is loaded.
+  const int n_stages = opts.coordinator_only ? t.size() - 1 : t.size();
+  if (n_stages < 1) return fail_plan(InvalidArgument("--coordinator-only needs at least 2 ranks"));
+  auto plan = MakeLayerPlan(opts.split, n_stages, CostsOf(model));
+  if (!plan.ok()) return fail_plan(plan.status());
+  p->plan_ = std::move(plan).value();
+
+  // 2. Hellos: same protocol, same model on every rank.
+  const std::string mine = model.Fingerprint();
+  std::string problem;
+  for (int i = 1; i < t.size(); ++i) {
+    auto m = t.Receive(-1);
+    if (!m.ok()) return fail_plan(m.status());
+    if (!m->envelope.has_hello()) return fail_plan(DataLoss("expected a hello from " + RankName(m->source, "")));
+    const wire::Hello& h = m->envelope.hello();
+    const std::string who = RankName(h.rank(), h.host());
+    if (!problem.empty()) continue;
+    if (h.protocol_version() != wire::PROTOCOL_VERSION)
+      problem = who + " speaks protocol " + std::to_string(h.protocol_version()) + ", rank 0 speaks " + std::to_string(wire::PROTOCOL_VERSION);
+    else if (!h.error().empty())
+      problem = who + ": " + h.error();
+    else if (h.model_fingerprint() != mine || h.architecture() != cfg.arch || h.n_layers() != cfg.n_layers)
+      problem = who + " opened a different model file (fingerprint " + h.model_fingerprint() + ", " + h.architecture() + ", " +
+                std::to_string(h.n_layers()) + " layers) than rank 0 (fingerprint " + mine + ", " + cfg.arch + ", " +
+                std::to_string(cfg.n_layers) + " layers): every rank must run the same model";
+  }
+  if (!problem.empty()) return fail_plan(FailedPrecondition(problem));
+
+  // 3. Send the plan; load rank 0's own stage.
+  wire::Envelope pe;
+  wire::Plan* wp = pe.mutable_plan();
+  wp->set_protocol_version(wire::PROTOCOL_VERSION);
+  wp->set_n_ctx(opts.n_ctx);
+  wp->set_wire_dtype(opts.wire_dtype);
+  for (size_t s = 0; s < p->plan_.stages.size(); ++s) {
+    const StagePlan& sp = p->plan_.stages[s];
+    wire::StageAssignment* a = wp->add_stages();
+    a->set_rank(static_cast<int>(s) + (opts.coordinator_only ? 1 : 0));
+    a->set_first_layer(sp.layers.first);
+    a->set_last_layer(sp.layers.last);
+    a->set_first(s == 0);
+    a->set_last(s + 1 == p->plan_.stages.size());
+    p->stage_ranks_.push_back(a->rank());
+  }
+  for (int r = 1; r < t.size(); ++r) STRATA_RETURN_IF_ERROR(t.Send(r, pe));
+  std::vector<uint64_t> bytes(t.size(), 0);
+  Status own;
+  if (!opts.coordinator_only) {
+    StageOptions so;
+    so.layers = p->plan_.stages[0].layers;
+    so.first = true;
+    so.last = p->plan_.stages.size() == 1;
+    so.n_ctx = opts.n_ctx;
+    auto stage = Stage::Load(model, so, pool);
+    if (stage.ok()) {
+      p->stage_ = std::move(stage).value();
+      bytes[0] = p->stage_->weight_bytes();
+      const int next = p->stage_ranks_.size() > 1 ? p->stage_ranks_[1] : -1;
+      p->runner_ = std::make_unique<StageRunner>(*p->stage_, t, next, opts.wire_dtype);
+    } else {
+      own = stage.status().WithContext(RankName(0, t.host()));
+    }
+  }
+  // 4. Ready from every worker.
+  for (int i = 1; i < t.size(); ++i) {
+    auto m = t.Receive(-1);
+    if (!m.ok()) {
+      StopWorkers(t, m.status().message());
+      return m.status();
+    }
+    if (!m->envelope.has_ready()) continue;
+    const wire::Ready& r = m->envelope.ready();
+    if (!r.error().empty() && own.ok()) own = FailedPrecondition(RankName(r.rank(), r.host()) + ": " + r.error());
+    if (r.rank() >= 0 && r.rank() < t.size()) bytes[r.rank()] = r.weight_bytes();
+  }
+  if (!own.ok()) {
+    StopWorkers(t, own.message());
+    return own;
+  }
+  std::string text = "strata: pipeline of " + std::to_string(p->plan_.stages.size()) + " stages on " +
+                     std::to_string(t.size()) + " ranks (plan: " + p->plan_.source + ", wire " + WireDTypeName(opts.wire_dtype) + ")\n";
+  if (opts.coordinator_only) text += "  rank 0: coordinator only\n";
+  for (size_t s = 0; s < p->plan_.stages.size(); ++s) {
+    char line[160];
+    std::snprintf(line, sizeof line, "  rank %d: layers %d-%d%s%s, %.1f MiB of weights\n", p->stage_ranks_[s],
+                  p->plan_.stages[s].layers.first, p->plan_.stages[s].layers.last, s == 0 ? " + embedding" : "",
+                  s + 1 == p->plan_.stages.size() ? " + lm_head" : "", MiB(bytes[p->stage_ranks_[s]]));
+    text += line;
+  }
+  std::fputs(text.c_str(), stderr);
+  return p;
+}
+
+MpiPipeline::~MpiPipeline() { Shutdown(""); }
+
+void MpiPipeline::Shutdown(const std::string& error) {
+  if (shut_down_) return;
+  shut_down_ = true;
+  StopWorkers(transport_, error);
+}
+
+Result<Message> MpiPipeline::AwaitFromWorkers() {
+  STRATA_ASSIGN_OR_RETURN(Message m, transport_.Receive(-1));
+  if (m.envelope.has_control() && m.envelope.control().kind() == wire::Control::KIND_ERROR) {
+    const wire::Control& c = m.envelope.control();
+    return FailedPrecondition(RankName(c.rank(), c.host()) + ": " + c.error());
+  }
+  return m;
+}
+
+Result<std::vector<SequenceResult>> MpiPipeline::Forward(const std::vector<SequenceRequest>& batch) {
+  if (shut_down_) return FailedPrecondition("the pipeline has shut down");
+  wire::Envelope e;
+  wire::ForwardBatch* fb = e.mutable_forward();
+  const uint64_t id = next_batch_id_++;
+  fb->set_batch_id(id);
+  fb->set_hidden(cfg_.hidden);
+  for (const SequenceRequest& r : batch) ToWire(r, fb->add_entries());
+  if (runner_) {
+    STRATA_RETURN_IF_ERROR(runner_->HandleForward(*fb, {}).WithContext(RankName(0, transport_.host())));
+  } else {
+    STRATA_RETURN_IF_ERROR(transport_.Send(stage_ranks_[0], e));
+  }
+  for (;;) {
+    STRATA_ASSIGN_OR_RETURN(Message m, AwaitFromWorkers());
+    if (!m.envelope.has_result()) continue;
+    const wire::Result& res = m.envelope.result();
+    if (res.batch_id() != id || res.outputs_size() != static_cast<int>(batch.size()))
+      return DataLoss("result for batch " + std::to_string(res.batch_id()) + " does not match batch " + std::to_string(id));
+    std::vector<SequenceResult> out(batch.size());
+    uint64_t offset = 0;
+    for (int i = 0; i < res.outputs_size(); ++i) {
+      out[i].seq_id = res.outputs(i).seq_id();
+      out[i].token = res.outputs(i).token();
+      const uint64_t n = res.outputs(i).logit_rows() * static_cast<uint64_t>(cfg_.vocab);
+      if (offset + n * sizeof(float) > m.payload.size()) return DataLoss("result payload is shorter than its logits");
+      out[i].logits.resize(n);
+      std::memcpy(out[i].logits.data(), m.payload.data() + offset, n * sizeof(float));
+      offset += n * sizeof(float);
+    }
+    return out;
+  }
+}
+
+Status MpiPipeline::Free(uint64_t seq_id) {
+  if (shut_down_) return Status::Ok();
+  if (runner_) return runner_->HandleFree(seq_id);
+  wire::Envelope e;
+  e.mutable_control()->set_kind(wire::Control::KIND_FREE);
+  e.mutable_control()->set_seq_id(seq_id);
+  return transport_.Send(stage_ranks_[0], e);
+}
+
+}  // namespace strata

@@ -1,0 +1,55 @@
+// The pipeline over MPI, rank 0's side: the handshake with every worker
+// (protocol version, model fingerprint), the layer plan, rank 0's own stage
+// (unless it is coordinator-only), and forward batches sent down the
+// pipeline with results coming back from the last stage.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "coordinator/pipeline.h"
+#include "coordinator/plan.h"
+#include "worker/stage_server.h"
+#include "worker/transport.h"
+
+namespace strata {
+
+struct MpiPipelineOptions {
+  std::string split = "auto";
+  int64_t n_ctx = 4096;
+  wire::DType wire_dtype = wire::DTYPE_F32;
+  bool coordinator_only = false;
+};
+
+class MpiPipeline : public Pipeline {
+ public:
+  // Runs the handshake and loads every stage. On any failure every worker is
+  // told to stop, and the error names the rank and host that failed.
+  static Result<std::unique_ptr<MpiPipeline>> Start(Transport& transport, const ModelFiles& model,
+                                                    const MpiPipelineOptions& opts, ThreadPool* pool);
+  // Tells every worker to stop (with the error text when the job failed).
+  static void StopWorkers(Transport& transport, const std::string& error);
+  ~MpiPipeline() override;
+
+  const ModelConfig& config() const override { return cfg_; }
+  Result<std::vector<SequenceResult>> Forward(const std::vector<SequenceRequest>& batch) override;
+  Status Free(uint64_t seq_id) override;
+  const LayerPlan& plan() const { return plan_; }
+  // Ends the job; `error` non-empty makes every worker exit non-zero.
+  void Shutdown(const std::string& error);
+
+ private:
+  MpiPipeline(Transport& t, const ModelConfig& cfg) : transport_(t), cfg_(cfg) {}
+  Result<Message> AwaitFromWorkers();
+
+  Transport& transport_;
+  ModelConfig cfg_;
+  LayerPlan plan_;
+  std::vector<int> stage_ranks_;
+  std::unique_ptr<Stage> stage_;  // rank 0's own stage (null when coordinator-only)
+  std::unique_ptr<StageRunner> runner_;
+  uint64_t next_batch_id_ = 1;
+  bool shut_down_ = false;
+};
+
+}  // namespace strata

@@ -1,0 +1,118 @@
+// The only file that talks to MPI. Messages are MPI_BYTE sends on two tags:
+// the serialized Envelope, then (when announced) the raw payload. Receives
+// poll with MPI_Iprobe and back off with short sleeps, because Open MPI's
+// blocking receive spins a core at 100%, which on a small machine steals the
+// core a computing stage needs.
+#include <mpi.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <thread>
+
+#include "worker/transport.h"
+
+namespace strata {
+namespace {
+
+constexpr int kTagEnvelope = 1;
+constexpr int kTagPayload = 2;
+
+uint64_t PayloadBytes(const wire::Envelope& e) {
+  if (e.has_forward()) return e.forward().payload_bytes();
+  if (e.has_result()) return e.result().payload_bytes();
+  return 0;
+}
+
+// Waits for a message matching (source, tag) without spinning for long.
+void WaitFor(int source, int tag, MPI_Status* status) {
+  int flag = 0;
+  auto sleep = std::chrono::microseconds(0);
+  for (int spins = 0;; ++spins) {
+    MPI_Iprobe(source, tag, MPI_COMM_WORLD, &flag, status);
+    if (flag) return;
+    if (spins < 200) continue;  // a short spin keeps hand-offs fast
+    sleep = std::min(std::chrono::microseconds(500), sleep + std::chrono::microseconds(20));
+    std::this_thread::sleep_for(sleep);
+  }
+}
+
+class MpiTransport : public Transport {
+ public:
+  MpiTransport(int rank, int size, std::string host) : rank_(rank), size_(size), host_(std::move(host)) {}
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  const std::string& host() const override { return host_; }
+
+  Status Send(int dest, const wire::Envelope& e, std::span<const uint8_t> payload) override {
+    if (dest < 0 || dest >= size_) return Internal("send to rank " + std::to_string(dest) + " of " + std::to_string(size_));
+    if (payload.size() != PayloadBytes(e)) return Internal("payload size does not match its header");
+    std::string bytes;
+    if (!e.SerializeToString(&bytes)) return Internal("cannot serialize a message");
+    if (bytes.size() > INT32_MAX || payload.size() > INT32_MAX) return Internal("message too large for one MPI send");
+    if (MPI_Send(bytes.data(), static_cast<int>(bytes.size()), MPI_BYTE, dest, kTagEnvelope, MPI_COMM_WORLD) != MPI_SUCCESS)
+      return IoError("MPI_Send to rank " + std::to_string(dest) + " failed");
+    if (!payload.empty() && MPI_Send(payload.data(), static_cast<int>(payload.size()), MPI_BYTE, dest, kTagPayload,
+                                     MPI_COMM_WORLD) != MPI_SUCCESS)
+      return IoError("MPI_Send of a payload to rank " + std::to_string(dest) + " failed");
+    return Status::Ok();
+  }
+
+  Result<Message> Receive(int source) override {
+    MPI_Status st;
+    WaitFor(source < 0 ? MPI_ANY_SOURCE : source, kTagEnvelope, &st);
+    int count = 0;
+    MPI_Get_count(&st, MPI_BYTE, &count);
+    std::string bytes(static_cast<size_t>(count), '\0');
+    MPI_Recv(bytes.data(), count, MPI_BYTE, st.MPI_SOURCE, kTagEnvelope, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+    Message m;
+    m.source = st.MPI_SOURCE;
+    if (!m.envelope.ParseFromString(bytes))
+      return DataLoss("malformed message from rank " + std::to_string(m.source) + " (" + std::to_string(count) + " bytes)");
+    const uint64_t want = PayloadBytes(m.envelope);
+    if (want > 0) {
+      if (want > (uint64_t{1} << 31)) return DataLoss("message from rank " + std::to_string(m.source) + " announces a payload of " + std::to_string(want) + " bytes");
+      MPI_Status pst;
+      WaitFor(m.source, kTagPayload, &pst);
+      int pcount = 0;
+      MPI_Get_count(&pst, MPI_BYTE, &pcount);
+      if (static_cast<uint64_t>(pcount) != want)
+        return DataLoss("payload from rank " + std::to_string(m.source) + " is " + std::to_string(pcount) + " bytes, its header said " + std::to_string(want));
+      m.payload.resize(want);
+      MPI_Recv(m.payload.data(), pcount, MPI_BYTE, m.source, kTagPayload, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+    }
+    return m;
+  }
+
+ private:
+  int rank_, size_;
+  std::string host_;
+};
+
+}  // namespace
+
+bool LaunchedByMpi() {
+  for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE", "MPI_LOCALNRANKS"})
+    if (std::getenv(v) != nullptr) return true;
+  return false;
+}
+
+Result<std::unique_ptr<Transport>> InitMpiTransport(int* argc, char*** argv) {
+  int provided = 0;
+  if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) return IoError("MPI_Init failed");
+  int rank = 0, size = 1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  char host[256] = {0};
+  ::gethostname(host, sizeof(host) - 1);
+  return std::unique_ptr<Transport>(new MpiTransport(rank, size, host));
+}
+
+void FinalizeMpi() { MPI_Finalize(); }
+
+void AbortMpi(int code) {
+  MPI_Abort(MPI_COMM_WORLD, code);
+  std::_Exit(code);
+}
+
+}  // namespace strata

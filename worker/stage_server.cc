@@ -1,0 +1,184 @@
+// Worker ranks: handshake, stage load, and the forward loop.
+#include "worker/stage_server.h"
+
+#include <cstdio>
+
+#include "worker/batch.h"
+#include "worker/wire_codec.h"
+
+namespace strata {
+
+wire::Envelope ErrorEnvelope(const Transport& t, const std::string& text) {
+  wire::Envelope e;
+  wire::Control* c = e.mutable_control();
+  c->set_kind(wire::Control::KIND_ERROR);
+  c->set_error(text);
+  c->set_rank(t.rank());
+  c->set_host(t.host());
+  return e;
+}
+
+Status StageRunner::HandleForward(const wire::ForwardBatch& batch, const std::vector<uint8_t>& payload) {
+  const ModelConfig& cfg = stage_.config();
+  std::vector<SequenceRequest> requests;
+  std::vector<BatchEntry> entries;
+  std::vector<int32_t> ids;
+  for (const wire::SequenceEntry& e : batch.entries()) {
+    STRATA_ASSIGN_OR_RETURN(SequenceRequest r, FromWire(e));
+    entries.push_back({r.seq_id, r.pos0, static_cast<int64_t>(r.tokens.size())});
+    ids.insert(ids.end(), r.tokens.begin(), r.tokens.end());
+    requests.push_back(std::move(r));
+  }
+  if (requests.empty()) return DataLoss("forward batch " + std::to_string(batch.batch_id()) + " has no sequences");
+  const int64_t n_tok = static_cast<int64_t>(ids.size());
+  x_.resize(static_cast<size_t>(n_tok * cfg.hidden));
+  if (batch.payload_bytes() == 0) {
+    STRATA_RETURN_IF_ERROR(stage_.Embed(ids, x_.data()));
+  } else {
+    if (batch.hidden() != cfg.hidden)
+      return DataLoss("forward batch hidden size " + std::to_string(batch.hidden()) + ", expected " + std::to_string(cfg.hidden));
+    STRATA_RETURN_IF_ERROR(DecodeActivations(batch.dtype(), payload, n_tok, cfg.hidden, x_.data()));
+  }
+  STRATA_RETURN_IF_ERROR(stage_.Forward(entries, x_.data()));
+
+  if (next_rank_ >= 0) {
+    wire::Envelope out;
+    wire::ForwardBatch* fb = out.mutable_forward();
+    *fb = batch;
+    fb->set_hidden(cfg.hidden);
+    fb->set_dtype(wire_dtype_);
+    std::vector<uint8_t> bytes = EncodeActivations(wire_dtype_, x_.data(), n_tok, cfg.hidden);
+    fb->set_payload_bytes(bytes.size());
+    return transport_.Send(next_rank_, out, bytes);
+  }
+  // Last stage: logits or sampled ids back to the coordinator.
+  STRATA_ASSIGN_OR_RETURN(std::vector<SequenceResult> results, FinishBatch(stage_, requests, x_.data()));
+  wire::Envelope out;
+  wire::Result* res = out.mutable_result();
+  res->set_batch_id(batch.batch_id());
+  std::vector<uint8_t> logits;
+  for (const SequenceResult& r : results) {
+    wire::SequenceOutput* o = res->add_outputs();
+    o->set_seq_id(r.seq_id);
+    o->set_token(r.token);
+    o->set_logit_rows(r.logits.size() / static_cast<size_t>(cfg.vocab));
+    const auto* p = reinterpret_cast<const uint8_t*>(r.logits.data());
+    logits.insert(logits.end(), p, p + r.logits.size() * sizeof(float));
+  }
+  res->set_payload_bytes(logits.size());
+  return transport_.Send(kCoordinatorRank, out, logits);
+}
+
+Status StageRunner::HandleFree(uint64_t seq_id) {
+  stage_.FreeSequence(seq_id);
+  if (next_rank_ < 0) return Status::Ok();
+  wire::Envelope e;
+  e.mutable_control()->set_kind(wire::Control::KIND_FREE);
+  e.mutable_control()->set_seq_id(seq_id);
+  return transport_.Send(next_rank_, e);
+}
+
+namespace {
+
+// Waits for the coordinator's shutdown; returns the exit status.
+int AwaitShutdown(Transport& t) {
+  for (;;) {
+    auto m = t.Receive(-1);
+    if (!m.ok()) return 1;
+    if (m->envelope.has_control() && m->envelope.control().kind() == wire::Control::KIND_SHUTDOWN)
+      return m->envelope.control().error().empty() ? 0 : 1;
+  }
+}
+
+}  // namespace
+
+int RunWorker(Transport& t, const WorkerOptions& opts) {
+  // 1. Hello: which model this rank opened (or why it could not).
+  wire::Envelope hello;
+  wire::Hello* h = hello.mutable_hello();
+  h->set_protocol_version(wire::PROTOCOL_VERSION);
+  h->set_rank(t.rank());
+  h->set_host(t.host());
+  auto model = ModelFiles::Open(opts.model_path);
+  if (model.ok()) {
+    h->set_model_fingerprint((*model)->Fingerprint());
+    h->set_architecture((*model)->config().arch);
+    h->set_n_layers((*model)->config().n_layers);
+  } else {
+    h->set_error(model.status().message());
+  }
+  if (!t.Send(kCoordinatorRank, hello).ok()) return 1;
+
+  // 2. The plan (or an error that ends the job).
+  wire::Plan plan;
+  for (;;) {
+    auto m = t.Receive(kCoordinatorRank);
+    if (!m.ok()) return 1;
+    if (m->envelope.has_plan()) {
+      plan = m->envelope.plan();
+      break;
+    }
+    if (m->envelope.has_control() && m->envelope.control().kind() == wire::Control::KIND_SHUTDOWN) return 1;
+  }
+  if (!plan.error().empty() || !model.ok()) return 1;
+  const wire::StageAssignment* mine = nullptr;
+  int next_rank = -1;
+  for (int i = 0; i < plan.stages_size(); ++i) {
+    if (plan.stages(i).rank() == t.rank()) {
+      mine = &plan.stages(i);
+      if (i + 1 < plan.stages_size()) next_rank = plan.stages(i + 1).rank();
+    }
+  }
+
+  // 3. Load this rank's slice and say so.
+  wire::Envelope ready;
+  ready.mutable_ready()->set_rank(t.rank());
+  ready.mutable_ready()->set_host(t.host());
+  std::unique_ptr<ThreadPool> pool;
+  std::unique_ptr<Stage> stage;
+  if (mine != nullptr) {
+    pool = std::make_unique<ThreadPool>(opts.threads > 0 ? opts.threads : ThreadPool::AvailableCores());
+    StageOptions so;
+    so.layers = {mine->first_layer(), mine->last_layer()};
+    so.first = mine->first();
+    so.last = mine->last();
+    so.n_ctx = plan.n_ctx();
+    auto loaded = Stage::Load(**model, so, pool.get());
+    if (loaded.ok()) {
+      stage = std::move(loaded).value();
+      ready.mutable_ready()->set_weight_bytes(stage->weight_bytes());
+    } else {
+      ready.mutable_ready()->set_error(loaded.status().message());
+    }
+  }
+  if (!t.Send(kCoordinatorRank, ready).ok()) return 1;
+  if (stage == nullptr) return AwaitShutdown(t);
+
+  // 4. Forward batches until shutdown. An error is reported to rank 0, which
+  // ends the job.
+  StageRunner runner(*stage, t, next_rank, plan.wire_dtype());
+  for (;;) {
+    auto m = t.Receive(-1);
+    Status st = m.ok() ? Status::Ok() : m.status();
+    if (m.ok()) {
+      const wire::Envelope& e = m->envelope;
+      if (e.has_forward()) {
+        st = runner.HandleForward(e.forward(), m->payload);
+      } else if (e.has_control()) {
+        switch (e.control().kind()) {
+          case wire::Control::KIND_FREE: st = runner.HandleFree(e.control().seq_id()); break;
+          case wire::Control::KIND_SHUTDOWN: return e.control().error().empty() ? 0 : 1;
+          default: st = DataLoss("unexpected control message from rank " + std::to_string(m->source));
+        }
+      } else {
+        st = DataLoss("unexpected message from rank " + std::to_string(m->source));
+      }
+    }
+    if (!st.ok()) {
+      (void)t.Send(kCoordinatorRank, ErrorEnvelope(t, st.message()));
+      return AwaitShutdown(t);
+    }
+  }
+}
+
+}  // namespace strata

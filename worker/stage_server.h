@@ -1,0 +1,55 @@
+// The receive -> compute -> send loop of a pipeline stage, and a worker
+// rank's whole life: hello (model fingerprint) -> plan -> load its slice ->
+// ready -> forward batches until shutdown. Rank 0, when it is stage 0, runs
+// the same StageRunner for its own slice.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "common/thread_pool.h"
+#include "model/model_files.h"
+#include "worker/stage.h"
+#include "worker/transport.h"
+
+namespace strata {
+
+constexpr int kCoordinatorRank = 0;
+
+class StageRunner {
+ public:
+  // next_rank: the rank of the next stage, or -1 when this is the last one.
+  StageRunner(Stage& stage, Transport& transport, int next_rank, wire::DType wire_dtype)
+      : stage_(stage), transport_(transport), next_rank_(next_rank), wire_dtype_(wire_dtype) {}
+
+  // Runs one batch through this stage, then sends it on (or, on the last
+  // stage, sends the Result to the coordinator).
+  Status HandleForward(const wire::ForwardBatch& batch, const std::vector<uint8_t>& payload);
+  // Frees a sequence here and passes the request down the pipeline.
+  Status HandleFree(uint64_t seq_id);
+  Stage& stage() { return stage_; }
+
+ private:
+  Stage& stage_;
+  Transport& transport_;
+  int next_rank_;
+  wire::DType wire_dtype_;
+  std::vector<float> x_;
+};
+
+struct WorkerOptions {
+  std::string model_path;
+  int threads = 0;
+};
+
+// A worker rank from start to shutdown. Returns the process exit status:
+// 0 after a clean shutdown, 1 when the job ended with an error (rank 0
+// prints it).
+int RunWorker(Transport& transport, const WorkerOptions& opts);
+
+// Helpers shared with rank 0.
+wire::Envelope ErrorEnvelope(const Transport& t, const std::string& text);
+
+}  // namespace strata

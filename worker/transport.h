@@ -1,0 +1,46 @@
+// How ranks talk: one Envelope per message, optionally followed by a raw
+// payload (activations, logits). MpiTransport (mpi_transport.cc) is the only
+// code that calls MPI; tests substitute their own Transport.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "proto/strata.pb.h"
+
+namespace strata {
+
+struct Message {
+  int source = -1;
+  wire::Envelope envelope;
+  std::vector<uint8_t> payload;  // empty unless the envelope announces payload_bytes
+};
+
+class Transport {
+ public:
+  virtual ~Transport() = default;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  virtual const std::string& host() const = 0;
+  // Sends the envelope, then the payload when non-empty.
+  virtual Status Send(int dest, const wire::Envelope& envelope, std::span<const uint8_t> payload = {}) = 0;
+  // Blocks until a message arrives from `source` (-1: any rank). Waiting
+  // yields the core (no busy spinning), so a waiting stage leaves the CPU to
+  // the stages that compute.
+  virtual Result<Message> Receive(int source = -1) = 0;
+};
+
+// The MPI transport. Init() is called once per process, before anything
+// else; Finalize() at the end. Only when the process was started by mpirun
+// (or another MPI launcher) is MPI used at all.
+bool LaunchedByMpi();
+Result<std::unique_ptr<Transport>> InitMpiTransport(int* argc, char*** argv);
+void FinalizeMpi();
+// Ends every rank of the job at once (used when a rank is unresponsive).
+[[noreturn]] void AbortMpi(int code);
+
+}  // namespace strata
