@@ -7,9 +7,14 @@
 #include <iostream>
 #include <sstream>
 
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "cli/diff.h"
+#include "cli/inspect.h"
+#include "common/npy.h"
 #include "common/thread_pool.h"
 #include "coordinator/generate.h"
 #include "coordinator/mpi_pipeline.h"
@@ -202,6 +207,94 @@ int RunPerplexity(const PerplexityFlags& f) {
   return 0;
 }
 
+struct DumpFlags {
+  CommonFlags common;
+  std::string prompt, prompt_file, out_dir, layers;
+};
+
+// "A-B" or "A" (inclusive); empty: every layer.
+Result<LayerRange> ParseLayerRange(const std::string& spec, int n_layers) {
+  if (spec.empty()) return LayerRange{0, n_layers - 1};
+  int a = -1, b = -1;
+  char dash = 0, extra = 0;
+  int n = std::sscanf(spec.c_str(), "%d%c%d%c", &a, &dash, &b, &extra);
+  if (n == 1) b = a;
+  else if (n != 3 || dash != '-') return InvalidArgument("--layers '" + spec + "': expected A-B or A");
+  if (a < 0 || b < a || b >= n_layers)
+    return InvalidArgument("--layers '" + spec + "': outside the model's " + std::to_string(n_layers) + " layers or reversed");
+  return LayerRange{a, b};
+}
+
+std::string HostName() {
+  char host[256] = {0};
+  gethostname(host, sizeof host - 1);
+  return host;
+}
+
+int RunDump(const DumpFlags& f) {
+  std::string prompt = f.prompt;
+  if (!f.prompt_file.empty()) {
+    auto text = ReadFile(f.prompt_file);
+    if (!text.ok()) return Fail(text.status());
+    prompt = *text;
+  }
+  if (Status st = MakeDirectories(f.out_dir); !st.ok()) return Fail(st);
+  auto session = OpenSession(f.common);
+  if (!session.ok()) return Fail(session.status());
+  Session& s = *session;
+  const ModelConfig& cfg = s.model->config();
+  auto layers = ParseLayerRange(f.layers, cfg.n_layers);
+  if (!layers.ok()) return Fail(layers.status(), s.pipeline.get());
+  // Who computed which layer: the plan (one rank holds everything without MPI).
+  nlohmann::json plan = nlohmann::json::array();
+  nlohmann::json layer_owner = nlohmann::json::object();
+  if (auto* mpi = dynamic_cast<MpiPipeline*>(s.pipeline.get())) {
+    if (mpi->local_stage()) mpi->local_stage()->EnableDump(f.out_dir, *layers);
+    for (size_t i = 0; i < mpi->plan().stages.size(); ++i) {
+      const int rank = mpi->stage_ranks()[i];
+      const LayerRange r = mpi->plan().stages[i].layers;
+      plan.push_back({{"rank", rank}, {"host", mpi->hosts()[rank]}, {"first_layer", r.first}, {"last_layer", r.last}});
+      for (int l = r.first; l <= r.last; ++l) layer_owner[std::to_string(l)] = {{"rank", rank}, {"host", mpi->hosts()[rank]}};
+    }
+  } else {
+    static_cast<LocalPipeline*>(s.pipeline.get())->stage().EnableDump(f.out_dir, *layers);
+    plan.push_back({{"rank", 0}, {"host", HostName()}, {"first_layer", 0}, {"last_layer", cfg.n_layers - 1}});
+    for (int l = 0; l < cfg.n_layers; ++l) layer_owner[std::to_string(l)] = {{"rank", 0}, {"host", HostName()}};
+  }
+  std::vector<int32_t> ids = s.tokenizer->Encode(prompt, s.tokenizer->add_bos());
+  if (ids.empty()) return Fail(InvalidArgument("the prompt is empty"), s.pipeline.get());
+  if (static_cast<int64_t>(ids.size()) > f.common.ctx)
+    return Fail(InvalidArgument("the prompt has " + std::to_string(ids.size()) + " tokens, more than --ctx " + std::to_string(f.common.ctx)), s.pipeline.get());
+  SequenceRequest req;
+  req.seq_id = 1;
+  req.tokens = ids;
+  req.output = SequenceRequest::Output::kLogits;
+  req.logits_from = 0;
+  auto out = s.pipeline->Forward({req});
+  if (!out.ok()) return Fail(out.status(), s.pipeline.get());
+  const int64_t n_tok = static_cast<int64_t>(ids.size());
+  if (Status st = WriteNpyF32(f.out_dir + "/logits.npy", {n_tok, cfg.vocab}, (*out)[0].logits.data()); !st.ok())
+    return Fail(st, s.pipeline.get());
+  if (Status st = s.pipeline->Free(1); !st.ok()) return Fail(st, s.pipeline.get());
+  nlohmann::json files = {{"embeddings", "embeddings.npy"}, {"final_norm", "final_norm.npy"}, {"logits", "logits.npy"}};
+  for (int l = layers->first; l <= layers->last; ++l) {
+    char name[32];
+    std::snprintf(name, sizeof name, "layer_%03d.npy", l);
+    files["layer_" + std::to_string(l)] = name;
+  }
+  nlohmann::json manifest = {
+      {"model", f.common.model}, {"model_fingerprint", s.model->Fingerprint()}, {"architecture", cfg.arch},
+      {"prompt_ids", ids}, {"n_tokens", n_tok}, {"n_layers", cfg.n_layers}, {"hidden", cfg.hidden}, {"vocab", cfg.vocab},
+      {"dumped_layers", {layers->first, layers->last}}, {"plan", plan}, {"layers", layer_owner}, {"files", files},
+      {"dtype", "float32"}, {"wire", f.common.wire}};
+  std::ofstream m(f.out_dir + "/manifest.json");
+  m << manifest.dump(1) << "\n";
+  if (!m) return Fail(IoError("cannot write '" + f.out_dir + "/manifest.json'"), s.pipeline.get());
+  if (f.common.json) std::cout << nlohmann::json({{"dir", f.out_dir}, {"tokens", n_tok}, {"layers", {layers->first, layers->last}}}).dump() << std::endl;
+  else std::fprintf(stderr, "strata: dumped %lld tokens, layers %d-%d, logits into %s\n", static_cast<long long>(n_tok), layers->first, layers->last, f.out_dir.c_str());
+  return 0;
+}
+
 }  // namespace
 }  // namespace strata
 
@@ -259,6 +352,18 @@ int RunCommand(int argc, char** argv, int rank) {
   AddCommon(p, &ppl.common, true);
   p->add_option("-f,--file", ppl.text_file, "text file")->required();
 
+  DumpFlags dmp;
+  CLI::App* d = app.add_subcommand("dump", "write the residual stream after the embedding and every layer, and the logits, as .npy");
+  AddCommon(d, &dmp.common, false);
+  auto* dp = d->add_option("-p,--prompt", dmp.prompt, "prompt text");
+  auto* df = d->add_option("-f,--file", dmp.prompt_file, "read the prompt from a file");
+  dp->excludes(df);
+  d->add_option("-o,--out", dmp.out_dir, "output directory (each rank writes the layers it owns)")->required();
+  d->add_option("--layers", dmp.layers, "only these layers, A-B (default: all)");
+
+  CLI::App* ins = AddInspectCommand(app);
+  CLI::App* dif = AddDiffCommand(app);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -267,9 +372,20 @@ int RunCommand(int argc, char** argv, int rank) {
     int code = app.exit(e);
     return code == 0 ? 0 : 2;
   }
+  if (ins->parsed()) return rank == 0 ? RunInspect() : 0;  // a dry run: rank 0 alone answers
+  if (dif->parsed()) return rank == 0 ? RunDiff() : 0;
   if (g_transport != nullptr && rank != 0) {
-    const CommonFlags& c = g->parsed() ? gen.common : ppl.common;
-    return RunWorker(*g_transport, WorkerOptions{c.model, c.threads});
+    const CommonFlags& c = g->parsed() ? gen.common : p->parsed() ? ppl.common : dmp.common;
+    WorkerOptions wo{c.model, c.threads, "", {0, -1}};
+    if (d->parsed()) {
+      wo.dump_dir = dmp.out_dir;
+      auto m = ModelFiles::Open(c.model);
+      if (m.ok()) {
+        auto r = ParseLayerRange(dmp.layers, (*m)->config().n_layers);
+        if (r.ok()) wo.dump_layers = *r;
+      }
+    }
+    return RunWorker(*g_transport, wo);
   }
   if (g->parsed()) {
     if (gen.prompt.empty() && gen.prompt_file.empty()) {
@@ -280,6 +396,14 @@ int RunCommand(int argc, char** argv, int rank) {
     return RunGenerate(gen);
   }
   if (p->parsed()) return RunPerplexity(ppl);
+  if (d->parsed()) {
+    if (dmp.prompt.empty() && dmp.prompt_file.empty()) {
+      std::fprintf(stderr, "strata dump: give a prompt with -p TEXT or -f FILE\n");
+      if (g_transport != nullptr) MpiPipeline::StopWorkers(*g_transport, "no prompt");
+      return 2;
+    }
+    return RunDump(dmp);
+  }
   return 2;
 }
 

@@ -83,6 +83,8 @@ Result<std::unique_ptr<MpiPipeline>> MpiPipeline::Start(Transport& t, const Mode
   }
   for (int r = 1; r < t.size(); ++r) STRATA_RETURN_IF_ERROR(t.Send(r, pe));
   std::vector<uint64_t> bytes(t.size(), 0);
+  p->hosts_.assign(t.size(), "");
+  p->hosts_[0] = t.host();
   Status own;
   if (!opts.coordinator_only) {
     StageOptions so;
@@ -110,7 +112,10 @@ Result<std::unique_ptr<MpiPipeline>> MpiPipeline::Start(Transport& t, const Mode
     if (!m->envelope.has_ready()) continue;
     const wire::Ready& r = m->envelope.ready();
     if (!r.error().empty() && own.ok()) own = FailedPrecondition(RankName(r.rank(), r.host()) + ": " + r.error());
-    if (r.rank() >= 0 && r.rank() < t.size()) bytes[r.rank()] = r.weight_bytes();
+    if (r.rank() >= 0 && r.rank() < t.size()) {
+      bytes[r.rank()] = r.weight_bytes();
+      p->hosts_[r.rank()] = r.host();
+    }
   }
   if (!own.ok()) {
     StopWorkers(t, own.message());

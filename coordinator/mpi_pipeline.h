@@ -35,6 +35,9 @@ class MpiPipeline : public Pipeline {
   Result<std::vector<SequenceResult>> Forward(const std::vector<SequenceRequest>& batch) override;
   Status Free(uint64_t seq_id) override;
   const LayerPlan& plan() const { return plan_; }
+  const std::vector<int>& stage_ranks() const { return stage_ranks_; }
+  const std::vector<std::string>& hosts() const { return hosts_; }  // by rank
+  Stage* local_stage() { return stage_.get(); }
   // Ends the job; `error` non-empty makes every worker exit non-zero.
   void Shutdown(const std::string& error);
 
@@ -46,6 +49,7 @@ class MpiPipeline : public Pipeline {
   ModelConfig cfg_;
   LayerPlan plan_;
   std::vector<int> stage_ranks_;
+  std::vector<std::string> hosts_;
   std::unique_ptr<Stage> stage_;  // rank 0's own stage (null when coordinator-only)
   std::unique_ptr<StageRunner> runner_;
   uint64_t next_batch_id_ = 1;

@@ -2,8 +2,11 @@
 #include "worker/stage.h"
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
+#include "common/npy.h"
 #include "kernels/ops.h"
 #include "kernels/quant.h"
 
@@ -99,12 +102,30 @@ Status Stage::ForwardObserved(const std::vector<BatchEntry>& batch, float* x,
     caches.push_back(c);
     n_tok += e.n_tok;
   }
+  const int64_t hidden = cfg_.hidden;
+  auto dump = [&](const std::string& name, const float* rows) -> Status {
+    return WriteNpyF32(dump_dir_ + "/" + name, {n_tok, hidden}, rows);
+  };
+  if (!dump_dir_.empty() && opts_.first) STRATA_RETURN_IF_ERROR(dump("embeddings.npy", x));
   std::vector<SequenceSpan> spans(batch.size());
   for (size_t l = 0; l < layers_.size(); ++l) {
     for (size_t i = 0; i < batch.size(); ++i)
       spans[i] = SequenceSpan{batch[i].pos0, batch[i].n_tok, caches[i]->k[l].data(), caches[i]->v[l].data()};
     DecoderLayerForward(cfg_, layers_[l], spans, x, scratch_, pool_);
-    if (observe) observe(layers_[l].layer, x, n_tok);
+    const int layer = layers_[l].layer;
+    if (layer == fault_layer_)
+      for (int64_t i = 0; i < n_tok * hidden; ++i) x[i] += 0.05f;
+    if (observe) observe(layer, x, n_tok);
+    if (!dump_dir_.empty() && dump_layers_.contains(layer)) {
+      char name[32];
+      std::snprintf(name, sizeof name, "layer_%03d.npy", layer);
+      STRATA_RETURN_IF_ERROR(dump(name, x));
+    }
+  }
+  if (!dump_dir_.empty() && opts_.last) {
+    std::vector<float> normed(static_cast<size_t>(n_tok * hidden));
+    for (int64_t t = 0; t < n_tok; ++t) FinalNorm(x + t * hidden, normed.data() + t * hidden);
+    STRATA_RETURN_IF_ERROR(dump("final_norm.npy", normed.data()));
   }
   for (size_t i = 0; i < batch.size(); ++i) caches[i]->length += batch[i].n_tok;
   return Status::Ok();
@@ -125,6 +146,16 @@ Status Stage::Logits(const float* x, std::span<const int64_t> rows, float* logit
 }
 
 void Stage::FreeSequence(uint64_t seq_id) { caches_.erase(seq_id); }
+
+void Stage::EnableDump(const std::string& dir, LayerRange layers) {
+  dump_dir_ = dir;
+  dump_layers_ = layers;
+  // The fault switch is read here: it exists for dump / diff tests only.
+  const char* layer = std::getenv("STRATA_FAULT_LAYER");
+  const char* rank = std::getenv("STRATA_FAULT_RANK");
+  fault_layer_ = -1;
+  if (layer != nullptr && (rank == nullptr || std::atoi(rank) == rank_)) fault_layer_ = std::atoi(layer);
+}
 
 int64_t Stage::CachedLength(uint64_t seq_id) const {
   auto it = caches_.find(seq_id);

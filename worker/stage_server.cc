@@ -2,11 +2,19 @@
 #include "worker/stage_server.h"
 
 #include <cstdio>
+#include <filesystem>
 
 #include "worker/batch.h"
 #include "worker/wire_codec.h"
 
 namespace strata {
+
+Status MakeDirectories(const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return IoError("cannot create directory '" + dir + "': " + ec.message());
+  return Status::Ok();
+}
 
 wire::Envelope ErrorEnvelope(const Transport& t, const std::string& text) {
   wire::Envelope e;
@@ -144,9 +152,14 @@ int RunWorker(Transport& t, const WorkerOptions& opts) {
     so.last = mine->last();
     so.n_ctx = plan.n_ctx();
     auto loaded = Stage::Load(**model, so, pool.get());
-    if (loaded.ok()) {
+    Status dump_ok = opts.dump_dir.empty() ? Status::Ok() : MakeDirectories(opts.dump_dir);
+    if (loaded.ok() && dump_ok.ok()) {
       stage = std::move(loaded).value();
+      stage->SetRank(t.rank());
+      if (!opts.dump_dir.empty()) stage->EnableDump(opts.dump_dir, opts.dump_layers);
       ready.mutable_ready()->set_weight_bytes(stage->weight_bytes());
+    } else if (!dump_ok.ok()) {
+      ready.mutable_ready()->set_error(dump_ok.message());
     } else {
       ready.mutable_ready()->set_error(loaded.status().message());
     }

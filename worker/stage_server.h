@@ -42,7 +42,12 @@ class StageRunner {
 struct WorkerOptions {
   std::string model_path;
   int threads = 0;
+  std::string dump_dir;         // `strata dump`: every rank writes its layers here
+  LayerRange dump_layers{0, -1};
 };
+
+// mkdir -p for dump directories.
+Status MakeDirectories(const std::string& dir);
 
 // A worker rank from start to shutdown. Returns the process exit status:
 // 0 after a clean shutdown, 1 when the job ended with an error (rank 0

@@ -1,0 +1,497 @@
+// `strata inspect`: what a run of MODEL on N ranks would load, read from the
+// headers alone. Runs in one process (rank 0; no MPI): ModelFiles::Open maps
+// the files and parses headers, the tensor data pages are never touched, so
+// inspecting a multi-GiB checkpoint takes milliseconds.
+//
+// Byte accounting. Every tensor of the architecture's table belongs to
+// exactly one rank: the layer tensors to the rank owning the layer,
+// token_embd.weight to the first rank, output_norm.weight and output.weight to
+// the last; so the ranks' `weight_bytes` add up to the model's weight bytes.
+// A tied model's last rank also maps the embedding as its lm_head: that copy
+// is in `mapped_bytes`. `plan_cost_bytes` is the planner's cost (bytes read
+// per decoded token; coordinator/plan.h).
+//
+// KV cache: float32 K and V for every layer (NoPE layers too), per sequence
+//   2 x n_ctx x kv_dim x 4 bytes per layer, kv_dim = n_kv_heads * head_dim;
+// a rank holds it for its own layers and each of the --parallel sequences.
+#include "cli/inspect.h"
+
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/status.h"
+#include "coordinator/plan.h"
+#include "model/architecture.h"
+#include "model/gguf.h"
+#include "model/model_files.h"
+#include "model/safetensors.h"
+#include "model/tokenizer.h"
+
+namespace strata {
+namespace {
+
+struct InspectFlags {
+  std::string model;
+  int ranks = 1;
+  std::string split = "auto";
+  int64_t ctx = 4096;
+  int parallel = 1;
+  bool json = false;
+};
+InspectFlags g_flags;
+
+constexpr uint64_t kKvElemBytes = 4;  // the KV cache is float32
+constexpr int64_t kKvGrowthStart = 512;
+
+// ---------------------------------------------------------------------------
+// Formatting helpers
+// ---------------------------------------------------------------------------
+
+std::string Printf(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+std::string Printf(const char* fmt, ...) {
+  char buf[512];
+  va_list ap;
+  va_start(ap, fmt);
+  std::vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  return buf;
+}
+
+double MiB(uint64_t b) { return static_cast<double>(b) / (1024.0 * 1024.0); }
+
+std::string HumanBytes(uint64_t b) {
+  if (b < 1024) return std::to_string(b) + " B";
+  if (b < (uint64_t{1} << 20)) return Printf("%.1f KiB", b / 1024.0);
+  if (b < (uint64_t{1} << 30)) return Printf("%.1f MiB", MiB(b));
+  return Printf("%.2f GiB", b / (1024.0 * 1024.0 * 1024.0));
+}
+
+std::string ShapeText(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+std::string JoinInts(const std::vector<int>& v) {
+  std::string s;
+  for (size_t i = 0; i < v.size(); ++i) s += (i ? "," : "") + std::to_string(v[i]);
+  return s.empty() ? "none" : s;
+}
+
+// The shortest decimal that reads back as the same float, as a double, so
+// JSON shows rms_eps 1e-06 rather than 9.999999974752427e-07.
+double ShortestDouble(float f) {
+  for (int digits = 6; digits < 9; ++digits) {
+    const double d = std::strtod(Printf("%.*g", digits, static_cast<double>(f)).c_str(), nullptr);
+    if (static_cast<float>(d) == f) return d;
+  }
+  return static_cast<double>(f);
+}
+
+const char* RopeLayoutName(RopeLayout l) { return l == RopeLayout::kNeox ? "neox" : "interleaved"; }
+
+// a * b, or InvalidArgument naming `what` when it overflows 64 bits.
+Result<uint64_t> CheckedMul(uint64_t a, uint64_t b, const char* what) {
+  uint64_t r = 0;
+  if (__builtin_mul_overflow(a, b, &r)) return InvalidArgument(std::string(what) + " overflows 64 bits");
+  return r;
+}
+
+// ---------------------------------------------------------------------------
+// What inspect gathers
+// ---------------------------------------------------------------------------
+
+struct TensorRow {
+  std::string name;       // as the file names it (GGUF name, or HF name)
+  std::string gguf_name;  // strata's name; "" when not part of the architecture
+  std::string type;
+  std::vector<int64_t> shape;  // as the file stores it (GGUF: ggml order; HF: row-major)
+  std::vector<int64_t> ne;     // ggml order (ne[0] = row length)
+  uint64_t nbytes = 0;
+  int layer = -1;
+  std::optional<uint64_t> offset;  // GGUF: from the start of the data region
+  std::string file;                // HF: the safetensors file holding it
+};
+
+struct RankRow {
+  LayerRange layers;
+  bool first = false, last = false;
+  uint64_t weight_bytes = 0;     // tensors this rank owns (the ranks partition the model)
+  uint64_t mapped_bytes = 0;     // + the tied embedding a last rank uses as lm_head
+  uint64_t plan_cost_bytes = 0;  // the planner's cost: bytes read per token
+  uint64_t kv_bytes = 0;         // at --ctx, --parallel sequences
+};
+
+struct KvGrowthRow {
+  int64_t ctx = 0;
+  std::vector<uint64_t> per_rank;
+  uint64_t total = 0;
+};
+
+// KV bytes of `n_layers` layers for `n_seq` sequences of `n_ctx` tokens.
+Result<uint64_t> KvBytes(const ModelConfig& c, int n_layers, int64_t n_ctx, int n_seq) {
+  STRATA_ASSIGN_OR_RETURN(uint64_t b, CheckedMul(2 * kKvElemBytes, static_cast<uint64_t>(n_ctx), "KV cache size"));
+  STRATA_ASSIGN_OR_RETURN(b, CheckedMul(b, static_cast<uint64_t>(c.kv_dim()), "KV cache size"));
+  STRATA_ASSIGN_OR_RETURN(b, CheckedMul(b, static_cast<uint64_t>(n_layers), "KV cache size"));
+  return CheckedMul(b, static_cast<uint64_t>(n_seq), "KV cache size");
+}
+
+// 512, 1024, 2048, ... below n_ctx, then n_ctx itself.
+std::vector<int64_t> GrowthContexts(int64_t n_ctx) {
+  std::vector<int64_t> v;
+  for (int64_t c = kKvGrowthStart; c < n_ctx; c *= 2) v.push_back(c);
+  v.push_back(n_ctx);
+  return v;
+}
+
+nlohmann::json GgufValueJson(const GgufValue& v) {
+  constexpr size_t kMaxString = 256;
+  switch (v.type) {
+    case GgufValueType::kString: {
+      std::string_view s = std::get<std::string_view>(v.v);
+      if (s.size() <= kMaxString) return std::string(s);
+      return {{"type", "string"}, {"length", s.size()}};
+    }
+    case GgufValueType::kArray: {
+      const GgufArray& a = std::get<GgufArray>(v.v);
+      return {{"type", "array"}, {"elem_type", GgufValueTypeName(a.elem_type)}, {"count", a.count}};
+    }
+    case GgufValueType::kBool: return std::get<bool>(v.v);
+    case GgufValueType::kFloat32:
+    case GgufValueType::kFloat64: return std::get<double>(v.v);
+    default:
+      if (std::holds_alternative<uint64_t>(v.v)) return std::get<uint64_t>(v.v);
+      if (std::holds_alternative<int64_t>(v.v)) return std::get<int64_t>(v.v);
+      if (std::holds_alternative<double>(v.v)) return std::get<double>(v.v);
+      return nullptr;
+  }
+}
+
+std::string TokenText(const VocabSpec& vocab, int32_t id) {
+  if (id < 0 || static_cast<size_t>(id) >= vocab.tokens.size()) return "";
+  return vocab.tokens[static_cast<size_t>(id)];
+}
+
+// ---------------------------------------------------------------------------
+// The command
+// ---------------------------------------------------------------------------
+
+// Builds the whole report as JSON; the text form is printed from it.
+Result<nlohmann::json> Inspect(const InspectFlags& f, std::string* plan_text) {
+  STRATA_ASSIGN_OR_RETURN(std::unique_ptr<ModelFiles> model, ModelFiles::Open(f.model));
+  const ModelConfig& c = model->config();
+  nlohmann::json j;
+  j["model"] = model->path();
+  j["format"] = model->format_name();
+  j["fingerprint"] = model->Fingerprint();
+
+  // Hyper-parameters.
+  std::vector<int> nope;
+  for (size_t i = 0; i < c.rope_layers.size(); ++i)
+    if (!c.rope_layers[i]) nope.push_back(static_cast<int>(i));
+  j["config"] = {
+      {"arch", c.arch},         {"n_layers", c.n_layers},         {"hidden", c.hidden},
+      {"n_heads", c.n_heads},   {"n_kv_heads", c.n_kv_heads},     {"head_dim", c.head_dim},
+      {"q_dim", c.q_dim()},     {"kv_dim", c.kv_dim()},           {"ffn", c.ffn},
+      {"vocab", c.vocab},       {"n_ctx_train", c.n_ctx_train},   {"rms_eps", ShortestDouble(c.rms_eps)},
+      {"rope_theta", ShortestDouble(c.rope_theta)}, {"rope_layout", RopeLayoutName(c.rope_layout)},
+      {"nope_layers", nope},    {"tied_embeddings", c.tied_embeddings},
+      {"bos_id", c.bos_id},     {"eos_ids", c.eos_ids},
+  };
+
+  // Tokenizer: loaded and validated as generate would, so a bad one shows here.
+  STRATA_ASSIGN_OR_RETURN(VocabSpec vocab, model->LoadVocab());
+  const size_t n_tokens = vocab.tokens.size(), n_merges = vocab.merges.size();
+  nlohmann::json tok = {
+      {"tokens", n_tokens},        {"merges", n_merges},
+      {"bos_id", vocab.bos_id},    {"bos", TokenText(vocab, vocab.bos_id)},
+      {"eos_id", vocab.eos_id},    {"eos", TokenText(vocab, vocab.eos_id)},
+      {"add_bos", vocab.add_bos},  {"pre", vocab.pre},
+  };
+  STRATA_ASSIGN_OR_RETURN(Tokenizer tokenizer, Tokenizer::Create(std::move(vocab)));
+  if (tokenizer.vocab_size() > c.vocab)
+    return DataLoss("model '" + f.model + "': the tokenizer has " + std::to_string(tokenizer.vocab_size()) +
+                    " tokens but the embedding only " + std::to_string(c.vocab) + " rows");
+  std::optional<std::string> chat = model->ChatTemplate();
+  tok["chat_template"] = chat.has_value();
+  tok["chat_template_chars"] = chat ? chat->size() : 0;
+  j["tokenizer"] = tok;
+
+  // Tensor table, in the file's order.
+  std::map<std::string, const TensorSpec*> by_gguf, by_hf;
+  for (const TensorSpec& s : model->tensor_table()) {
+    by_gguf[s.gguf_name] = &s;
+    by_hf[s.hf_name] = &s;
+  }
+  std::vector<TensorRow> rows;
+  if (const GgufFile* g = model->gguf()) {
+    j["gguf"] = {{"version", g->version()}, {"alignment", g->alignment()}, {"data_offset", g->data_offset()},
+                 {"file_size", g->file_size()}, {"n_kv", g->metadata().size()}};
+    nlohmann::json meta = nlohmann::json::object();
+    for (const auto& [key, value] : g->metadata()) meta[key] = GgufValueJson(value);
+    j["gguf"]["metadata"] = meta;
+    for (const GgufTensor& t : g->tensors()) {
+      TensorRow r;
+      r.name = std::string(t.name);
+      r.type = TypeName(t.type);
+      r.ne.assign(t.ne, t.ne + t.n_dims);
+      r.shape = r.ne;
+      r.nbytes = t.nbytes;
+      r.offset = t.offset;
+      if (auto it = by_gguf.find(r.name); it != by_gguf.end()) {
+        r.gguf_name = r.name;
+        r.layer = it->second->layer;
+      }
+      rows.push_back(std::move(r));
+    }
+  } else {
+    // ModelFiles keeps its safetensors private; mapping the headers again
+    // costs a few page faults and tells which shard holds each tensor.
+    STRATA_ASSIGN_OR_RETURN(auto st, SafetensorsModel::OpenDir(model->path()));
+    nlohmann::json files = nlohmann::json::array();
+    for (const std::string& p : st->files()) {
+      std::error_code ec;
+      const uintmax_t size = std::filesystem::file_size(p, ec);
+      files.push_back({{"file", std::filesystem::path(p).filename().string()}, {"bytes", ec ? 0 : size}});
+    }
+    j["hf"] = {{"files", files}, {"metadata", st->metadata()}};
+    for (const SafetensorsTensor& t : st->tensors()) {
+      TensorRow r;
+      r.name = t.name;
+      r.type = TypeName(t.type);
+      r.shape = t.shape;
+      r.ne.assign(t.shape.rbegin(), t.shape.rend());
+      r.nbytes = t.nbytes;
+      r.file = std::filesystem::path(t.file).filename().string();
+      if (auto it = by_hf.find(r.name); it != by_hf.end()) {
+        r.gguf_name = it->second->gguf_name;
+        r.layer = it->second->layer;
+      }
+      rows.push_back(std::move(r));
+    }
+  }
+  nlohmann::json tensors = nlohmann::json::array();
+  uint64_t file_tensor_bytes = 0;
+  for (const TensorRow& r : rows) {
+    nlohmann::json t = {{"name", r.name}, {"type", r.type}, {"shape", r.shape}, {"ne", r.ne},
+                        {"bytes", r.nbytes}, {"layer", r.layer}, {"used", !r.gguf_name.empty()}};
+    if (r.gguf_name != r.name) t["gguf_name"] = r.gguf_name;
+    if (r.offset) t["offset"] = *r.offset;
+    if (!r.file.empty()) t["file"] = r.file;
+    tensors.push_back(std::move(t));
+    file_tensor_bytes += r.nbytes;
+  }
+  j["n_tensors"] = rows.size();
+  j["tensor_bytes"] = file_tensor_bytes;  // every tensor in the file(s)
+  j["tensors"] = std::move(tensors);
+
+  // Bytes per layer and the global tensors; each table tensor counted once.
+  uint64_t weight_bytes = 0, embd = 0, out_norm = 0, out = 0;
+  for (const TensorSpec& s : model->tensor_table()) {
+    auto w = model->Tensor(s.gguf_name);
+    if (!w.ok()) continue;  // an optional tensor (output.weight of a tied model)
+    weight_bytes += w->nbytes;
+    if (s.role == TensorRole::kTokenEmbedding) embd += w->nbytes;
+    if (s.role == TensorRole::kOutputNorm) out_norm += w->nbytes;
+    if (s.role == TensorRole::kOutput) out += w->nbytes;
+  }
+  std::vector<uint64_t> layer_bytes;
+  nlohmann::json layers = nlohmann::json::array();
+  for (int i = 0; i < c.n_layers; ++i) {
+    layer_bytes.push_back(model->LayerBytes(i));
+    layers.push_back({{"layer", i}, {"bytes", layer_bytes.back()},
+                      {"rope", static_cast<size_t>(i) < c.rope_layers.size() ? bool(c.rope_layers[i]) : true}});
+  }
+  j["weight_bytes"] = weight_bytes;  // the architecture's tensors: what the ranks load
+  j["embedding_bytes"] = embd;
+  j["output_norm_bytes"] = out_norm;
+  j["output_bytes"] = out;
+  j["layers"] = std::move(layers);
+
+  // The plan.
+  STRATA_ASSIGN_OR_RETURN(LayerPlan plan, MakeLayerPlan(f.split, f.ranks, CostsOf(*model)));
+  *plan_text = DescribePlan(plan);
+  std::vector<RankRow> ranks;
+  for (const StagePlan& s : plan.stages) {
+    RankRow r;
+    r.layers = s.layers;
+    r.first = s.first;
+    r.last = s.last;
+    r.plan_cost_bytes = s.weight_bytes;
+    for (int l = s.layers.first; l <= s.layers.last; ++l) r.weight_bytes += layer_bytes[static_cast<size_t>(l)];
+    if (s.first) r.weight_bytes += embd;
+    if (s.last) r.weight_bytes += out_norm + out;
+    r.mapped_bytes = r.weight_bytes + (s.last && !s.first && c.tied_embeddings ? embd : 0);
+    STRATA_ASSIGN_OR_RETURN(r.kv_bytes, KvBytes(c, s.layers.count(), f.ctx, f.parallel));
+    ranks.push_back(r);
+  }
+  nlohmann::json jranks = nlohmann::json::array();
+  uint64_t kv_total = 0;
+  for (size_t i = 0; i < ranks.size(); ++i) {
+    const RankRow& r = ranks[i];
+    kv_total += r.kv_bytes;
+    jranks.push_back({{"rank", i}, {"first_layer", r.layers.first}, {"last_layer", r.layers.last},
+                      {"n_layers", r.layers.count()}, {"first", r.first}, {"last", r.last},
+                      {"weight_bytes", r.weight_bytes}, {"mapped_bytes", r.mapped_bytes},
+                      {"plan_cost_bytes", r.plan_cost_bytes}, {"kv_bytes", r.kv_bytes}});
+  }
+  nlohmann::json growth = nlohmann::json::array();
+  for (int64_t ctx : GrowthContexts(f.ctx)) {
+    nlohmann::json per_rank = nlohmann::json::array();
+    uint64_t total = 0;
+    for (const RankRow& r : ranks) {
+      STRATA_ASSIGN_OR_RETURN(uint64_t b, KvBytes(c, r.layers.count(), ctx, f.parallel));
+      per_rank.push_back(b);
+      total += b;
+    }
+    growth.push_back({{"ctx", ctx}, {"per_rank", per_rank}, {"total", total}});
+  }
+  STRATA_ASSIGN_OR_RETURN(uint64_t kv_layer_seq, KvBytes(c, 1, f.ctx, 1));
+  j["plan"] = {{"source", plan.source}, {"n_ranks", f.ranks}, {"ctx", f.ctx}, {"parallel", f.parallel},
+               {"ctx_exceeds_train", c.n_ctx_train > 0 && f.ctx > c.n_ctx_train},
+               {"kv_bytes_per_layer_per_sequence", kv_layer_seq}, {"kv_bytes", kv_total},
+               {"ranks", jranks}, {"kv_growth", growth}};
+  return j;
+}
+
+// ---------------------------------------------------------------------------
+// Text output
+// ---------------------------------------------------------------------------
+
+void PrintText(const nlohmann::json& j, const std::string& plan_text) {
+  const auto& c = j["config"];
+  const auto& tok = j["tokenizer"];
+  const auto& p = j["plan"];
+  const bool gguf = j["format"] == "gguf";
+  std::string out;
+  out += "model         " + j["model"].get<std::string>() + "\n";
+  if (gguf) {
+    const auto& g = j["gguf"];
+    out += Printf("format        gguf v%u, %s, %zu tensors, %zu metadata keys, data at byte %llu\n",
+                  g["version"].get<unsigned>(), HumanBytes(g["file_size"].get<uint64_t>()).c_str(),
+                  j["n_tensors"].get<size_t>(), g["n_kv"].get<size_t>(),
+                  static_cast<unsigned long long>(g["data_offset"].get<uint64_t>()));
+  } else {
+    std::string files;
+    for (const auto& f : j["hf"]["files"])
+      files += (files.empty() ? "" : ", ") + f["file"].get<std::string>() + " (" + HumanBytes(f["bytes"].get<uint64_t>()) + ")";
+    out += Printf("format        hf (config.json + safetensors), %zu tensors in ", j["n_tensors"].get<size_t>()) + files + "\n";
+  }
+  out += "fingerprint   " + j["fingerprint"].get<std::string>() + "\n";
+  out += "architecture  " + c["arch"].get<std::string>() + "\n";
+  out += Printf("  n_layers %d  hidden %d  n_heads %d  n_kv_heads %d  head_dim %d  ffn %d  vocab %d\n",
+                c["n_layers"].get<int>(), c["hidden"].get<int>(), c["n_heads"].get<int>(), c["n_kv_heads"].get<int>(),
+                c["head_dim"].get<int>(), c["ffn"].get<int>(), c["vocab"].get<int>());
+  out += Printf("  rms_eps %g  rope_theta %g  rope_layout %s  n_ctx_train %d  tied embeddings %s\n",
+                c["rms_eps"].get<double>(), c["rope_theta"].get<double>(), c["rope_layout"].get<std::string>().c_str(),
+                c["n_ctx_train"].get<int>(), c["tied_embeddings"].get<bool>() ? "yes" : "no");
+  out += "  NoPE layers " + JoinInts(c["nope_layers"].get<std::vector<int>>()) + "\n";
+  out += Printf("  bos %d  eos ", c["bos_id"].get<int>()) + JoinInts(c["eos_ids"].get<std::vector<int>>()) + "\n";
+  out += Printf("tokenizer     %zu tokens, %zu merges, pre %s, bos %d '%s', eos %d '%s', add_bos %s, chat template %s\n",
+                tok["tokens"].get<size_t>(), tok["merges"].get<size_t>(), tok["pre"].get<std::string>().c_str(),
+                tok["bos_id"].get<int>(), tok["bos"].get<std::string>().c_str(), tok["eos_id"].get<int>(),
+                tok["eos"].get<std::string>().c_str(), tok["add_bos"].get<bool>() ? "yes" : "no",
+                tok["chat_template"].get<bool>()
+                    ? ("yes (" + std::to_string(tok["chat_template_chars"].get<size_t>()) + " chars)").c_str()
+                    : "no");
+
+  out += Printf("\ntensors (%zu, %s; weights used %s)\n", j["n_tensors"].get<size_t>(),
+                HumanBytes(j["tensor_bytes"].get<uint64_t>()).c_str(), HumanBytes(j["weight_bytes"].get<uint64_t>()).c_str());
+  out += Printf("  %-48s %-5s %-20s %12s  %s\n", "name", "type", gguf ? "ne (ggml order)" : "shape", "bytes",
+                gguf ? "offset" : "file");
+  for (const auto& t : j["tensors"]) {
+    std::string where = gguf ? std::to_string(t["offset"].get<uint64_t>()) : t["file"].get<std::string>();
+    if (!t["used"].get<bool>()) where += "  (unused)";
+    out += Printf("  %-48s %-5s %-20s %12llu  %s\n", t["name"].get<std::string>().c_str(),
+                  t["type"].get<std::string>().c_str(), ShapeText(t["shape"].get<std::vector<int64_t>>()).c_str(),
+                  static_cast<unsigned long long>(t["bytes"].get<uint64_t>()), where.c_str());
+  }
+
+  out += Printf("\nbytes per layer (+ embedding %s, output_norm %s, output %s)\n",
+                HumanBytes(j["embedding_bytes"].get<uint64_t>()).c_str(),
+                HumanBytes(j["output_norm_bytes"].get<uint64_t>()).c_str(),
+                c["tied_embeddings"].get<bool>() ? "tied to the embedding"
+                                                 : HumanBytes(j["output_bytes"].get<uint64_t>()).c_str());
+  out += Printf("  %5s  %-4s  %12s\n", "layer", "rope", "bytes");
+  for (const auto& l : j["layers"])
+    out += Printf("  %5d  %-4s  %12llu  %s\n", l["layer"].get<int>(), l["rope"].get<bool>() ? "yes" : "NoPE",
+                  static_cast<unsigned long long>(l["bytes"].get<uint64_t>()), HumanBytes(l["bytes"].get<uint64_t>()).c_str());
+
+  out += "\n" + plan_text;
+  const int64_t ctx = p["ctx"].get<int64_t>();
+  const int parallel = p["parallel"].get<int>();
+  out += Printf("\nper rank at ctx %lld, %d sequence%s (KV cache f32: %s per layer per sequence)\n",
+                static_cast<long long>(ctx), parallel, parallel == 1 ? "" : "s",
+                HumanBytes(p["kv_bytes_per_layer_per_sequence"].get<uint64_t>()).c_str());
+  if (p["ctx_exceeds_train"].get<bool>())
+    out += Printf("  note: ctx %lld is beyond the model's training context %d\n", static_cast<long long>(ctx),
+                  c["n_ctx_train"].get<int>());
+  out += Printf("  %4s  %-9s %3s  %12s  %12s  %12s  %12s\n", "rank", "layers", "n", "weights MiB", "mapped MiB",
+                "KV MiB", "total MiB");
+  uint64_t sum_w = 0, sum_kv = 0, sum_m = 0;
+  for (const auto& r : p["ranks"]) {
+    const uint64_t w = r["weight_bytes"], m = r["mapped_bytes"], kv = r["kv_bytes"];
+    sum_w += w;
+    sum_m += m;
+    sum_kv += kv;
+    std::string range = std::to_string(r["first_layer"].get<int>()) + "-" + std::to_string(r["last_layer"].get<int>());
+    out += Printf("  %4d  %-9s %3d  %12.2f  %12.2f  %12.2f  %12.2f\n", r["rank"].get<int>(), range.c_str(),
+                  r["n_layers"].get<int>(), MiB(w), MiB(m), MiB(kv), MiB(m + kv));
+  }
+  out += Printf("  %4s  %-9s %3s  %12.2f  %12.2f  %12.2f  %12.2f\n", "all", "", "", MiB(sum_w), MiB(sum_m), MiB(sum_kv),
+                MiB(sum_m + sum_kv));
+
+  out += Printf("\nKV cache MiB by context (%d sequence%s)\n", parallel, parallel == 1 ? "" : "s");
+  out += Printf("  %8s", "ctx");
+  for (size_t i = 0; i < p["ranks"].size(); ++i) out += Printf("  %10s", ("rank " + std::to_string(i)).c_str());
+  out += Printf("  %10s\n", "total");
+  for (const auto& g : p["kv_growth"]) {
+    out += Printf("  %8lld", static_cast<long long>(g["ctx"].get<int64_t>()));
+    for (const auto& b : g["per_rank"]) out += Printf("  %10.2f", MiB(b.get<uint64_t>()));
+    out += Printf("  %10.2f\n", MiB(g["total"].get<uint64_t>()));
+  }
+  std::fwrite(out.data(), 1, out.size(), stdout);
+}
+
+}  // namespace
+
+CLI::App* AddInspectCommand(CLI::App& app) {
+  CLI::App* cmd = app.add_subcommand("inspect", "describe a model and its plan from the headers alone (reads no weights)");
+  InspectFlags& f = g_flags;
+  cmd->add_option("model,-m,--model", f.model, "model: a .gguf file or an HF model directory")->required();
+  cmd->add_option("--ranks", f.ranks, "pipeline ranks to plan for")->check(CLI::Range(1, 1 << 16));
+  cmd->add_option("--split", f.split,
+                  "layer plan: auto, ranges such as 0-8,9-17,18-26,27-35, or a plan file (configs/*.json)");
+  cmd->add_option("--ctx", f.ctx, "context size in tokens (for the KV cache)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 24));
+  cmd->add_option("--parallel", f.parallel, "sequences held at once (for the KV cache)")->check(CLI::Range(1, 1 << 16));
+  cmd->add_flag("--json", f.json, "print one JSON object on stdout");
+  return cmd;
+}
+
+int RunInspect() {
+  std::string plan_text;
+  auto j = Inspect(g_flags, &plan_text);
+  if (!j.ok()) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "strata: error: %s\n", j.status().message().c_str());
+    return 1;
+  }
+  if (g_flags.json) {
+    std::cout << j->dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
+  } else {
+    PrintText(*j, plan_text);
+  }
+  return 0;
+}
+
+}  // namespace strata
