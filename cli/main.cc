@@ -16,6 +16,8 @@
 #include "cli/inspect.h"
 #include "common/npy.h"
 #include "common/thread_pool.h"
+#include "common/log.h"
+#include "common/trace.h"
 #include "coordinator/generate.h"
 #include "coordinator/mpi_pipeline.h"
 #include "coordinator/plan.h"
@@ -40,6 +42,8 @@ struct CommonFlags {
   std::string split = "auto";
   std::string wire = "f32";
   bool coordinator_only = false;
+  std::string trace_file;
+  std::string log_level = "info";
 };
 
 void AddCommon(CLI::App* cmd, CommonFlags* f, bool ctx_required) {
@@ -53,6 +57,10 @@ void AddCommon(CLI::App* cmd, CommonFlags* f, bool ctx_required) {
                   "layer plan under mpirun: auto, ranges such as 0-8,9-17,18-26,27-35, or a plan file (configs/*.json)");
   cmd->add_option("--wire", f->wire, "activation type between ranks: f32 (bit-identical), bf16, f16, q8_0")
       ->check(CLI::IsMember({"f32", "bf16", "f16", "q8_0"}));
+  cmd->add_option("--log-level", f->log_level, "error, warn, info or debug (lines are prefixed [rank R host] under mpirun)")
+      ->check(CLI::IsMember({"error", "warn", "info", "debug"}));
+  cmd->add_option("--trace", f->trace_file,
+                  "write a Chrome trace-event JSON of every rank (compute per layer, send, receive, waiting) to FILE");
   cmd->add_flag("--coordinator-only", f->coordinator_only, "under mpirun: rank 0 only coordinates; stages run on ranks 1..N-1");
 }
 
@@ -101,6 +109,31 @@ Result<Session> OpenSession(const CommonFlags& f) {
     s.pipeline = std::move(local);
   }
   return s;
+}
+
+// With --trace: merges rank 0's events with the workers' (collected at
+// shutdown) into one trace-event JSON file and prints a summary per rank.
+Status FinishTrace(const std::string& path, Pipeline* pipeline) {
+  if (path.empty()) return Status::Ok();
+  char host[256] = {0};
+  gethostname(host, sizeof host - 1);
+  std::vector<TraceEvent> own = Tracer::Get().Take();
+  std::string body;
+  AppendTraceJson(own, 0, host, &body);
+  std::string summary = "trace: rank 0 (" + std::string(host) + "): " + TraceSummary(own) + "\n";
+  if (auto* mpi = dynamic_cast<MpiPipeline*>(pipeline)) {
+    mpi->Shutdown("");
+    for (const wire::TraceChunk& c : mpi->TakeTraces()) {
+      if (!c.events_json().empty()) body += ",\n" + c.events_json();
+      summary += "trace: rank " + std::to_string(c.rank()) + " (" + c.host() + "): " + c.summary() + "\n";
+    }
+  }
+  std::ofstream out(path);
+  out << "{\"displayTimeUnit\":\"ms\",\"traceEvents\":[\n" << body << "\n]}\n";
+  if (!out) return IoError("cannot write the trace to '" + path + "'");
+  summary += "trace: written to " + path + " (open in https://ui.perfetto.dev or chrome://tracing)";
+  Log(LogLevel::kInfo, "%s", summary.c_str());
+  return Status::Ok();
 }
 
 // Prints the error once (rank 0) and ends the job on every rank: workers
@@ -155,6 +188,7 @@ int RunGenerate(const GenerateFlags& f) {
   };
   auto res = Generate(*s.pipeline, *s.tokenizer, ids, opts, f.common.ctx, stream);
   if (!res.ok()) return Fail(res.status(), s.pipeline.get());
+  if (Status st = FinishTrace(f.common.trace_file, s.pipeline.get()); !st.ok()) return Fail(st);
   if (f.common.json) {
     nlohmann::json j;
     j["prompt_ids"] = res->prompt_ids;
@@ -170,7 +204,7 @@ int RunGenerate(const GenerateFlags& f) {
     std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
   } else {
     std::cout << std::endl;
-    std::fprintf(stderr, "strata: prompt %zu tokens in %.1f ms, %d tokens decoded in %.1f ms (%.2f tok/s)\n",
+    Log(LogLevel::kInfo, "prompt %zu tokens in %.1f ms, %d tokens decoded in %.1f ms (%.2f tok/s)",
                  res->prompt_ids.size(), res->prefill_ms, res->n_decoded, res->decode_ms,
                  res->decode_ms > 0 ? res->n_decoded * 1000.0 / res->decode_ms : 0.0);
   }
@@ -196,6 +230,7 @@ int RunPerplexity(const PerplexityFlags& f) {
   };
   auto res = Perplexity(*s.pipeline, tokens, f.common.ctx, s.tokenizer->bos_id(), s.tokenizer->add_bos(), progress);
   if (!res.ok()) return Fail(res.status(), s.pipeline.get());
+  if (Status st = FinishTrace(f.common.trace_file, s.pipeline.get()); !st.ok()) return Fail(st);
   if (f.common.json) {
     nlohmann::json j = {{"ppl", res->ppl}, {"chunks", res->chunks}, {"tokens_scored", res->tokens_scored},
                         {"tokens", res->tokens_total}, {"ctx", f.common.ctx}};
@@ -290,8 +325,9 @@ int RunDump(const DumpFlags& f) {
   std::ofstream m(f.out_dir + "/manifest.json");
   m << manifest.dump(1) << "\n";
   if (!m) return Fail(IoError("cannot write '" + f.out_dir + "/manifest.json'"), s.pipeline.get());
+  if (Status st = FinishTrace(f.common.trace_file, s.pipeline.get()); !st.ok()) return Fail(st);
   if (f.common.json) std::cout << nlohmann::json({{"dir", f.out_dir}, {"tokens", n_tok}, {"layers", {layers->first, layers->last}}}).dump() << std::endl;
-  else std::fprintf(stderr, "strata: dumped %lld tokens, layers %d-%d, logits into %s\n", static_cast<long long>(n_tok), layers->first, layers->last, f.out_dir.c_str());
+  else Log(LogLevel::kInfo, "dumped %lld tokens, layers %d-%d, logits into %s", static_cast<long long>(n_tok), layers->first, layers->last, f.out_dir.c_str());
   return 0;
 }
 
@@ -317,6 +353,9 @@ int main(int argc, char** argv) {
     }
     transport = std::move(t).value();
     if (transport->size() > 1) g_transport = transport.get();
+    // Trace clocks of all ranks start at this common instant.
+    transport->Barrier();
+    Tracer::Get().SetOrigin();
   }
   int rc = RunCommand(argc, argv, transport ? transport->rank() : 0);
   if (transport) FinalizeMpi();
@@ -372,11 +411,16 @@ int RunCommand(int argc, char** argv, int rank) {
     int code = app.exit(e);
     return code == 0 ? 0 : 2;
   }
+  for (const CommonFlags* c : {&gen.common, &ppl.common, &dmp.common}) {
+    if (!c->trace_file.empty()) Tracer::Get().Enable();
+    if (CLI::App* sub = c == &gen.common ? g : c == &ppl.common ? p : d; sub->parsed()) SetLogLevel(*ParseLogLevel(c->log_level));
+  }
+  if (g_transport != nullptr) SetLogRank(rank, g_transport->host());
   if (ins->parsed()) return rank == 0 ? RunInspect() : 0;  // a dry run: rank 0 alone answers
   if (dif->parsed()) return rank == 0 ? RunDiff() : 0;
   if (g_transport != nullptr && rank != 0) {
     const CommonFlags& c = g->parsed() ? gen.common : p->parsed() ? ppl.common : dmp.common;
-    WorkerOptions wo{c.model, c.threads, "", {0, -1}};
+    WorkerOptions wo{c.model, c.threads, "", {0, -1}, !c.trace_file.empty()};
     if (d->parsed()) {
       wo.dump_dir = dmp.out_dir;
       auto m = ModelFiles::Open(c.model);

@@ -4,6 +4,8 @@
 #include <cstdio>
 #include <cstring>
 
+#include "common/log.h"
+#include "common/trace.h"
 #include "worker/wire_codec.h"
 
 namespace strata {
@@ -121,7 +123,7 @@ Result<std::unique_ptr<MpiPipeline>> MpiPipeline::Start(Transport& t, const Mode
     StopWorkers(t, own.message());
     return own;
   }
-  std::string text = "strata: pipeline of " + std::to_string(p->plan_.stages.size()) + " stages on " +
+  std::string text = "pipeline of " + std::to_string(p->plan_.stages.size()) + " stages on " +
                      std::to_string(t.size()) + " ranks (plan: " + p->plan_.source + ", wire " + WireDTypeName(opts.wire_dtype) + ")\n";
   if (opts.coordinator_only) text += "  rank 0: coordinator only\n";
   for (size_t s = 0; s < p->plan_.stages.size(); ++s) {
@@ -131,7 +133,8 @@ Result<std::unique_ptr<MpiPipeline>> MpiPipeline::Start(Transport& t, const Mode
                   s + 1 == p->plan_.stages.size() ? " + lm_head" : "", MiB(bytes[p->stage_ranks_[s]]));
     text += line;
   }
-  std::fputs(text.c_str(), stderr);
+  text.pop_back();
+  Log(LogLevel::kInfo, "%s", text.c_str());
   return p;
 }
 
@@ -141,6 +144,13 @@ void MpiPipeline::Shutdown(const std::string& error) {
   if (shut_down_) return;
   shut_down_ = true;
   StopWorkers(transport_, error);
+  if (!Tracer::Get().enabled() || !error.empty()) return;
+  // Every worker answers a clean shutdown with its trace.
+  for (int i = 1; i < transport_.size(); ++i) {
+    auto m = transport_.Receive(-1);
+    if (!m.ok()) return;
+    if (m->envelope.has_trace()) traces_.push_back(m->envelope.trace());
+  }
 }
 
 Result<Message> MpiPipeline::AwaitFromWorkers() {

@@ -40,6 +40,8 @@ class MpiPipeline : public Pipeline {
   Stage* local_stage() { return stage_.get(); }
   // Ends the job; `error` non-empty makes every worker exit non-zero.
   void Shutdown(const std::string& error);
+  // With --trace: the workers' trace chunks, collected at shutdown.
+  std::vector<wire::TraceChunk> TakeTraces() { return std::move(traces_); }
 
  private:
   MpiPipeline(Transport& t, const ModelConfig& cfg) : transport_(t), cfg_(cfg) {}
@@ -54,6 +56,7 @@ class MpiPipeline : public Pipeline {
   std::unique_ptr<StageRunner> runner_;
   uint64_t next_batch_id_ = 1;
   bool shut_down_ = false;
+  std::vector<wire::TraceChunk> traces_;
 };
 
 }  // namespace strata

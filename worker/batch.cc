@@ -1,6 +1,8 @@
 // The last stage's finishing step: logits or a sampled token per sequence.
 #include "worker/batch.h"
 
+#include "common/trace.h"
+
 namespace strata {
 
 Result<std::vector<SequenceResult>> FinishBatch(Stage& last, const std::vector<SequenceRequest>& batch, const float* x) {
@@ -16,6 +18,7 @@ Result<std::vector<SequenceResult>> FinishBatch(Stage& last, const std::vector<S
       std::vector<float> logits(vocab);
       const int64_t row = row0 + n - 1;
       STRATA_RETURN_IF_ERROR(last.Logits(x, std::span<const int64_t>(&row, 1), logits.data()));
+      TraceSpan span("sample", "compute");
       res.token = SampleToken(logits.data(), vocab, r.sampling, r.recent, r.step);
     } else if (r.output == SequenceRequest::Output::kLogits) {
       if (r.logits_from < 0 || r.logits_from >= n)

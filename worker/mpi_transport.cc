@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <thread>
 
+#include "common/trace.h"
 #include "worker/transport.h"
 
 namespace strata {
@@ -47,6 +48,7 @@ class MpiTransport : public Transport {
   Status Send(int dest, const wire::Envelope& e, std::span<const uint8_t> payload) override {
     if (dest < 0 || dest >= size_) return Internal("send to rank " + std::to_string(dest) + " of " + std::to_string(size_));
     if (payload.size() != PayloadBytes(e)) return Internal("payload size does not match its header");
+    TraceSpan span("send to rank " + std::to_string(dest), "send");
     std::string bytes;
     if (!e.SerializeToString(&bytes)) return Internal("cannot serialize a message");
     if (bytes.size() > INT32_MAX || payload.size() > INT32_MAX) return Internal("message too large for one MPI send");
@@ -58,9 +60,15 @@ class MpiTransport : public Transport {
     return Status::Ok();
   }
 
+  void Barrier() override { MPI_Barrier(MPI_COMM_WORLD); }
+
   Result<Message> Receive(int source) override {
     MPI_Status st;
-    WaitFor(source < 0 ? MPI_ANY_SOURCE : source, kTagEnvelope, &st);
+    {
+      TraceSpan wait("wait", "wait");
+      WaitFor(source < 0 ? MPI_ANY_SOURCE : source, kTagEnvelope, &st);
+    }
+    TraceSpan span("receive from rank " + std::to_string(st.MPI_SOURCE), "recv");
     int count = 0;
     MPI_Get_count(&st, MPI_BYTE, &count);
     std::string bytes(static_cast<size_t>(count), '\0');

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "common/npy.h"
+#include "common/trace.h"
 #include "kernels/ops.h"
 #include "kernels/quant.h"
 
@@ -48,6 +49,7 @@ Result<std::unique_ptr<Stage>> Stage::Load(const ModelFiles& model, const StageO
 
 Status Stage::Embed(std::span<const int32_t> ids, float* x) const {
   if (!opts_.first) return FailedPrecondition("this stage does not hold the token embedding");
+  TraceSpan span("embed", "compute");
   for (size_t t = 0; t < ids.size(); ++t) {
     if (ids[t] < 0 || ids[t] >= cfg_.vocab)
       return InvalidArgument("token id " + std::to_string(ids[t]) + " is outside the vocabulary of " + std::to_string(cfg_.vocab));
@@ -111,7 +113,10 @@ Status Stage::ForwardObserved(const std::vector<BatchEntry>& batch, float* x,
   for (size_t l = 0; l < layers_.size(); ++l) {
     for (size_t i = 0; i < batch.size(); ++i)
       spans[i] = SequenceSpan{batch[i].pos0, batch[i].n_tok, caches[i]->k[l].data(), caches[i]->v[l].data()};
-    DecoderLayerForward(cfg_, layers_[l], spans, x, scratch_, pool_);
+    {
+      TraceSpan span("layer " + std::to_string(layers_[l].layer), "compute");
+      DecoderLayerForward(cfg_, layers_[l], spans, x, scratch_, pool_);
+    }
     const int layer = layers_[l].layer;
     if (layer == fault_layer_)
       for (int64_t i = 0; i < n_tok * hidden; ++i) x[i] += 0.05f;
@@ -137,6 +142,7 @@ void Stage::FinalNorm(const float* x, float* out) const {
 
 Status Stage::Logits(const float* x, std::span<const int64_t> rows, float* logits) {
   if (!opts_.last) return FailedPrecondition("this stage does not hold the lm_head");
+  TraceSpan span("lm_head", "compute");
   const int64_t hidden = cfg_.hidden;
   if (static_cast<int64_t>(norm_rows_.size()) < static_cast<int64_t>(rows.size()) * hidden)
     norm_rows_.resize(rows.size() * hidden);

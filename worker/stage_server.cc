@@ -4,6 +4,8 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "common/log.h"
+#include "common/trace.h"
 #include "worker/batch.h"
 #include "worker/wire_codec.h"
 
@@ -88,19 +90,36 @@ Status StageRunner::HandleFree(uint64_t seq_id) {
 
 namespace {
 
+// After shutdown with --trace: this rank's events go to rank 0, which merges them.
+int SendTraceAndExit(Transport& t, int code) {
+  if (!Tracer::Get().enabled()) return code;
+  std::vector<TraceEvent> events = Tracer::Get().Take();
+  wire::Envelope e;
+  wire::TraceChunk* c = e.mutable_trace();
+  c->set_rank(t.rank());
+  c->set_host(t.host());
+  std::string json;
+  AppendTraceJson(events, t.rank(), t.host(), &json);
+  c->set_events_json(json);
+  c->set_summary(TraceSummary(events));
+  (void)t.Send(kCoordinatorRank, e);
+  return code;
+}
+
 // Waits for the coordinator's shutdown; returns the exit status.
 int AwaitShutdown(Transport& t) {
   for (;;) {
     auto m = t.Receive(-1);
     if (!m.ok()) return 1;
     if (m->envelope.has_control() && m->envelope.control().kind() == wire::Control::KIND_SHUTDOWN)
-      return m->envelope.control().error().empty() ? 0 : 1;
+      return SendTraceAndExit(t, m->envelope.control().error().empty() ? 0 : 1);
   }
 }
 
 }  // namespace
 
 int RunWorker(Transport& t, const WorkerOptions& opts) {
+  if (opts.trace) Tracer::Get().Enable();
   // 1. Hello: which model this rank opened (or why it could not).
   wire::Envelope hello;
   wire::Hello* h = hello.mutable_hello();
@@ -158,6 +177,8 @@ int RunWorker(Transport& t, const WorkerOptions& opts) {
       stage->SetRank(t.rank());
       if (!opts.dump_dir.empty()) stage->EnableDump(opts.dump_dir, opts.dump_layers);
       ready.mutable_ready()->set_weight_bytes(stage->weight_bytes());
+      Log(LogLevel::kDebug, "loaded layers %d-%d (%.1f MiB)", mine->first_layer(), mine->last_layer(),
+          stage->weight_bytes() / (1024.0 * 1024.0));
     } else if (!dump_ok.ok()) {
       ready.mutable_ready()->set_error(dump_ok.message());
     } else {
@@ -176,11 +197,13 @@ int RunWorker(Transport& t, const WorkerOptions& opts) {
     if (m.ok()) {
       const wire::Envelope& e = m->envelope;
       if (e.has_forward()) {
+        Log(LogLevel::kDebug, "batch %llu from rank %d: %d sequences, %zu payload bytes",
+            static_cast<unsigned long long>(e.forward().batch_id()), m->source, e.forward().entries_size(), m->payload.size());
         st = runner.HandleForward(e.forward(), m->payload);
       } else if (e.has_control()) {
         switch (e.control().kind()) {
           case wire::Control::KIND_FREE: st = runner.HandleFree(e.control().seq_id()); break;
-          case wire::Control::KIND_SHUTDOWN: return e.control().error().empty() ? 0 : 1;
+          case wire::Control::KIND_SHUTDOWN: return SendTraceAndExit(t, e.control().error().empty() ? 0 : 1);
           default: st = DataLoss("unexpected control message from rank " + std::to_string(m->source));
         }
       } else {

@@ -44,6 +44,7 @@ struct WorkerOptions {
   int threads = 0;
   std::string dump_dir;         // `strata dump`: every rank writes its layers here
   LayerRange dump_layers{0, -1};
+  bool trace = false;           // --trace: send this rank's events to rank 0 at shutdown
 };
 
 // mkdir -p for dump directories.

@@ -32,6 +32,8 @@ class Transport {
   // yields the core (no busy spinning), so a waiting stage leaves the CPU to
   // the stages that compute.
   virtual Result<Message> Receive(int source = -1) = 0;
+  // Every rank waits here until all arrive (aligns trace clocks).
+  virtual void Barrier() = 0;
 };
 
 // The MPI transport. Init() is called once per process, before anything

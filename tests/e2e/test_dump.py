@@ -80,6 +80,22 @@ with tempfile.TemporaryDirectory() as d:
         p = subprocess.run([numpy, "-c", code], capture_output=True, text=True, timeout=60)
         check("numpy.load reads the dump", p.returncode == 0 and "ok" in p.stdout, p.stderr[-300:])
 
+    # A trace of a 4-rank run: valid trace-event JSON, every rank and span kind.
+    trace = os.path.join(d, "trace.json")
+    p = run(["generate", "-m", HF, "-f", pfile, "-n", "6", "--temp", "0", "-t", "1", "--trace", trace], ranks=4)
+    try:
+        events = json.load(open(trace))["traceEvents"]
+        spans = {(e["pid"], e["cat"]) for e in events if e["ph"] == "X"}
+        names = {e["pid"] for e in events if e["ph"] == "M" and e["name"] == "process_name"}
+        want = {(r, c) for r in range(4) for c in ("compute", "send", "recv", "wait")}
+        layers = {e["name"] for e in events if e["ph"] == "X" and e["cat"] == "compute"}
+        ok = (p.returncode == 0 and want <= spans and names == {0, 1, 2, 3} and {f"layer {i}" for i in range(36)} <= layers
+              and all(e["dur"] >= 0 and e["ts"] >= 0 for e in events if e["ph"] == "X")
+              and sum("trace: rank" in l for l in p.stderr.splitlines()) == 4)
+        check("4-rank trace: valid trace-event JSON with every rank and span kind", ok, f"missing {want - spans}, {p.stderr[-300:]}")
+    except Exception as e:  # noqa: BLE001
+        check("4-rank trace: valid trace-event JSON with every rank and span kind", False, f"{e}: {p.stderr[-300:]}")
+
 passed = sum(results)
 print(f"{passed} passed, {len(results) - passed} failed")
 sys.exit(0 if passed == len(results) else 1)
