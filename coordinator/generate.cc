@@ -2,83 +2,47 @@
 #include "coordinator/generate.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 
+#include "coordinator/scheduler.h"
+
 namespace strata {
-namespace {
-
-double MsSince(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-}
-
-std::vector<int32_t> Tail(const std::vector<int32_t>& a, const std::vector<int32_t>& b, size_t n) {
-  std::vector<int32_t> all(a);
-  all.insert(all.end(), b.begin(), b.end());
-  if (all.size() > n) all.erase(all.begin(), all.end() - static_cast<std::ptrdiff_t>(n));
-  return all;
-}
-
-}  // namespace
 
 Result<GenerateResult> Generate(Pipeline& pipeline, const Tokenizer& tokenizer, const std::vector<int32_t>& prompt_ids,
                                 const GenerateOptions& opts, int64_t n_ctx,
                                 const std::function<void(const std::string&)>& on_text) {
-  STRATA_RETURN_IF_ERROR(ValidateSamplingParams(opts.sampling));
   if (prompt_ids.empty()) return InvalidArgument("the prompt is empty (no tokens to start from)");
-  if (static_cast<int64_t>(prompt_ids.size()) >= n_ctx)
-    return InvalidArgument("the prompt has " + std::to_string(prompt_ids.size()) + " tokens, which does not fit the context of " +
-                           std::to_string(n_ctx) + " (raise --ctx)");
   const ModelConfig& cfg = pipeline.config();
+  std::vector<SequenceJob> jobs(1);
+  SequenceJob& job = jobs[0];
+  job.seq_id = opts.seq_id;
+  job.prompt = prompt_ids;
+  job.n_predict = opts.n_predict;
+  job.ignore_eos = opts.ignore_eos;
+  job.sampling = opts.sampling;
+  SchedulerOptions so;
+  so.chunk = opts.prefill_chunk;
+  so.n_ctx = n_ctx;
+  so.eos_ids = cfg.eos_ids;
   GenerateResult res;
   res.prompt_ids = prompt_ids;
-  res.finish_reason = "length";
   Tokenizer::StreamDecoder stream(tokenizer);
-  const size_t recent_n = static_cast<size_t>(std::max(0, opts.sampling.repeat_last_n));
-
-  SequenceRequest req;
-  req.seq_id = opts.seq_id;
-  req.pos0 = 0;
-  req.tokens = prompt_ids;
-  req.output = SequenceRequest::Output::kSample;
-  req.sampling = opts.sampling;
-  auto t0 = std::chrono::steady_clock::now();
-  auto t_decode = t0;
-  Status status;
-  for (int step = 0; step < opts.n_predict; ++step) {
-    req.step = static_cast<uint64_t>(step);
-    req.recent = recent_n ? Tail(prompt_ids, res.ids, recent_n) : std::vector<int32_t>{};
-    auto out = pipeline.Forward({req});
-    if (!out.ok()) {
-      status = out.status();
-      break;
-    }
-    const int32_t token = (*out)[0].token;
-    if (step == 0) {
-      res.prefill_ms = MsSince(t0);
-      t_decode = std::chrono::steady_clock::now();
-    } else {
-      ++res.n_decoded;
-    }
-    res.ids.push_back(token);
-    if (!opts.ignore_eos && std::find(cfg.eos_ids.begin(), cfg.eos_ids.end(), token) != cfg.eos_ids.end()) {
-      res.finish_reason = "stop";
-      break;
-    }
+  auto on_token = [&](size_t, int32_t token) {
+    if (!opts.ignore_eos && std::find(cfg.eos_ids.begin(), cfg.eos_ids.end(), token) != cfg.eos_ids.end()) return;
     std::string piece = stream.Push(token);
     res.text += piece;
     if (on_text && !piece.empty()) on_text(piece);
-    req.pos0 += static_cast<int64_t>(req.tokens.size());
-    if (req.pos0 + 1 > n_ctx) break;  // the context is full
-    req.tokens = {token};
-  }
+  };
+  Status st = RunSequences(pipeline, jobs, so, on_token);
   std::string rest = stream.Flush();
   res.text += rest;
   if (on_text && !rest.empty()) on_text(rest);
-  if (res.n_decoded > 0) res.decode_ms = MsSince(t_decode);
-  Status freed = pipeline.Free(opts.seq_id);
-  if (!status.ok()) return status;
-  if (!freed.ok()) return freed;
+  if (!st.ok()) return st;
+  res.ids = job.ids;
+  res.finish_reason = job.finish_reason;
+  res.prefill_ms = job.first_token_ms;
+  res.n_decoded = std::max(0, static_cast<int>(job.ids.size()) - 1);
+  if (res.n_decoded > 0) res.decode_ms = job.done_ms - job.first_token_ms;
   return res;
 }
 

@@ -17,6 +17,7 @@ struct GenerateOptions {
   bool ignore_eos = false;
   SamplingParams sampling;
   uint64_t seq_id = 1;
+  int64_t prefill_chunk = 0;  // 0: auto (coordinator/scheduler.h)
 };
 
 struct GenerateResult {

@@ -162,7 +162,7 @@ Result<Message> MpiPipeline::AwaitFromWorkers() {
   return m;
 }
 
-Result<std::vector<SequenceResult>> MpiPipeline::Forward(const std::vector<SequenceRequest>& batch) {
+Result<uint64_t> MpiPipeline::Submit(const std::vector<SequenceRequest>& batch) {
   if (shut_down_) return FailedPrecondition("the pipeline has shut down");
   wire::Envelope e;
   wire::ForwardBatch* fb = e.mutable_forward();
@@ -175,25 +175,62 @@ Result<std::vector<SequenceResult>> MpiPipeline::Forward(const std::vector<Seque
   } else {
     STRATA_RETURN_IF_ERROR(transport_.Send(stage_ranks_[0], e));
   }
+  pending_.emplace_back(id, batch.size());
+  return id;
+}
+
+Result<BatchOutput> MpiPipeline::Wait() {
+  if (pending_.empty()) return FailedPrecondition("Wait() with no batch in flight");
+  const auto [id, n_requests] = pending_.front();
+  pending_.pop_front();
   for (;;) {
     STRATA_ASSIGN_OR_RETURN(Message m, AwaitFromWorkers());
     if (!m.envelope.has_result()) continue;
     const wire::Result& res = m.envelope.result();
-    if (res.batch_id() != id || res.outputs_size() != static_cast<int>(batch.size()))
+    // Stages keep submission order, so results come back in it.
+    if (res.batch_id() != id || res.outputs_size() != static_cast<int>(n_requests))
       return DataLoss("result for batch " + std::to_string(res.batch_id()) + " does not match batch " + std::to_string(id));
-    std::vector<SequenceResult> out(batch.size());
+    BatchOutput out;
+    out.batch_id = id;
+    out.results.resize(n_requests);
     uint64_t offset = 0;
     for (int i = 0; i < res.outputs_size(); ++i) {
-      out[i].seq_id = res.outputs(i).seq_id();
-      out[i].token = res.outputs(i).token();
+      out.results[i].seq_id = res.outputs(i).seq_id();
+      out.results[i].token = res.outputs(i).token();
       const uint64_t n = res.outputs(i).logit_rows() * static_cast<uint64_t>(cfg_.vocab);
       if (offset + n * sizeof(float) > m.payload.size()) return DataLoss("result payload is shorter than its logits");
-      out[i].logits.resize(n);
-      std::memcpy(out[i].logits.data(), m.payload.data() + offset, n * sizeof(float));
+      out.results[i].logits.resize(n);
+      std::memcpy(out.results[i].logits.data(), m.payload.data() + offset, n * sizeof(float));
       offset += n * sizeof(float);
     }
     return out;
   }
+}
+
+Result<std::vector<StageStats>> MpiPipeline::Stats() {
+  if (!pending_.empty()) return FailedPrecondition("Stats() with batches in flight");
+  std::vector<StageStats> out(stage_ranks_.size());
+  wire::Envelope e;
+  e.mutable_control()->set_kind(wire::Control::KIND_STATS);
+  size_t asked = 0;
+  for (size_t s = 0; s < stage_ranks_.size(); ++s) {
+    if (stage_ranks_[s] == 0) {
+      out[s] = runner_->Stats();
+      out[s].host = transport_.host();
+      continue;
+    }
+    STRATA_RETURN_IF_ERROR(transport_.Send(stage_ranks_[s], e));
+    ++asked;
+  }
+  for (size_t got = 0; got < asked;) {
+    STRATA_ASSIGN_OR_RETURN(Message m, AwaitFromWorkers());
+    if (!m.envelope.has_stats()) continue;
+    StageStats st = StatsFromWire(m.envelope.stats());
+    for (size_t s = 0; s < stage_ranks_.size(); ++s)
+      if (stage_ranks_[s] == st.rank) out[s] = st;
+    ++got;
+  }
+  return out;
 }
 
 Status MpiPipeline::Free(uint64_t seq_id) {

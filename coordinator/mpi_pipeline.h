@@ -4,6 +4,8 @@
 // pipeline with results coming back from the last stage.
 #pragma once
 
+#include <deque>
+
 #include <memory>
 #include <string>
 
@@ -32,8 +34,12 @@ class MpiPipeline : public Pipeline {
   ~MpiPipeline() override;
 
   const ModelConfig& config() const override { return cfg_; }
-  Result<std::vector<SequenceResult>> Forward(const std::vector<SequenceRequest>& batch) override;
+  Result<uint64_t> Submit(const std::vector<SequenceRequest>& batch) override;
+  Result<BatchOutput> Wait() override;
+  int in_flight() const override { return static_cast<int>(pending_.size()); }
   Status Free(uint64_t seq_id) override;
+  int n_stages() const override { return static_cast<int>(stage_ranks_.size()); }
+  Result<std::vector<StageStats>> Stats() override;
   const LayerPlan& plan() const { return plan_; }
   const std::vector<int>& stage_ranks() const { return stage_ranks_; }
   const std::vector<std::string>& hosts() const { return hosts_; }  // by rank
@@ -55,6 +61,7 @@ class MpiPipeline : public Pipeline {
   std::unique_ptr<Stage> stage_;  // rank 0's own stage (null when coordinator-only)
   std::unique_ptr<StageRunner> runner_;
   uint64_t next_batch_id_ = 1;
+  std::deque<std::pair<uint64_t, size_t>> pending_;  // batches in flight: id, number of requests
   bool shut_down_ = false;
   std::vector<wire::TraceChunk> traces_;
 };

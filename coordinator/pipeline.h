@@ -2,11 +2,22 @@
 // (token ids of one or more sequences) and returns sampled ids or logits. A
 // LocalPipeline runs every stage in this process; the MPI pipeline (one stage
 // per rank) implements the same interface, so the drivers (generate,
-// perplexity, server) never know how the layers are split.
+// perplexity, bench, server) never know how the layers are split.
+//
+// Several batches may be in flight: Submit() starts one and returns at once
+// (after rank 0's own stage, when it has one), Wait() returns the oldest
+// batch's results. Stages run batches in the order they were submitted, so a
+// sequence may have several consecutive batches in flight (chunked prefill):
+//
+//   STRATA_ASSIGN_OR_RETURN(uint64_t a, pipeline.Submit({chunk1}));
+//   STRATA_ASSIGN_OR_RETURN(uint64_t b, pipeline.Submit({chunk2}));  // follows chunk1 down the stages
+//   STRATA_ASSIGN_OR_RETURN(BatchOutput first, pipeline.Wait());      // first.batch_id == a
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "common/status.h"
@@ -17,13 +28,30 @@
 
 namespace strata {
 
+struct BatchOutput {
+  uint64_t batch_id = 0;
+  std::vector<SequenceResult> results;  // one per request, in request order
+};
+
 class Pipeline {
  public:
   virtual ~Pipeline() = default;
   virtual const ModelConfig& config() const = 0;
-  virtual Result<std::vector<SequenceResult>> Forward(const std::vector<SequenceRequest>& batch) = 0;
-  // Ends a sequence: every stage frees its cache.
+  // Starts a forward batch; returns its id.
+  virtual Result<uint64_t> Submit(const std::vector<SequenceRequest>& batch) = 0;
+  // Waits for the oldest submitted batch that has not been waited for.
+  virtual Result<BatchOutput> Wait() = 0;
+  // Batches submitted and not yet waited for.
+  virtual int in_flight() const = 0;
+  // Ends a sequence: every stage frees its cache (after the batches already
+  // submitted).
   virtual Status Free(uint64_t seq_id) = 0;
+  virtual int n_stages() const = 0;
+  // Every stage's counters, in stage order. Only with no batch in flight.
+  virtual Result<std::vector<StageStats>> Stats() = 0;
+
+  // Submit + Wait, with nothing else in flight.
+  Result<std::vector<SequenceResult>> Forward(const std::vector<SequenceRequest>& batch);
 };
 
 // Every layer in this process (one stage holding the whole model).
@@ -31,13 +59,20 @@ class LocalPipeline : public Pipeline {
  public:
   static Result<std::unique_ptr<LocalPipeline>> Create(const ModelFiles& model, int64_t n_ctx, ThreadPool* pool);
   const ModelConfig& config() const override { return stage_->config(); }
-  Result<std::vector<SequenceResult>> Forward(const std::vector<SequenceRequest>& batch) override;
+  Result<uint64_t> Submit(const std::vector<SequenceRequest>& batch) override;
+  Result<BatchOutput> Wait() override;
+  int in_flight() const override { return static_cast<int>(done_.size()); }
   Status Free(uint64_t seq_id) override;
+  int n_stages() const override { return 1; }
+  Result<std::vector<StageStats>> Stats() override;
   Stage& stage() { return *stage_; }
 
  private:
   std::unique_ptr<Stage> stage_;
   std::vector<float> x_;
+  uint64_t next_batch_id_ = 1;
+  std::deque<Result<BatchOutput>> done_;  // computed at Submit, handed out by Wait
+  StageStats stats_;
 };
 
 }  // namespace strata

@@ -1,5 +1,9 @@
 // The only file that talks to MPI. Messages are MPI_BYTE sends on two tags:
-// the serialized Envelope, then (when announced) the raw payload. Receives
+// the serialized Envelope, then (when announced) the raw payload. Sends are
+// non-blocking (MPI_Isend of a buffer the transport owns until MPI is done
+// with it): a blocking send of a large message waits until the next stage
+// posts its receive, i.e. until it has finished its current batch, which
+// would stall this stage instead of letting it start the next one. Receives
 // poll with MPI_Iprobe and back off with short sleeps, because Open MPI's
 // blocking receive spins a core at 100%, which on a small machine steals the
 // core a computing stage needs.
@@ -8,7 +12,10 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <deque>
+#include <memory>
 #include <thread>
+#include <vector>
 
 #include "common/trace.h"
 #include "worker/transport.h"
@@ -45,19 +52,36 @@ class MpiTransport : public Transport {
   int size() const override { return size_; }
   const std::string& host() const override { return host_; }
 
+  ~MpiTransport() override { Flush(); }
+
   Status Send(int dest, const wire::Envelope& e, std::span<const uint8_t> payload) override {
     if (dest < 0 || dest >= size_) return Internal("send to rank " + std::to_string(dest) + " of " + std::to_string(size_));
     if (payload.size() != PayloadBytes(e)) return Internal("payload size does not match its header");
     TraceSpan span("send to rank " + std::to_string(dest), "send");
-    std::string bytes;
-    if (!e.SerializeToString(&bytes)) return Internal("cannot serialize a message");
-    if (bytes.size() > INT32_MAX || payload.size() > INT32_MAX) return Internal("message too large for one MPI send");
-    if (MPI_Send(bytes.data(), static_cast<int>(bytes.size()), MPI_BYTE, dest, kTagEnvelope, MPI_COMM_WORLD) != MPI_SUCCESS)
-      return IoError("MPI_Send to rank " + std::to_string(dest) + " failed");
-    if (!payload.empty() && MPI_Send(payload.data(), static_cast<int>(payload.size()), MPI_BYTE, dest, kTagPayload,
-                                     MPI_COMM_WORLD) != MPI_SUCCESS)
-      return IoError("MPI_Send of a payload to rank " + std::to_string(dest) + " failed");
+    auto send = std::make_unique<PendingSend>();
+    if (!e.SerializeToString(&send->header)) return Internal("cannot serialize a message");
+    if (send->header.size() > INT32_MAX || payload.size() > INT32_MAX) return Internal("message too large for one MPI send");
+    send->payload.assign(payload.begin(), payload.end());
+    if (MPI_Isend(send->header.data(), static_cast<int>(send->header.size()), MPI_BYTE, dest, kTagEnvelope, MPI_COMM_WORLD,
+                  &send->requests[send->n_requests++]) != MPI_SUCCESS)
+      return IoError("MPI_Isend to rank " + std::to_string(dest) + " failed");
+    if (!send->payload.empty() &&
+        MPI_Isend(send->payload.data(), static_cast<int>(send->payload.size()), MPI_BYTE, dest, kTagPayload, MPI_COMM_WORLD,
+                  &send->requests[send->n_requests++]) != MPI_SUCCESS)
+      return IoError("MPI_Isend of a payload to rank " + std::to_string(dest) + " failed");
+    pending_.push_back(std::move(send));
+    ReapSends();
+    // Bound the memory held by sends the receivers have not taken yet.
+    while (pending_.size() > kMaxPendingSends) {
+      MPI_Waitall(pending_.front()->n_requests, pending_.front()->requests, MPI_STATUSES_IGNORE);
+      pending_.pop_front();
+    }
     return Status::Ok();
+  }
+
+  void Flush() override {
+    for (auto& p : pending_) MPI_Waitall(p->n_requests, p->requests, MPI_STATUSES_IGNORE);
+    pending_.clear();
   }
 
   void Barrier() override { MPI_Barrier(MPI_COMM_WORLD); }
@@ -68,6 +92,7 @@ class MpiTransport : public Transport {
       TraceSpan wait("wait", "wait");
       WaitFor(source < 0 ? MPI_ANY_SOURCE : source, kTagEnvelope, &st);
     }
+    ReapSends();
     TraceSpan span("receive from rank " + std::to_string(st.MPI_SOURCE), "recv");
     int count = 0;
     MPI_Get_count(&st, MPI_BYTE, &count);
@@ -93,8 +118,28 @@ class MpiTransport : public Transport {
   }
 
  private:
+  // A message MPI may still be reading: its buffers live here until then.
+  struct PendingSend {
+    std::string header;
+    std::vector<uint8_t> payload;
+    MPI_Request requests[2];
+    int n_requests = 0;
+  };
+  static constexpr size_t kMaxPendingSends = 256;
+
+  // Drops the sends MPI has finished with, oldest first.
+  void ReapSends() {
+    while (!pending_.empty()) {
+      int done = 0;
+      MPI_Testall(pending_.front()->n_requests, pending_.front()->requests, &done, MPI_STATUSES_IGNORE);
+      if (!done) return;
+      pending_.pop_front();
+    }
+  }
+
   int rank_, size_;
   std::string host_;
+  std::deque<std::unique_ptr<PendingSend>> pending_;
 };
 
 }  // namespace

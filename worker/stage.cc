@@ -2,6 +2,7 @@
 #include "worker/stage.h"
 
 #include <algorithm>
+#include <cinttypes>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -173,6 +174,17 @@ uint64_t Stage::kv_bytes() const {
   for (const auto& [id, c] : caches_)
     for (size_t l = 0; l < c.k.size(); ++l) total += (c.k[l].capacity() + c.v[l].capacity()) * sizeof(float);
   return total;
+}
+
+uint64_t ResidentBytes() {
+  std::FILE* f = std::fopen("/proc/self/status", "r");
+  if (f == nullptr) return 0;
+  char line[256];
+  uint64_t kib = 0;
+  while (std::fgets(line, sizeof line, f) != nullptr)
+    if (std::sscanf(line, "VmRSS: %" SCNu64 " kB", &kib) == 1) break;
+  std::fclose(f);
+  return kib * 1024;
 }
 
 }  // namespace strata

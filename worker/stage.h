@@ -39,6 +39,25 @@ struct BatchEntry {
   int64_t n_tok;  // tokens of this sequence in the batch
 };
 
+// A stage's counters since it started (differences measure a window), as
+// `strata bench` reports them per rank.
+struct StageStats {
+  int rank = 0;
+  std::string host;
+  int first_layer = 0, last_layer = -1;
+  double busy_s = 0;          // computing: embedding, layers, lm_head, sampling
+  uint64_t batches = 0;
+  uint64_t tokens = 0;
+  uint64_t bytes_sent = 0;    // activations to the next stage
+  uint64_t rss_bytes = 0;     // resident memory of the rank's process
+  uint64_t weight_bytes = 0;  // the stage's slice
+  uint64_t kv_bytes = 0;      // its KV caches now
+  uint64_t peak_kv_bytes = 0;
+};
+
+// Resident memory of this process (VmRSS from /proc/self/status), 0 when unknown.
+uint64_t ResidentBytes();
+
 class Stage {
  public:
   static Result<std::unique_ptr<Stage>> Load(const ModelFiles& model, const StageOptions& opts, ThreadPool* pool);

@@ -1,6 +1,8 @@
 // Worker ranks: handshake, stage load, and the forward loop.
 #include "worker/stage_server.h"
 
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 
@@ -28,7 +30,59 @@ wire::Envelope ErrorEnvelope(const Transport& t, const std::string& text) {
   return e;
 }
 
+StageStats StageRunner::Stats() const {
+  StageStats s = counters_;
+  s.first_layer = stage_.options().layers.first;
+  s.last_layer = stage_.options().layers.last;
+  s.weight_bytes = stage_.weight_bytes();
+  s.kv_bytes = stage_.kv_bytes();
+  s.rss_bytes = ResidentBytes();
+  return s;
+}
+
+wire::StageStats StatsToWire(const StageStats& s) {
+  wire::StageStats w;
+  w.set_rank(s.rank);
+  w.set_host(s.host);
+  w.set_first_layer(s.first_layer);
+  w.set_last_layer(s.last_layer);
+  w.set_busy_us(static_cast<uint64_t>(s.busy_s * 1e6));
+  w.set_batches(s.batches);
+  w.set_tokens(s.tokens);
+  w.set_bytes_sent(s.bytes_sent);
+  w.set_rss_bytes(s.rss_bytes);
+  w.set_weight_bytes(s.weight_bytes);
+  w.set_kv_bytes(s.kv_bytes);
+  w.set_peak_kv_bytes(s.peak_kv_bytes);
+  return w;
+}
+
+StageStats StatsFromWire(const wire::StageStats& w) {
+  StageStats s;
+  s.rank = w.rank();
+  s.host = w.host();
+  s.first_layer = w.first_layer();
+  s.last_layer = w.last_layer();
+  s.busy_s = static_cast<double>(w.busy_us()) * 1e-6;
+  s.batches = w.batches();
+  s.tokens = w.tokens();
+  s.bytes_sent = w.bytes_sent();
+  s.rss_bytes = w.rss_bytes();
+  s.weight_bytes = w.weight_bytes();
+  s.kv_bytes = w.kv_bytes();
+  s.peak_kv_bytes = w.peak_kv_bytes();
+  return s;
+}
+
 Status StageRunner::HandleForward(const wire::ForwardBatch& batch, const std::vector<uint8_t>& payload) {
+  const auto t0 = std::chrono::steady_clock::now();
+  // Busy time: everything but the send (which hands off to MPI).
+  auto count = [&](int64_t n_tok) {
+    counters_.busy_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    ++counters_.batches;
+    counters_.tokens += static_cast<uint64_t>(n_tok);
+    counters_.peak_kv_bytes = std::max(counters_.peak_kv_bytes, stage_.kv_bytes());
+  };
   const ModelConfig& cfg = stage_.config();
   std::vector<SequenceRequest> requests;
   std::vector<BatchEntry> entries;
@@ -59,6 +113,8 @@ Status StageRunner::HandleForward(const wire::ForwardBatch& batch, const std::ve
     fb->set_dtype(wire_dtype_);
     std::vector<uint8_t> bytes = EncodeActivations(wire_dtype_, x_.data(), n_tok, cfg.hidden);
     fb->set_payload_bytes(bytes.size());
+    count(n_tok);
+    counters_.bytes_sent += bytes.size();
     return transport_.Send(next_rank_, out, bytes);
   }
   // Last stage: logits or sampled ids back to the coordinator.
@@ -76,6 +132,7 @@ Status StageRunner::HandleForward(const wire::ForwardBatch& batch, const std::ve
     logits.insert(logits.end(), p, p + r.logits.size() * sizeof(float));
   }
   res->set_payload_bytes(logits.size());
+  count(n_tok);
   return transport_.Send(kCoordinatorRank, out, logits);
 }
 
@@ -204,6 +261,15 @@ int RunWorker(Transport& t, const WorkerOptions& opts) {
         switch (e.control().kind()) {
           case wire::Control::KIND_FREE: st = runner.HandleFree(e.control().seq_id()); break;
           case wire::Control::KIND_SHUTDOWN: return SendTraceAndExit(t, e.control().error().empty() ? 0 : 1);
+          case wire::Control::KIND_STATS: {
+            StageStats stats = runner.Stats();
+            stats.rank = t.rank();
+            stats.host = t.host();
+            wire::Envelope reply;
+            *reply.mutable_stats() = StatsToWire(stats);
+            st = t.Send(kCoordinatorRank, reply);
+            break;
+          }
           default: st = DataLoss("unexpected control message from rank " + std::to_string(m->source));
         }
       } else {

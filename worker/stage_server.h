@@ -30,6 +30,8 @@ class StageRunner {
   // Frees a sequence here and passes the request down the pipeline.
   Status HandleFree(uint64_t seq_id);
   Stage& stage() { return stage_; }
+  // This stage's counters (rank and host filled by the caller).
+  StageStats Stats() const;
 
  private:
   Stage& stage_;
@@ -37,7 +39,12 @@ class StageRunner {
   int next_rank_;
   wire::DType wire_dtype_;
   std::vector<float> x_;
+  StageStats counters_;
 };
+
+// A stage's counters on the wire and back.
+wire::StageStats StatsToWire(const StageStats& s);
+StageStats StatsFromWire(const wire::StageStats& w);
 
 struct WorkerOptions {
   std::string model_path;

@@ -34,6 +34,9 @@ class Transport {
   virtual Result<Message> Receive(int source = -1) = 0;
   // Every rank waits here until all arrive (aligns trace clocks).
   virtual void Barrier() = 0;
+  // Returns when every message sent so far has left this process (sends may
+  // complete after Send() returns). Called before MPI is finalized.
+  virtual void Flush() {}
 };
 
 // The MPI transport. Init() is called once per process, before anything

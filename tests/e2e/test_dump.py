@@ -80,9 +80,10 @@ with tempfile.TemporaryDirectory() as d:
         p = subprocess.run([numpy, "-c", code], capture_output=True, text=True, timeout=60)
         check("numpy.load reads the dump", p.returncode == 0 and "ok" in p.stdout, p.stderr[-300:])
 
-    # A trace of a 4-rank run: valid trace-event JSON, every rank and span kind.
+    # A trace of a 4-rank bench: valid trace-event JSON, every rank and span kind.
     trace = os.path.join(d, "trace.json")
-    p = run(["generate", "-m", HF, "-f", pfile, "-n", "6", "--temp", "0", "-t", "1", "--trace", trace], ranks=4)
+    p = run(["bench", "-m", HF, "--prompt-tokens", "16", "--gen-tokens", "4", "--parallel", "2", "--reps", "1", "-t", "1",
+             "--trace", trace], ranks=4)
     try:
         events = json.load(open(trace))["traceEvents"]
         spans = {(e["pid"], e["cat"]) for e in events if e["ph"] == "X"}

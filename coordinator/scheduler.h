@@ -1,0 +1,64 @@
+// Rank 0's scheduler: runs several sequences to completion over a Pipeline,
+// keeping up to `inflight` micro-batches in the pipeline at once so that no
+// stage idles while another works.
+//
+//   prefill   a prompt is cut into chunks of `chunk` tokens that follow each
+//             other down the stages (stage 1 runs chunk 2 while stage 2 runs
+//             chunk 1); chunks of several prompts may share a micro-batch.
+//             Prefill goes first: it sets the time to the first token.
+//   decode    the sequences past their prompt are grouped into `inflight`
+//             micro-batches of one token each; when a micro-batch's tokens
+//             come back, its sequences go out again with the next token.
+//
+// Batching never changes a sequence's numbers: every kernel's result for a
+// token depends on that token's own rows only (kernels/matmul.h), attention
+// reads only the sequence's own cache, and sampling is keyed by (seed, step),
+// so each sequence's tokens equal its one-sequence, one-rank run.
+//
+//   std::vector<SequenceJob> jobs(4);  // seq_id, prompt, n_predict, sampling each
+//   STRATA_RETURN_IF_ERROR(RunSequences(pipeline, jobs, {.n_ctx = 4096, .eos_ids = cfg.eos_ids}, nullptr));
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "coordinator/pipeline.h"
+#include "coordinator/sampler.h"
+
+namespace strata {
+
+struct SequenceJob {
+  uint64_t seq_id = 0;
+  std::vector<int32_t> prompt;  // at least one token
+  int n_predict = 16;           // tokens to generate
+  bool ignore_eos = false;
+  SamplingParams sampling;
+  // Results:
+  std::vector<int32_t> ids;     // generated ids (an end-of-sequence id included when it stopped there)
+  std::string finish_reason;    // "stop" (an EOS id) or "length" (n_predict or the context)
+  double first_token_ms = 0;    // from the start of RunSequences
+  double done_ms = 0;
+};
+
+struct SchedulerOptions {
+  int inflight = 0;       // micro-batches in flight; 0: one per stage
+  int64_t chunk = 0;      // prefill chunk in tokens; 0: auto (see ChunkTokens)
+  int64_t n_ctx = 4096;
+  std::vector<int32_t> eos_ids;
+};
+
+// The prefill chunk for a prompt of n tokens: `requested` when > 0; else the
+// whole prompt (up to 512) on one stage, or about 2 chunks per stage (at
+// least 16 tokens) so that every stage gets work early.
+int64_t ChunkTokens(int64_t requested, int64_t n, int n_stages);
+
+// Runs every job to completion. `on_token(job_index, id)` (may be empty) is
+// called for each generated id as it arrives. Caches are freed at the end of
+// each sequence. Fails on the first pipeline error.
+Status RunSequences(Pipeline& pipeline, std::vector<SequenceJob>& jobs, const SchedulerOptions& opts,
+                    const std::function<void(size_t, int32_t)>& on_token);
+
+}  // namespace strata

@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""Throughput tooling end to end: `strata make-model` writes a GGUF with a
+preset's shapes, llama.cpp's Q4_K_M type mix and the Llama-3 vocabulary,
+which strata loads and runs; `strata bench` reports its figures as JSON on 1
+rank and under mpirun (per-stage counters, bytes sent per token = hidden x 4
+with the f32 wire), and batched generation keeps every sequence's tokens.
+
+Run by ctest: test_bench.py BINARY SHARED_DIR. Prints 'N passed, N failed'."""
+import json, os, subprocess, sys, tempfile
+
+BIN, SHARED = sys.argv[1], sys.argv[2]
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+MODEL = os.path.join(ROOT, "models", "smol-shakespeare-q4_k_m.gguf")
+VOCAB = os.path.join(SHARED, "tokenizer", "ggml-vocab-llama-bpe.gguf")
+ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+results = []
+
+
+def check(name, ok, detail=""):
+    results.append(bool(ok))
+    print(f"{'PASS' if ok else 'FAIL'} {name}{': ' + detail if detail and not ok else ''}", flush=True)
+
+
+def run(args, ranks=0, timeout=300):
+    cmd = [BIN, *args]
+    if ranks:
+        cmd = ["mpirun", "--oversubscribe", "--bind-to", "none", "-np", str(ranks), *cmd]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=ENV)
+
+
+def spread_ok(s):
+    return 0 < s["min"] <= s["median"] <= s["max"]
+
+
+with tempfile.TemporaryDirectory() as d:
+    tiny = os.path.join(d, "tiny-q4_k_m.gguf")
+    p = run(["make-model", "--preset", "smollm3-tiny", "--type", "q4_k_m", "--vocab", VOCAB, "-o", tiny, "--seed", "3"])
+    check("make-model writes a file", p.returncode == 0 and os.path.exists(tiny), p.stderr[-300:])
+    p = run(["inspect", tiny, "--json"])
+    try:
+        j = json.loads(p.stdout)
+        types = {t["name"]: t["type"] for t in j["tensors"]}
+        # 4 layers: llama.cpp's Q4_K_M gives attn_v / ffn_down of layers 2 and 3 Q6_K.
+        mix = (types["token_embd.weight"] == "Q6_K" and types["blk.0.attn_v.weight"] == "Q4_K"
+               and types["blk.2.attn_v.weight"] == "Q6_K" and types["blk.3.ffn_down.weight"] == "Q6_K"
+               and types["blk.1.ffn_down.weight"] == "Q4_K" and types["blk.0.attn_q.weight"] == "Q4_K"
+               and types["blk.0.attn_norm.weight"] == "F32")
+        check("make-model: Q4_K_M type mix and shapes", mix and j["config"]["vocab"] == 128256 and j["config"]["n_layers"] == 4,
+              str({k: v for k, v in types.items() if "blk.0" in k or "blk.2" in k}))
+    except Exception as e:  # noqa: BLE001
+        check("make-model: Q4_K_M type mix and shapes", False, f"{e}: {p.stdout[:300]!r} {p.stderr[-300:]!r}")
+    p = run(["generate", "-m", tiny, "-p", "Hello world", "-n", "4", "--temp", "0", "--json"])
+    try:
+        j = json.loads(p.stdout)
+        check("the made model runs with the Llama-3 vocabulary",
+              p.returncode == 0 and j["prompt_ids"] == [128000, 9906, 1917] and len(j["ids"]) == 4, p.stdout[:300])
+    except Exception as e:  # noqa: BLE001
+        check("the made model runs", False, f"{e}: {p.stderr[-300:]!r}")
+    again = os.path.join(d, "again.gguf")
+    p = run(["make-model", "--preset", "smollm3-tiny", "--type", "q4_k_m", "--vocab", VOCAB, "-o", again, "--seed", "3", "-t", "1"])
+    check("make-model is reproducible for a seed, whatever the threads",
+          p.returncode == 0 and open(tiny, "rb").read() == open(again, "rb").read())
+    p = run(["make-model", "--preset", "nope", "-o", again])
+    check("make-model names a bad preset", p.returncode == 1 and "--preset 'nope'" in p.stderr, p.stderr[-300:])
+
+    bench = ["bench", "-m", MODEL, "--prompt-tokens", "24", "--gen-tokens", "6", "--reps", "2", "-t", "1", "--json"]
+    p = run(bench)
+    try:
+        j = json.loads(p.stdout)
+        ok = (p.returncode == 0 and j["stages"] == 1 and all(spread_ok(j[k]) for k in ("prefill_tok_s", "decode_tok_s", "ttft_ms"))
+              and len(j["per_stage"]) == 1 and j["per_stage"][0]["weight_bytes"] > 0 and j["per_stage"][0]["rss_bytes"] > 0)
+        check("bench on 1 rank: JSON with prefill, TTFT, decode spreads and memory", ok, p.stdout[:400] + p.stderr[-300:])
+    except Exception as e:  # noqa: BLE001
+        check("bench on 1 rank", False, f"{e}: {p.stdout[:300]!r} {p.stderr[-300:]!r}")
+
+    p = run([*bench, "--parallel", "3"], ranks=2, timeout=300)
+    try:
+        j = json.loads(p.stdout)
+        st = j["per_stage"]
+        ok = (p.returncode == 0 and j["stages"] == 2 and j["inflight"] == 2 and len(st) == 2 and st[1]["rank"] == 1
+              and st[0]["layers"][0] == 0 and st[1]["layers"][1] == 35 and st[0]["layers"][1] + 1 == st[1]["layers"][0]
+              # f32 activations of hidden 256 travel from stage 0 to stage 1; the last stage sends none on.
+              and st[0]["decode_bytes_sent_per_token"] == 256 * 4 and st[1]["decode_bytes_sent_per_token"] == 0
+              and 0 <= j["decode_bubble_pct"] <= 100 and spread_ok(j["decode_tok_s"]))
+        check("bench on 2 ranks: per-stage counters, f32 wire bytes per token", ok, p.stdout[:600] + p.stderr[-300:])
+    except Exception as e:  # noqa: BLE001
+        check("bench on 2 ranks", False, f"{e}: {p.stdout[:300]!r} {p.stderr[-300:]!r}")
+
+    p = run(["bench", "-m", MODEL, "--prompt-tokens", "99999", "--ctx", "512"])
+    check("bench names a prompt that does not fit", p.returncode == 1 and "--ctx 512" in p.stderr, p.stderr[-300:])
+
+passed = sum(results)
+print(f"{passed} passed, {len(results) - passed} failed")
+sys.exit(0 if passed == len(results) else 1)
