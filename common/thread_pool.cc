@@ -4,6 +4,9 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <chrono>
+
+#include "common/trace.h"
 
 namespace strata {
 namespace {
@@ -18,6 +21,25 @@ void PartRange(int64_t n, int64_t grain, int parts, int i, int64_t* begin, int64
   *end = std::min(n, ue * grain);
 }
 
+// Polls `done` for up to kSpinMicros before the caller sleeps. Short: when
+// there are more runnable threads than cores, every spinning microsecond is
+// taken from a thread with work to do.
+constexpr int64_t kSpinMicros = 20;
+
+template <class Done>
+bool SpinUntil(Done done) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(kSpinMicros);
+  for (;;) {
+    for (int i = 0; i < 32; ++i) {
+      if (done()) return true;
+#if defined(__x86_64__) || defined(__i386__)
+      __builtin_ia32_pause();
+#endif
+    }
+    if (std::chrono::steady_clock::now() >= until) return false;
+  }
+}
+
 }  // namespace
 
 ThreadPool::ThreadPool(int n_threads) : n_threads_(std::max(1, n_threads)) {
@@ -25,9 +47,10 @@ ThreadPool::ThreadPool(int n_threads) : n_threads_(std::max(1, n_threads)) {
 }
 
 ThreadPool::~ThreadPool() {
+  stop_.store(true, std::memory_order_release);
   {
     std::lock_guard<std::mutex> lock(mu_);
-    stop_ = true;
+    generation_.fetch_add(1, std::memory_order_release);
   }
   work_cv_.notify_all();
   for (auto& t : workers_) t.join();
@@ -51,43 +74,42 @@ void ThreadPool::ParallelForGrain(int64_t n, int64_t grain, const std::function<
     fn(0, n);
     return;
   }
+  job_ = &fn;
+  job_n_ = n;
+  job_grain_ = grain;
+  pending_.store(n_threads_ - 1, std::memory_order_relaxed);
   {
+    // Under the mutex so that a worker about to sleep cannot miss the bump.
     std::lock_guard<std::mutex> lock(mu_);
-    job_ = &fn;
-    job_n_ = n;
-    job_grain_ = grain;
-    pending_ = n_threads_ - 1;
-    ++generation_;
+    generation_.fetch_add(1, std::memory_order_release);
   }
   work_cv_.notify_all();
   int64_t b, e;
   PartRange(n, grain, n_threads_, 0, &b, &e);
   if (b < e) fn(b, e);
+  if (SpinUntil([this] { return pending_.load(std::memory_order_acquire) == 0; })) return;
   std::unique_lock<std::mutex> lock(mu_);
-  done_cv_.wait(lock, [this] { return pending_ == 0; });
-  job_ = nullptr;
+  done_cv_.wait(lock, [this] { return pending_.load(std::memory_order_acquire) == 0; });
 }
 
 void ThreadPool::WorkerLoop(int index) {
   uint64_t seen = 0;
   for (;;) {
-    const std::function<void(int64_t, int64_t)>* job;
-    int64_t n, grain;
-    {
+    if (!SpinUntil([&] { return generation_.load(std::memory_order_acquire) != seen; })) {
       std::unique_lock<std::mutex> lock(mu_);
-      work_cv_.wait(lock, [&] { return stop_ || generation_ != seen; });
-      if (stop_) return;
-      seen = generation_;
-      job = job_;
-      n = job_n_;
-      grain = job_grain_;
+      work_cv_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
     }
+    seen = generation_.load(std::memory_order_acquire);
+    if (stop_.load(std::memory_order_acquire)) return;
     int64_t b, e;
-    PartRange(n, grain, n_threads_, index, &b, &e);
-    if (b < e) (*job)(b, e);
-    {
+    PartRange(job_n_, job_grain_, n_threads_, index, &b, &e);
+    if (b < e) {
+      TraceSpan span("pool work", "compute");
+      (*job_)(b, e);
+    }
+    if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
       std::lock_guard<std::mutex> lock(mu_);
-      if (--pending_ == 0) done_cv_.notify_one();
+      done_cv_.notify_one();
     }
   }
 }

@@ -7,8 +7,14 @@
 //
 // The split depends only on (n, thread count), and kernels compute each output
 // element independently, so results never depend on the partition.
+//
+// Hand-off: a decode step issues a few hundred short ParallelFor calls, so
+// threads first spin briefly on an atomic generation counter (a wake-up
+// through the kernel costs several microseconds each way) and only then
+// sleep on a condition variable; idle pools cost nothing.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -46,9 +52,9 @@ class ThreadPool {
   const std::function<void(int64_t, int64_t)>* job_ = nullptr;
   int64_t job_n_ = 0;
   int64_t job_grain_ = 1;
-  uint64_t generation_ = 0;
-  int pending_ = 0;
-  bool stop_ = false;
+  std::atomic<uint64_t> generation_{0};  // bumped once per job (after job_ is set)
+  std::atomic<int> pending_{0};          // workers still running the current job
+  std::atomic<bool> stop_{false};
 };
 
 }  // namespace strata
