@@ -12,6 +12,7 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "cli/convert.h"
 #include "cli/diff.h"
 #include "cli/inspect.h"
 #include "cli/make_model.h"
@@ -532,6 +533,7 @@ int RunCommand(int argc, char** argv, int rank) {
   CLI::App* ins = AddInspectCommand(app);
   CLI::App* dif = AddDiffCommand(app);
   CLI::App* mk = AddMakeModelCommand(app);
+  ConvertCommands conv = AddConvertCommands(app);
 
   try {
     app.parse(argc, argv);
@@ -553,6 +555,7 @@ int RunCommand(int argc, char** argv, int rank) {
   if (ins->parsed()) return rank == 0 ? RunInspect() : 0;  // a dry run: rank 0 alone answers
   if (dif->parsed()) return rank == 0 ? RunDiff() : 0;
   if (mk->parsed()) return rank == 0 ? RunMakeModel() : 0;
+  if (conv.convert->parsed() || conv.quantize->parsed()) return rank == 0 ? RunConvertCommand(conv) : 0;
   if (g_transport != nullptr && rank != 0 && common != nullptr) {
     const CommonFlags& c = *common;
     WorkerOptions wo{c.model, c.threads, "", {0, -1}, !c.trace_file.empty()};

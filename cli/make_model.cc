@@ -8,12 +8,7 @@
 // tensor, straight into the file buffer (GgufWriter::AddTensorSource), so
 // memory stays at about one tensor.
 //
-// Type mixes (llama.cpp's, so that the files compare with its own):
-//   f16     every matrix F16
-//   q8_0    every matrix Q8_0
-//   q4_k_m  Q4_K; Q6_K for token_embd (the tied lm_head) and for attn_v and
-//           ffn_down of layers i < n/8, i >= 7n/8 and (i - n/8) % 3 == 2
-//   Norm weights are F32 in every mix.
+// Types: any mix of model/quant_mix.h (q4_k_m, q8_0, f16, ...).
 #include "cli/make_model.h"
 
 #include <chrono>
@@ -27,6 +22,7 @@
 #include "kernels/quant.h"
 #include "model/gguf.h"
 #include "model/gguf_writer.h"
+#include "model/quant_mix.h"
 
 namespace strata {
 namespace {
@@ -78,36 +74,6 @@ void RandomRow(uint64_t seed, uint64_t tensor, uint64_t row, float* dst, int64_t
 }
 
 // ---------------------------------------------------------------------------
-// The type mix
-// ---------------------------------------------------------------------------
-
-struct Mix {
-  const char* name;
-  uint32_t file_type;  // llama.cpp's LLAMA_FTYPE_* value
-};
-
-Result<Mix> ParseMix(const std::string& type) {
-  if (type == "f16") return Mix{"f16", 1};
-  if (type == "q8_0") return Mix{"q8_0", 7};
-  if (type == "q4_k_m") return Mix{"q4_k_m", 15};
-  return InvalidArgument("--type '" + type + "': expected q4_k_m, q8_0 or f16");
-}
-
-// llama.cpp's rule for the layers whose attn_v / ffn_down get more bits.
-bool UseMoreBits(int layer, int n_layers) {
-  return layer < n_layers / 8 || layer >= 7 * n_layers / 8 || (layer - n_layers / 8) % 3 == 2;
-}
-
-// `role`: "token_embd", "attn_v", "ffn_down" or another matrix.
-TensorType MatrixType(const Mix& mix, const std::string& role, int layer, int n_layers) {
-  if (std::string(mix.name) == "f16") return TensorType::kF16;
-  if (std::string(mix.name) == "q8_0") return TensorType::kQ8_0;
-  if (role == "token_embd") return TensorType::kQ6_K;
-  if ((role == "attn_v" || role == "ffn_down") && UseMoreBits(layer, n_layers)) return TensorType::kQ6_K;
-  return TensorType::kQ4_K;
-}
-
-// ---------------------------------------------------------------------------
 // Writing
 // ---------------------------------------------------------------------------
 
@@ -126,7 +92,7 @@ Status CopyVocabulary(const std::string& vocab_path, GgufWriter* w, int64_t* voc
 
 class ModelMaker {
  public:
-  ModelMaker(const Preset& p, const Mix& mix, uint64_t seed, ThreadPool* pool) : p_(p), mix_(mix), seed_(seed), pool_(pool) {}
+  ModelMaker(uint64_t seed, ThreadPool* pool) : seed_(seed), pool_(pool) {}
 
   // A [n_out][n_in] matrix (ggml ne = {n_in, n_out}) of random rows.
   void AddMatrix(GgufWriter* w, const std::string& name, TensorType type, int64_t n_in, int64_t n_out) {
@@ -158,8 +124,6 @@ class ModelMaker {
   uint64_t total_bytes() const { return total_bytes_; }
 
  private:
-  const Preset& p_;
-  const Mix& mix_;
   uint64_t seed_;
   ThreadPool* pool_;
   uint64_t n_tensors_ = 0;
@@ -174,7 +138,7 @@ Status MakeModel(const MakeModelFlags& f) {
     names += std::string(names.empty() ? "" : ", ") + p.name;
   }
   if (preset == nullptr) return InvalidArgument("--preset '" + f.preset + "': expected one of " + names);
-  STRATA_ASSIGN_OR_RETURN(Mix mix, ParseMix(f.type));
+  STRATA_ASSIGN_OR_RETURN(QuantMix mix, ParseQuantMix(f.type));
   const Preset& p = *preset;
 
   GgufWriter w;
@@ -201,25 +165,26 @@ Status MakeModel(const MakeModelFlags& f) {
   w.SetU32("general.file_type", mix.file_type);
 
   ThreadPool pool(f.threads > 0 ? f.threads : ThreadPool::AvailableCores());
-  ModelMaker maker(p, mix, f.seed, &pool);
+  ModelMaker maker(f.seed, &pool);
+  auto type = [&](TensorRole role, int layer, int64_t row_length) { return MixTensorType(mix, role, layer, p.n_layers, row_length); };
   const int64_t q_dim = int64_t{p.n_heads} * p.head_dim, kv_dim = int64_t{p.n_kv_heads} * p.head_dim;
   // Tensor order as llama.cpp's converter writes it.
   maker.AddNorm(&w, "output_norm.weight", p.hidden);
-  maker.AddMatrix(&w, "token_embd.weight", MatrixType(mix, "token_embd", -1, p.n_layers), p.hidden, vocab);
+  maker.AddMatrix(&w, "token_embd.weight", type(TensorRole::kTokenEmbedding, -1, p.hidden), p.hidden, vocab);
   for (int l = 0; l < p.n_layers; ++l) {
     const std::string b = "blk." + std::to_string(l) + ".";
-    maker.AddMatrix(&w, b + "attn_k.weight", MatrixType(mix, "attn_k", l, p.n_layers), p.hidden, kv_dim);
+    maker.AddMatrix(&w, b + "attn_k.weight", type(TensorRole::kAttnK, l, p.hidden), p.hidden, kv_dim);
     maker.AddNorm(&w, b + "attn_norm.weight", p.hidden);
-    maker.AddMatrix(&w, b + "attn_output.weight", MatrixType(mix, "attn_output", l, p.n_layers), q_dim, p.hidden);
-    maker.AddMatrix(&w, b + "attn_q.weight", MatrixType(mix, "attn_q", l, p.n_layers), p.hidden, q_dim);
-    maker.AddMatrix(&w, b + "attn_v.weight", MatrixType(mix, "attn_v", l, p.n_layers), p.hidden, kv_dim);
-    maker.AddMatrix(&w, b + "ffn_down.weight", MatrixType(mix, "ffn_down", l, p.n_layers), p.ffn, p.hidden);
-    maker.AddMatrix(&w, b + "ffn_gate.weight", MatrixType(mix, "ffn_gate", l, p.n_layers), p.hidden, p.ffn);
+    maker.AddMatrix(&w, b + "attn_output.weight", type(TensorRole::kAttnOutput, l, q_dim), q_dim, p.hidden);
+    maker.AddMatrix(&w, b + "attn_q.weight", type(TensorRole::kAttnQ, l, p.hidden), p.hidden, q_dim);
+    maker.AddMatrix(&w, b + "attn_v.weight", type(TensorRole::kAttnV, l, p.hidden), p.hidden, kv_dim);
+    maker.AddMatrix(&w, b + "ffn_down.weight", type(TensorRole::kFfnDown, l, p.ffn), p.ffn, p.hidden);
+    maker.AddMatrix(&w, b + "ffn_gate.weight", type(TensorRole::kFfnGate, l, p.hidden), p.hidden, p.ffn);
     maker.AddNorm(&w, b + "ffn_norm.weight", p.hidden);
-    maker.AddMatrix(&w, b + "ffn_up.weight", MatrixType(mix, "ffn_up", l, p.n_layers), p.hidden, p.ffn);
+    maker.AddMatrix(&w, b + "ffn_up.weight", type(TensorRole::kFfnUp, l, p.hidden), p.hidden, p.ffn);
   }
   const auto t0 = std::chrono::steady_clock::now();
-  std::fprintf(stderr, "make-model: %s %s, %.2f GiB of tensors, %d threads -> %s\n", p.name, mix.name,
+  std::fprintf(stderr, "make-model: %s %s, %.2f GiB of tensors, %d threads -> %s\n", p.name, mix.name.c_str(),
                maker.total_bytes() / 1073741824.0, pool.size(), f.out.c_str());
   STRATA_RETURN_IF_ERROR(w.WriteFile(f.out));
   std::fprintf(stderr, "make-model: wrote %s in %.1f s\n", f.out.c_str(),
@@ -233,7 +198,7 @@ CLI::App* AddMakeModelCommand(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("make-model", "write a GGUF with a preset's real shapes and seeded random weights");
   MakeModelFlags& f = g_flags;
   cmd->add_option("--preset", f.preset, "smollm3-3b (SmolLM3-3B's shapes) or smollm3-tiny");
-  cmd->add_option("--type", f.type, "q4_k_m, q8_0 or f16");
+  cmd->add_option("--type", f.type, std::string("weight types: ") + QuantMixNames());
   cmd->add_option("-o,--out", f.out, "output .gguf file")->required();
   cmd->add_option("--vocab", f.vocab, "GGUF whose tokenizer.* metadata is copied (the Llama-3 vocabulary by default)");
   cmd->add_option("--seed", f.seed, "random seed of the weights");
