@@ -49,6 +49,8 @@ struct CommonFlags {
   bool coordinator_only = false;
   std::string trace_file;
   std::string log_level = "info";
+  double stage_timeout = 300;
+  int parallel = 1;  // sequences alive at once (bench, serve)
 };
 
 void AddCommon(CLI::App* cmd, CommonFlags* f, bool ctx_required) {
@@ -66,6 +68,9 @@ void AddCommon(CLI::App* cmd, CommonFlags* f, bool ctx_required) {
       ->check(CLI::IsMember({"error", "warn", "info", "debug"}));
   cmd->add_option("--trace", f->trace_file,
                   "write a Chrome trace-event JSON of every rank (compute per layer, send, receive, waiting) to FILE");
+  cmd->add_option("--stage-timeout", f->stage_timeout,
+                  "under mpirun: seconds rank 0 waits for a batch before it declares a stage stuck and aborts the job")
+      ->check(CLI::Range(0.1, 1e6));
   cmd->add_flag("--coordinator-only", f->coordinator_only, "under mpirun: rank 0 only coordinates; stages run on ranks 1..N-1");
 }
 
@@ -101,6 +106,8 @@ Result<Session> OpenSession(const CommonFlags& f) {
     opts.n_ctx = f.ctx;
     STRATA_ASSIGN_OR_RETURN(opts.wire_dtype, ParseWireDType(f.wire));
     opts.coordinator_only = f.coordinator_only;
+    opts.stage_timeout_s = f.stage_timeout;
+    opts.max_sequences = f.parallel;
     STRATA_ASSIGN_OR_RETURN(auto mpi, MpiPipeline::Start(*g_transport, *s.model, opts, s.pool.get()));
     s.pipeline = std::move(mpi);
   } else {
@@ -110,7 +117,7 @@ Result<Session> OpenSession(const CommonFlags& f) {
       (void)plan;
       if (f.coordinator_only) return InvalidArgument("--coordinator-only needs mpirun with at least 2 ranks");
     }
-    STRATA_ASSIGN_OR_RETURN(auto local, LocalPipeline::Create(*s.model, f.ctx, s.pool.get()));
+    STRATA_ASSIGN_OR_RETURN(auto local, LocalPipeline::Create(*s.model, f.ctx, s.pool.get(), f.parallel));
     s.pipeline = std::move(local);
   }
   return s;
@@ -147,6 +154,8 @@ int Fail(const Status& st, Pipeline* pipeline = nullptr) {
   std::fflush(stdout);
   std::fprintf(stderr, "strata: error: %s\n", st.message().c_str());
   std::fflush(stderr);
+  // A stuck rank cannot be shut down by a message: end every rank at once.
+  if (st.kind() == ErrorKind::kDeadlineExceeded && g_transport != nullptr) AbortMpi(1);
   if (auto* mpi = dynamic_cast<MpiPipeline*>(pipeline)) {
     mpi->Shutdown(st.message());
   } else if (g_transport != nullptr && pipeline == nullptr) {
@@ -163,6 +172,7 @@ struct GenerateFlags {
   int top_k = 40, repeat_last_n = 64;
   uint64_t seed = 0;
   bool ignore_eos = false;
+  bool truncate = false;
 };
 
 int RunGenerate(const GenerateFlags& f) {
@@ -176,6 +186,13 @@ int RunGenerate(const GenerateFlags& f) {
   if (!session.ok()) return Fail(session.status());
   Session& s = *session;
   std::vector<int32_t> ids = s.tokenizer->Encode(prompt, s.tokenizer->add_bos());
+  if (f.truncate && static_cast<int64_t>(ids.size()) >= f.common.ctx) {
+    // Keep the end of the prompt, leaving room for the answer.
+    const int64_t keep = std::max<int64_t>(1, f.common.ctx - std::min<int64_t>(f.n_predict, f.common.ctx / 2));
+    Log(LogLevel::kWarn, "the prompt has %zu tokens; --truncate keeps its last %lld for --ctx %lld", ids.size(),
+        static_cast<long long>(keep), static_cast<long long>(f.common.ctx));
+    ids.erase(ids.begin(), ids.end() - keep);
+  }
   GenerateOptions opts;
   opts.n_predict = f.n_predict;
   opts.ignore_eos = f.ignore_eos;
@@ -356,6 +373,7 @@ int RunBench(const BenchFlags& f) {
   if (!session.ok()) return Fail(session.status());
   Session& s = *session;
   BenchOptions opts = f.bench;
+  opts.parallel = f.common.parallel;
   opts.n_ctx = f.common.ctx;
   std::vector<int32_t> prompt = s.tokenizer->Encode(kBenchText, s.tokenizer->add_bos());
   auto res = RunBenchmark(*s.pipeline, prompt, opts);
@@ -504,6 +522,7 @@ int RunCommand(int argc, char** argv, int rank) {
   g->add_option("--repeat-last-n", gen.repeat_last_n, "tokens the penalty looks back over")->check(CLI::Range(0, 1 << 20));
   g->add_option("--seed", gen.seed, "sampling seed");
   g->add_flag("--ignore-eos", gen.ignore_eos, "do not stop at the model's end-of-sequence ids");
+  g->add_flag("--truncate", gen.truncate, "keep the end of a prompt longer than --ctx instead of refusing it");
 
   PerplexityFlags ppl;
   CLI::App* p = app.add_subcommand("perplexity", "perplexity of a text file (llama-perplexity's method)");
@@ -525,7 +544,7 @@ int RunCommand(int argc, char** argv, int rank) {
   b->add_option("--prompt-tokens", bch.bench.prompt_tokens, "prompt tokens per sequence in the prefill test")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
   b->add_option("--gen-tokens", bch.bench.gen_tokens, "tokens generated per sequence in the decode test")->check(CLI::Range(1, 1 << 20));
-  b->add_option("--parallel", bch.bench.parallel, "sequences at once")->check(CLI::Range(1, 1024));
+  b->add_option("--parallel", bch.common.parallel, "sequences at once")->check(CLI::Range(1, 1024));
   b->add_option("--reps", bch.bench.reps, "repetitions (min / median / max reported)")->check(CLI::Range(1, 1000));
   b->add_option("--inflight", bch.bench.inflight, "micro-batches in flight (default: one per stage)")->check(CLI::Range(1, 1024));
   b->add_option("--chunk", bch.bench.chunk, "prefill chunk in tokens (default: auto)")->check(CLI::Range(int64_t{1}, int64_t{1} << 20));

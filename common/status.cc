@@ -13,6 +13,7 @@ const char* ErrorKindName(ErrorKind kind) {
     case ErrorKind::kFailedPrecondition: return "failed precondition";
     case ErrorKind::kIo: return "i/o error";
     case ErrorKind::kInternal: return "internal error";
+    case ErrorKind::kDeadlineExceeded: return "deadline exceeded";
   }
   return "unknown";
 }

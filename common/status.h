@@ -28,6 +28,7 @@ enum class ErrorKind {
   kFailedPrecondition,  // the system is not in a state to do this
   kIo,                  // the OS refused (open, mmap, write)
   kInternal,            // a bug; should not happen
+  kDeadlineExceeded,    // a rank did not answer in time
 };
 
 const char* ErrorKindName(ErrorKind kind);
@@ -58,6 +59,7 @@ inline Status Unimplemented(std::string m) { return {ErrorKind::kUnimplemented, 
 inline Status FailedPrecondition(std::string m) { return {ErrorKind::kFailedPrecondition, std::move(m)}; }
 inline Status IoError(std::string m) { return {ErrorKind::kIo, std::move(m)}; }
 inline Status Internal(std::string m) { return {ErrorKind::kInternal, std::move(m)}; }
+inline Status DeadlineExceeded(std::string m) { return {ErrorKind::kDeadlineExceeded, std::move(m)}; }
 
 [[noreturn]] void CheckFailed(const char* file, int line, const char* expr, const std::string& msg);
 

@@ -1,6 +1,8 @@
 // Rank 0's side of the MPI pipeline.
 #include "coordinator/mpi_pipeline.h"
 
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 
@@ -30,6 +32,7 @@ Result<std::unique_ptr<MpiPipeline>> MpiPipeline::Start(Transport& t, const Mode
                                                         const MpiPipelineOptions& opts, ThreadPool* pool) {
   const ModelConfig& cfg = model.config();
   std::unique_ptr<MpiPipeline> p(new MpiPipeline(t, cfg));
+  p->stage_timeout_s_ = opts.stage_timeout_s;
   // Every failure before the plan is sent travels as a Plan with an error.
   auto fail_plan = [&](const Status& st) {
     wire::Envelope e;
@@ -73,6 +76,7 @@ Result<std::unique_ptr<MpiPipeline>> MpiPipeline::Start(Transport& t, const Mode
   wp->set_protocol_version(wire::PROTOCOL_VERSION);
   wp->set_n_ctx(opts.n_ctx);
   wp->set_wire_dtype(opts.wire_dtype);
+  wp->set_max_sequences(opts.max_sequences);
   for (size_t s = 0; s < p->plan_.stages.size(); ++s) {
     const StagePlan& sp = p->plan_.stages[s];
     wire::StageAssignment* a = wp->add_stages();
@@ -94,6 +98,7 @@ Result<std::unique_ptr<MpiPipeline>> MpiPipeline::Start(Transport& t, const Mode
     so.first = true;
     so.last = p->plan_.stages.size() == 1;
     so.n_ctx = opts.n_ctx;
+    so.max_sequences = opts.max_sequences;
     auto stage = Stage::Load(model, so, pool);
     if (stage.ok()) {
       p->stage_ = std::move(stage).value();
@@ -153,8 +158,8 @@ void MpiPipeline::Shutdown(const std::string& error) {
   }
 }
 
-Result<Message> MpiPipeline::AwaitFromWorkers() {
-  STRATA_ASSIGN_OR_RETURN(Message m, transport_.Receive(-1));
+Result<Message> MpiPipeline::AwaitFromWorkers(double timeout_s) {
+  STRATA_ASSIGN_OR_RETURN(Message m, transport_.Receive(-1, timeout_s));
   if (m.envelope.has_control() && m.envelope.control().kind() == wire::Control::KIND_ERROR) {
     const wire::Control& c = m.envelope.control();
     return FailedPrecondition(RankName(c.rank(), c.host()) + ": " + c.error());
@@ -184,7 +189,11 @@ Result<BatchOutput> MpiPipeline::Wait() {
   const auto [id, n_requests] = pending_.front();
   pending_.pop_front();
   for (;;) {
-    STRATA_ASSIGN_OR_RETURN(Message m, AwaitFromWorkers());
+    auto got = AwaitFromWorkers(stage_timeout_s_);
+    if (!got.ok() && got.status().kind() == ErrorKind::kDeadlineExceeded)
+      return DeadlineExceeded("no result for batch " + std::to_string(id) + " after " + std::to_string(static_cast<int>(stage_timeout_s_)) +
+                              " s (--stage-timeout): " + DiagnoseStuckStages());
+    STRATA_ASSIGN_OR_RETURN(Message m, std::move(got));
     if (!m.envelope.has_result()) continue;
     const wire::Result& res = m.envelope.result();
     // Stages keep submission order, so results come back in it.
@@ -205,6 +214,35 @@ Result<BatchOutput> MpiPipeline::Wait() {
     }
     return out;
   }
+}
+
+std::string MpiPipeline::DiagnoseStuckStages() {
+  // Live stages answer a stats request from their receive loop at once (or
+  // right after the batch they are computing); a stopped rank never does.
+  wire::Envelope e;
+  e.mutable_control()->set_kind(wire::Control::KIND_STATS);
+  std::vector<bool> answered(stage_ranks_.size(), false);
+  for (size_t s = 0; s < stage_ranks_.size(); ++s) {
+    if (stage_ranks_[s] == 0) answered[s] = true;
+    else (void)transport_.Send(stage_ranks_[s], e);
+  }
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (std::chrono::steady_clock::now() < until &&
+         std::find(answered.begin(), answered.end(), false) != answered.end()) {
+    auto m = transport_.Receive(-1, 0.5);
+    if (!m.ok() || !m->envelope.has_stats()) continue;
+    for (size_t s = 0; s < stage_ranks_.size(); ++s)
+      if (stage_ranks_[s] == m->envelope.stats().rank()) answered[s] = true;
+  }
+  std::string stuck;
+  for (size_t s = 0; s < stage_ranks_.size(); ++s) {
+    if (answered[s]) continue;
+    const int r = stage_ranks_[s];
+    stuck += std::string(stuck.empty() ? "" : ", ") + "stage " + std::to_string(s) + " on " + RankName(r, hosts_[r]) + " (layers " +
+             std::to_string(plan_.stages[s].layers.first) + "-" + std::to_string(plan_.stages[s].layers.last) + ")";
+  }
+  if (stuck.empty()) return "every stage still answers (a stage is slower than the deadline; raise --stage-timeout)";
+  return "not answering: " + stuck + " (stopped, or its link is down)";
 }
 
 Result<std::vector<StageStats>> MpiPipeline::Stats() {

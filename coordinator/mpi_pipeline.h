@@ -21,6 +21,11 @@ struct MpiPipelineOptions {
   int64_t n_ctx = 4096;
   wire::DType wire_dtype = wire::DTYPE_F32;
   bool coordinator_only = false;
+  // A batch whose result has not come back after this many seconds means a
+  // stage is stuck (stopped, or its link is down: invisible to MPI); the job
+  // is then aborted with a report of the ranks that no longer answer.
+  double stage_timeout_s = 300;
+  int max_sequences = 1;  // sequences alive at once on every stage
 };
 
 class MpiPipeline : public Pipeline {
@@ -51,7 +56,9 @@ class MpiPipeline : public Pipeline {
 
  private:
   MpiPipeline(Transport& t, const ModelConfig& cfg) : transport_(t), cfg_(cfg) {}
-  Result<Message> AwaitFromWorkers();
+  Result<Message> AwaitFromWorkers(double timeout_s = 0);
+  // After a timeout: which stage ranks do not answer a ping within a few seconds.
+  std::string DiagnoseStuckStages();
 
   Transport& transport_;
   ModelConfig cfg_;
@@ -64,6 +71,7 @@ class MpiPipeline : public Pipeline {
   std::deque<std::pair<uint64_t, size_t>> pending_;  // batches in flight: id, number of requests
   bool shut_down_ = false;
   std::vector<wire::TraceChunk> traces_;
+  double stage_timeout_s_ = 300;
 };
 
 }  // namespace strata

@@ -57,7 +57,8 @@ class Pipeline {
 // Every layer in this process (one stage holding the whole model).
 class LocalPipeline : public Pipeline {
  public:
-  static Result<std::unique_ptr<LocalPipeline>> Create(const ModelFiles& model, int64_t n_ctx, ThreadPool* pool);
+  static Result<std::unique_ptr<LocalPipeline>> Create(const ModelFiles& model, int64_t n_ctx, ThreadPool* pool,
+                                                       int max_sequences = 1);
   const ModelConfig& config() const override { return stage_->config(); }
   Result<uint64_t> Submit(const std::vector<SequenceRequest>& batch) override;
   Result<BatchOutput> Wait() override;

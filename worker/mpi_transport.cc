@@ -32,13 +32,16 @@ uint64_t PayloadBytes(const wire::Envelope& e) {
   return 0;
 }
 
-// Waits for a message matching (source, tag) without spinning for long.
-void WaitFor(int source, int tag, MPI_Status* status) {
+// Waits for a message matching (source, tag) without spinning for long;
+// false when `timeout_s` (> 0) passes first.
+bool WaitFor(int source, int tag, MPI_Status* status, double timeout_s = 0) {
   int flag = 0;
   auto sleep = std::chrono::microseconds(0);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
   for (int spins = 0;; ++spins) {
     MPI_Iprobe(source, tag, MPI_COMM_WORLD, &flag, status);
-    if (flag) return;
+    if (flag) return true;
+    if (timeout_s > 0 && (spins & 63) == 0 && std::chrono::steady_clock::now() > deadline) return false;
     if (spins < 200) continue;  // a short spin keeps hand-offs fast
     sleep = std::min(std::chrono::microseconds(500), sleep + std::chrono::microseconds(20));
     std::this_thread::sleep_for(sleep);
@@ -86,11 +89,13 @@ class MpiTransport : public Transport {
 
   void Barrier() override { MPI_Barrier(MPI_COMM_WORLD); }
 
-  Result<Message> Receive(int source) override {
+  Result<Message> Receive(int source, double timeout_s) override {
     MPI_Status st;
     {
       TraceSpan wait("wait", "wait");
-      WaitFor(source < 0 ? MPI_ANY_SOURCE : source, kTagEnvelope, &st);
+      if (!WaitFor(source < 0 ? MPI_ANY_SOURCE : source, kTagEnvelope, &st, timeout_s))
+        return DeadlineExceeded("no message " + (source < 0 ? std::string("from any rank") : "from rank " + std::to_string(source)) +
+                                " within " + std::to_string(timeout_s) + " s");
     }
     ReapSends();
     TraceSpan span("receive from rank " + std::to_string(st.MPI_SOURCE), "recv");

@@ -20,6 +20,23 @@ Result<std::unique_ptr<Stage>> Stage::Load(const ModelFiles& model, const StageO
     return InvalidArgument("stage layers " + std::to_string(opts.layers.first) + "-" + std::to_string(opts.layers.last) +
                            " are outside the model's " + std::to_string(cfg.n_layers) + " layers");
   if (opts.n_ctx <= 0) return InvalidArgument("context size must be positive");
+  if (opts.max_sequences < 1) return InvalidArgument("a stage needs room for at least one sequence");
+  {
+    // The KV cache grows with the sequences; refuse a size that can never fit
+    // before anything is allocated.
+    const double need = static_cast<double>(opts.layers.count()) * static_cast<double>(opts.n_ctx) * cfg.kv_dim() * 2 *
+                        sizeof(float) * opts.max_sequences;
+    const uint64_t avail = AvailableMemoryBytes();
+    if (avail > 0 && need > static_cast<double>(avail)) {
+      char msg[256];
+      std::snprintf(msg, sizeof msg,
+                    "the KV cache of layers %d-%d for --ctx %lld x %d sequence(s) needs %.2f GiB, but only %.2f GiB of memory "
+                    "are available (lower --ctx or --parallel, or use more ranks)",
+                    opts.layers.first, opts.layers.last, static_cast<long long>(opts.n_ctx), opts.max_sequences,
+                    need / 1073741824.0, static_cast<double>(avail) / 1073741824.0);
+      return InvalidArgument(msg);
+    }
+  }
   std::unique_ptr<Stage> s(new Stage());
   s->opts_ = opts;
   s->cfg_ = cfg;
@@ -174,6 +191,17 @@ uint64_t Stage::kv_bytes() const {
   for (const auto& [id, c] : caches_)
     for (size_t l = 0; l < c.k.size(); ++l) total += (c.k[l].capacity() + c.v[l].capacity()) * sizeof(float);
   return total;
+}
+
+uint64_t AvailableMemoryBytes() {
+  std::FILE* f = std::fopen("/proc/meminfo", "r");
+  if (f == nullptr) return 0;
+  char line[256];
+  uint64_t kib = 0;
+  while (std::fgets(line, sizeof line, f) != nullptr)
+    if (std::sscanf(line, "MemAvailable: %" SCNu64 " kB", &kib) == 1) break;
+  std::fclose(f);
+  return kib * 1024;
 }
 
 uint64_t ResidentBytes() {

@@ -29,7 +29,7 @@ struct StageOptions {
   bool first = true;     // holds the embedding
   bool last = true;      // holds the final norm and lm_head
   int64_t n_ctx = 4096;  // maximum positions per sequence
-  int max_sequences = 64;
+  int max_sequences = 1;  // alive at once; Load refuses a KV cache that cannot fit in memory
 };
 
 // One sequence's run of tokens in a forward batch.
@@ -57,6 +57,8 @@ struct StageStats {
 
 // Resident memory of this process (VmRSS from /proc/self/status), 0 when unknown.
 uint64_t ResidentBytes();
+// Memory the system can still give (MemAvailable), 0 when unknown.
+uint64_t AvailableMemoryBytes();
 
 class Stage {
  public:

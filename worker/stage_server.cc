@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 
 #include "common/log.h"
@@ -28,6 +29,24 @@ wire::Envelope ErrorEnvelope(const Transport& t, const std::string& text) {
   c->set_rank(t.rank());
   c->set_host(t.host());
   return e;
+}
+
+void CorruptForTest(int rank, wire::Envelope* e, std::vector<uint8_t>* payload) {
+  static const char* kind = std::getenv("STRATA_TEST_CORRUPT");
+  static bool done = false;
+  if (kind == nullptr || done) return;
+  const char* on = std::getenv("STRATA_TEST_CORRUPT_RANK");
+  if ((on == nullptr ? 0 : std::atoi(on)) != rank) return;
+  done = true;
+  wire::ForwardBatch* fb = e->mutable_forward();
+  const std::string k = kind;
+  if (k == "hidden") fb->set_hidden(fb->hidden() - 1);
+  if (k == "n_tok" && fb->entries_size() > 0) fb->mutable_entries(0)->set_n_tok(fb->entries(0).n_tok() + 1);
+  if (k == "payload" && payload->size() >= 4) {
+    payload->resize(payload->size() - 4);
+    fb->set_payload_bytes(payload->size());
+  }
+  if (k == "dtype") fb->set_dtype(static_cast<wire::DType>(77));
 }
 
 StageStats StageRunner::Stats() const {
@@ -84,6 +103,10 @@ Status StageRunner::HandleForward(const wire::ForwardBatch& batch, const std::ve
     counters_.peak_kv_bytes = std::max(counters_.peak_kv_bytes, stage_.kv_bytes());
   };
   const ModelConfig& cfg = stage_.config();
+  if (batch.batch_id() <= last_batch_id_)
+    return DataLoss("forward batch " + std::to_string(batch.batch_id()) + " arrived after batch " + std::to_string(last_batch_id_) +
+                    " (batch ids must increase)");
+  last_batch_id_ = batch.batch_id();
   std::vector<SequenceRequest> requests;
   std::vector<BatchEntry> entries;
   std::vector<int32_t> ids;
@@ -113,6 +136,7 @@ Status StageRunner::HandleForward(const wire::ForwardBatch& batch, const std::ve
     fb->set_dtype(wire_dtype_);
     std::vector<uint8_t> bytes = EncodeActivations(wire_dtype_, x_.data(), n_tok, cfg.hidden);
     fb->set_payload_bytes(bytes.size());
+    CorruptForTest(transport_.rank(), &out, &bytes);
     count(n_tok);
     counters_.bytes_sent += bytes.size();
     return transport_.Send(next_rank_, out, bytes);
@@ -207,9 +231,11 @@ int RunWorker(Transport& t, const WorkerOptions& opts) {
   if (!plan.error().empty() || !model.ok()) return 1;
   const wire::StageAssignment* mine = nullptr;
   int next_rank = -1;
+  int prev_rank = kCoordinatorRank;
   for (int i = 0; i < plan.stages_size(); ++i) {
     if (plan.stages(i).rank() == t.rank()) {
       mine = &plan.stages(i);
+      prev_rank = i > 0 ? plan.stages(i - 1).rank() : kCoordinatorRank;
       if (i + 1 < plan.stages_size()) next_rank = plan.stages(i + 1).rank();
     }
   }
@@ -227,6 +253,7 @@ int RunWorker(Transport& t, const WorkerOptions& opts) {
     so.first = mine->first();
     so.last = mine->last();
     so.n_ctx = plan.n_ctx();
+    so.max_sequences = std::max(1, plan.max_sequences());
     auto loaded = Stage::Load(**model, so, pool.get());
     Status dump_ok = opts.dump_dir.empty() ? Status::Ok() : MakeDirectories(opts.dump_dir);
     if (loaded.ok() && dump_ok.ok()) {
@@ -253,7 +280,10 @@ int RunWorker(Transport& t, const WorkerOptions& opts) {
     Status st = m.ok() ? Status::Ok() : m.status();
     if (m.ok()) {
       const wire::Envelope& e = m->envelope;
-      if (e.has_forward()) {
+      if (e.has_forward() && m->source != prev_rank) {
+        st = DataLoss("forward batch from rank " + std::to_string(m->source) + ", expected from rank " + std::to_string(prev_rank) +
+                      " (the previous stage)");
+      } else if (e.has_forward()) {
         Log(LogLevel::kDebug, "batch %llu from rank %d: %d sequences, %zu payload bytes",
             static_cast<unsigned long long>(e.forward().batch_id()), m->source, e.forward().entries_size(), m->payload.size());
         st = runner.HandleForward(e.forward(), m->payload);

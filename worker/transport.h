@@ -28,10 +28,11 @@ class Transport {
   virtual const std::string& host() const = 0;
   // Sends the envelope, then the payload when non-empty.
   virtual Status Send(int dest, const wire::Envelope& envelope, std::span<const uint8_t> payload = {}) = 0;
-  // Blocks until a message arrives from `source` (-1: any rank). Waiting
+  // Blocks until a message arrives from `source` (-1: any rank), or fails
+  // with DeadlineExceeded after `timeout_s` seconds (0: no limit). Waiting
   // yields the core (no busy spinning), so a waiting stage leaves the CPU to
   // the stages that compute.
-  virtual Result<Message> Receive(int source = -1) = 0;
+  virtual Result<Message> Receive(int source = -1, double timeout_s = 0) = 0;
   // Every rank waits here until all arrive (aligns trace clocks).
   virtual void Barrier() = 0;
   // Returns when every message sent so far has left this process (sends may

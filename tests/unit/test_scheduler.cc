@@ -141,7 +141,7 @@ TEST(SchedulerTest, BatchedSequencesEqualTheirSoloRuns) {
   auto tok = Tokenizer::Create(std::move(vocab).value());
   ASSERT_TRUE(tok.ok());
   ThreadPool pool(2);
-  auto pipeline = LocalPipeline::Create(**model, 512, &pool);
+  auto pipeline = LocalPipeline::Create(**model, 512, &pool, /*max_sequences=*/4);
   ASSERT_TRUE(pipeline.ok()) << pipeline.status().ToString();
   const char* prompts[] = {"ROMEO: But soft, what light", "KING HENRY: Once more unto the breach, dear friends, once more;",
                            "First Citizen:", "O, what a rogue and peasant slave am I! Is it not monstrous that this player here"};
