@@ -1,5 +1,6 @@
 // Google Benchmark of MatMul at SmolLM3-3B projection shapes, per type, for
-// decode (n_tok = 1) and a prefill chunk (n_tok = 64), on all cores.
+// decode (n_tok = 1) and a prefill chunk (n_tok = 64), on 1 and 2 threads.
+//   strata_kernel_bench --benchmark_filter='type:12/' --benchmark_min_time=0.3s
 // Counters: weight bytes read per second and FLOP/s (2 per multiply-add);
 // compare bytes/s with the machine's measured read bandwidth for decode.
 #include <benchmark/benchmark.h>
@@ -19,14 +20,15 @@ const TensorType kBenchTypes[] = {TensorType::kF32, TensorType::kF16,  TensorTyp
                                   TensorType::kQ4_0, TensorType::kQ5_0, TensorType::kQ4_K, TensorType::kQ5_K,
                                   TensorType::kQ6_K};
 
-ThreadPool& Pool() {
-  static ThreadPool pool(ThreadPool::AvailableCores());
-  return pool;
+ThreadPool& Pool(int threads) {
+  static ThreadPool one(1), two(2);
+  return threads == 1 ? one : two;
 }
 
 void BM_MatMul(benchmark::State& state) {
   const TensorType type = static_cast<TensorType>(state.range(0));
   const int64_t n_in = state.range(1), n_out = state.range(2), n_tok = state.range(3);
+  ThreadPool& pool = Pool(static_cast<int>(state.range(4)));
   const uint64_t rb = RowBytes(type, n_in).value();
   std::vector<uint8_t> w(rb * n_out);
   {
@@ -38,23 +40,29 @@ void BM_MatMul(benchmark::State& state) {
       QuantizeRow(type, row.data(), w.data() + r * rb, n_in);
     }
   }
-  std::vector<float> x(n_in * n_tok, 0.5f), y(n_out * n_tok);
+  std::vector<float> x(n_in * n_tok), y(n_out * n_tok);
+  {
+    std::mt19937 rng(2);
+    std::normal_distribution<float> dist(0.0f, 1.0f);
+    for (float& v : x) v = dist(rng);
+  }
   const MatrixView view{type, w.data(), n_in, n_out, rb};
   for (auto _ : state) {
-    MatMul(view, x.data(), n_tok, y.data(), &Pool());
+    MatMul(view, x.data(), n_tok, y.data(), &pool);
     benchmark::DoNotOptimize(y.data());
   }
-  state.SetLabel(std::string(TypeName(type)) + " " + ActiveIsa() + " t=" + std::to_string(Pool().size()));
+  state.SetLabel(std::string(TypeName(type)) + " " + ActiveIsa() + " t=" + std::to_string(pool.size()));
   state.counters["bytes/s"] = benchmark::Counter(static_cast<double>(w.size()), benchmark::Counter::kIsIterationInvariantRate);
   state.counters["FLOP/s"] =
       benchmark::Counter(2.0 * n_in * n_out * n_tok, benchmark::Counter::kIsIterationInvariantRate);
 }
 
 void MatMulArgs(benchmark::internal::Benchmark* b) {
-  b->ArgNames({"type", "n_in", "n_out", "n_tok"});
+  b->ArgNames({"type", "n_in", "n_out", "n_tok", "threads"});
   for (TensorType t : kBenchTypes)
     for (auto [n_in, n_out] : {std::pair<int64_t, int64_t>{2048, 2048}, {2048, 11008}, {11008, 2048}})
-      for (int64_t n_tok : {1, 64}) b->Args({static_cast<int64_t>(t), n_in, n_out, n_tok});
+      for (int64_t n_tok : {1, 64})
+        for (int64_t threads : {1, 2}) b->Args({static_cast<int64_t>(t), n_in, n_out, n_tok, threads});
 }
 
 BENCHMARK(BM_MatMul)->Apply(MatMulArgs)->UseRealTime()->Unit(benchmark::kMicrosecond);

@@ -5,6 +5,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "kernels/quant_blocks.h"
+
 namespace strata {
 namespace {
 
@@ -15,7 +17,8 @@ bool CpuHasAvx2() {
 
 bool CpuHasAvx512() {
   return CpuHasAvx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+         __builtin_cpu_supports("avx512vnni");
 }
 
 Isa PickIsa() {
@@ -57,6 +60,30 @@ Isa ActiveIsaKind() {
 const char* ActiveIsa() { return IsaName(ActiveIsaKind()); }
 
 namespace internal {
+
+namespace {
+int64_t Round64(int64_t bytes) { return (bytes + 63) & ~int64_t{63}; }
+}  // namespace
+
+ActLayout MakeActLayout(ActFormat format, int64_t n) {
+  ActLayout l;
+  l.n = n;
+  l.block = format == ActFormat::kQ8K ? kQKK : kQK;
+  l.sum_group = format == ActFormat::kQ8K ? 16 : kQK;
+  l.off_d = Round64(n);
+  l.off_sums = l.off_d + Round64(n / l.block * static_cast<int64_t>(sizeof(float)));
+  l.stride = l.off_sums + Round64(n / l.sum_group * static_cast<int64_t>(sizeof(int16_t)));
+  return l;
+}
+
+ActFormat ActFormatFor(TensorType type) {
+  switch (type) {
+    case TensorType::kQ4_K:
+    case TensorType::kQ5_K:
+    case TensorType::kQ6_K: return ActFormat::kQ8K;
+    default: return ActFormat::kQ8_32;
+  }
+}
 
 const KernelTable& KernelsFor(Isa isa) {
   STRATA_CHECK_MSG(IsaAvailable(isa), "kernel ISA not available on this CPU");

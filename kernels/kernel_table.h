@@ -21,11 +21,67 @@ using DequantFn = void (*)(const void* src, float* dst, int64_t n);
 using DotTileFn = void (*)(const float* w, int64_t w_stride, int64_t n_rows, const float* x, int64_t x_stride,
                            int64_t n_tok, int64_t n, float* y, int64_t y_stride);
 
+// ---------------------------------------------------------------------------
+// Quantized activations (the integer dot-product path of the quantized types)
+// ---------------------------------------------------------------------------
+//
+// Before a quantized matmul, each token's f32 row x[n] is quantized once, per
+// block of `block` values (256 for the K-quant weights, 32 for Q8_0/Q4_0/Q5_0):
+//   amax = max |x|, d = amax / 127 (f32), id = amax > 0 ? 127 / amax : 0,
+//   q[i] = clamp(round_half_even(x[i] * id), -127, 127)   (int8),
+//   sums[g] = sum of q over each group of `sum_group` values (16 for K, 32).
+// x must be finite. One token's buffer, at byte offsets given by ActLayout:
+//   [0, n)                      int8 q[n]
+//   [off_d, off_d + 4 * nb)     f32 d[nb]           nb = n / block
+//   [off_sums, ...)             int16 sums[n / sum_group]
+// Tokens follow each other every `stride` bytes (64-byte multiples).
+enum class ActFormat { kQ8K = 0, kQ8_32 = 1 };
+
+struct ActLayout {
+  int64_t n = 0;
+  int64_t block = 0;      // values per scale d: 256 or 32
+  int64_t sum_group = 0;  // values per int16 sum: 16 or 32
+  int64_t off_d = 0;
+  int64_t off_sums = 0;
+  int64_t stride = 0;
+};
+ActLayout MakeActLayout(ActFormat format, int64_t n);
+// The activation format a quantized weight type pairs with.
+ActFormat ActFormatFor(TensorType type);
+
+// Quantizes one token row x[l.n] into dst (l.stride bytes).
+using QuantizeActFn = void (*)(const float* x, const ActLayout& l, uint8_t* dst);
+
+// y[t * ys + r] = dot(stored row r, token t) for r < n_rows, t < n_tok, where
+// row r starts at w + r * row_bytes and token t's quantized activations at
+// act + t * l.stride. Every element follows the fixed combine order of
+// kernels_ref.cc (exact integer sums per block, then one f32 FMA chain over
+// blocks in order), whatever n_rows / n_tok are.
+using QDotTileFn = void (*)(const uint8_t* w, uint64_t row_bytes, int64_t n_rows, const uint8_t* act,
+                            const ActLayout& l, int64_t n_tok, float* y, int64_t ys);
+
+// Slot of a type with an integer dot product in KernelTable::qdot, or -1.
+inline int QDotSlot(TensorType type) {
+  switch (type) {
+    case TensorType::kQ8_0: return 0;
+    case TensorType::kQ4_0: return 1;
+    case TensorType::kQ5_0: return 2;
+    case TensorType::kQ4_K: return 3;
+    case TensorType::kQ5_K: return 4;
+    case TensorType::kQ6_K: return 5;
+    default: return -1;
+  }
+}
+
 struct KernelTable {
   Isa isa;
   DotTileFn dot_tile;
   // Indexed by DequantSlot(type); nullptr where the type is not computable.
   DequantFn dequant[9];
+  // The integer path: activation quantizer (both formats) and, indexed by
+  // QDotSlot(type), the quantized dot tiles.
+  QuantizeActFn quantize_act;
+  QDotTileFn qdot[6];
 };
 
 // Slot of a computable type in KernelTable::dequant, or -1.
@@ -66,6 +122,7 @@ void DequantQ5_0(const void* src, float* dst, int64_t n);
 void DequantQ4K(const void* src, float* dst, int64_t n);
 void DequantQ5K(const void* src, float* dst, int64_t n);
 void DequantQ6K(const void* src, float* dst, int64_t n);
+void QuantizeAct(const float* x, const ActLayout& l, uint8_t* dst);
 }  // namespace ref
 
 }  // namespace strata::internal

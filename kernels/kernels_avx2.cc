@@ -12,6 +12,9 @@
 // zero-padded last chunk for n % 16, then the fixed ReduceLanes16 tree. The
 // AVX-512 kernels follow the identical order, so both ISAs agree bit for bit.
 //
+// Integer dot products of the quantized types: qdot_simd.h (its blocking and
+// determinism notes), instantiated here with AVX2 only.
+//
 // Dequantizers: one block at a time, integer unpacking in registers, then the
 // same float operations in the same order as the scalar reference (no FMA
 // contraction, see NoContract), so their output equals quant.cc's exactly.
@@ -22,6 +25,7 @@
 
 #include "kernels/fp16.h"
 #include "kernels/kernel_table.h"
+#include "kernels/qdot_simd.h"
 #include "kernels/quant_blocks.h"
 #include "kernels/simd_common.h"
 
@@ -168,16 +172,6 @@ void DequantQ5_0Avx2(const void* src, float* dst, int64_t n) {
   }
 }
 
-inline void UnpackScaleMinK4(int s, const uint8_t* scales, int* sc, int* m) {
-  if (s < 4) {
-    *sc = scales[s] & 63;
-    *m = scales[s + 4] & 63;
-  } else {
-    *sc = (scales[s + 4] & 0xF) | ((scales[s - 4] >> 6) << 4);
-    *m = (scales[s + 4] >> 4) | ((scales[s] >> 6) << 4);
-  }
-}
-
 // Q4_K (kHighBits = false) and Q5_K (true) differ only in the 5th bit.
 template <bool kHighBits, class Block>
 void DequantKScaleMinAvx2(const void* src, float* dst, int64_t n) {
@@ -245,15 +239,20 @@ void DequantQ6KAvx2(const void* src, float* dst, int64_t n) {
   }
 }
 
-const KernelTable kAvx2Table = {
-    Isa::kAvx2,
-    DotTileAvx2,
-    {ref::DequantF32, DequantF16Avx2, DequantBf16Avx2, DequantQ8_0Avx2, DequantQ4_0Avx2, DequantQ5_0Avx2,
-     DequantQ4KAvx2, DequantQ5KAvx2, DequantQ6KAvx2},
-};
-
 }  // namespace
 
-const KernelTable* Avx2KernelTable() { return &kAvx2Table; }
+const KernelTable* Avx2KernelTable() {
+  static const KernelTable table = [] {
+    KernelTable t = {Isa::kAvx2,
+                     DotTileAvx2,
+                     {ref::DequantF32, DequantF16Avx2, DequantBf16Avx2, DequantQ8_0Avx2, DequantQ4_0Avx2,
+                      DequantQ5_0Avx2, DequantQ4KAvx2, DequantQ5KAvx2, DequantQ6KAvx2},
+                     nullptr,
+                     {}};
+    FillQDot(&t);  // qdot_simd.h built with AVX2 (vpmaddubsw + vpmaddwd)
+    return t;
+  }();
+  return &table;
+}
 
 }  // namespace strata::internal

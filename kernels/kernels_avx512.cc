@@ -1,4 +1,6 @@
-// AVX-512 kernels: the f32 dot tile (dequantizers are shared with AVX2).
+// AVX-512 kernels: the f32 dot tile (dequantizers are shared with AVX2), and
+// the integer dot products of qdot_simd.h built with AVX512-VNNI (256-bit
+// vpdpbusd / vpdpwssd; same exact integer sums, so bit-identical to avx2).
 //
 // Blocking: as kernels_avx2.cc, with one zmm per dot product: 4 rows x 4
 // tokens per micro-kernel (16 zmm accumulators; each loaded vector feeds 4
@@ -20,6 +22,7 @@
 #include <cstdint>
 
 #include "kernels/kernel_table.h"
+#include "kernels/qdot_simd.h"
 #include "kernels/simd_common.h"
 
 namespace strata::internal {
@@ -85,6 +88,7 @@ const KernelTable* Avx512KernelTable() {
     KernelTable t = *Avx2KernelTable();
     t.isa = Isa::kAvx512;
     t.dot_tile = DotTileAvx512;
+    FillQDot(&t);  // qdot_simd.h built with AVX512-VNNI: vpdpbusd / vpdpwssd
     return t;
   }();
   return &table;

@@ -1,6 +1,18 @@
-// MatMul and DotRow: tiling around the per-ISA dot tile (kernel_table.h).
+// MatMul and DotRow: tiling around the per-ISA kernels (kernel_table.h).
 //
-// Blocking: rows are split between threads in parts that are multiples of a
+// Quantized types (Q8_0, Q4_0, Q5_0, Q4_K, Q5_K, Q6_K): the integer path. The
+// calling thread quantizes every token's activations once per call into its
+// own growing buffer (in parallel over tokens when there are several), which
+// the pool's threads then only read. Rows are split between threads in
+// multiples of 8; a thread walks its rows in tiles of about 256 KiB of stored
+// weights and, per tile, the tokens in blocks whose quantized activations
+// take about 256 KiB, handing each (tile, block) to the ISA's quantized dot
+// tile (qdot_simd.h / kernels_ref.cc: 8 rows per pass for one token, 4 rows x
+// 2 tokens in registers otherwise). Decode therefore reads every weight byte
+// once. Each element is the same fixed integer-sum-then-FMA-chain sequence
+// whatever the split.
+//
+// Float types (F32, F16, BF16): rows are split between threads in parts that are multiples of a
 // row tile (ParallelForGrain). A thread dequantizes one tile of rows (about
 // 256 KiB of f32, at least 8 rows; F32 weights are used in place) into its own
 // buffer, which stays in L2, then runs the ISA's dot tile over all tokens in
@@ -44,6 +56,70 @@ float* ScratchFloats(int64_t n) {
   return buf.data;
 }
 
+// Per-thread 64-byte aligned byte buffers that only grow. kAct holds the
+// quantized activations of a MatMul call (read by the pool's threads while
+// the caller waits); kDotRow those of DotRow, so the two never alias.
+enum class ByteScratch { kAct, kDotRow };
+
+uint8_t* ScratchBytes(ByteScratch which, int64_t n) {
+  struct Buffer {
+    uint8_t* data = nullptr;
+    int64_t size = 0;
+    ~Buffer() { std::free(data); }
+  };
+  thread_local Buffer bufs[2];
+  Buffer& buf = bufs[static_cast<int>(which)];
+  if (buf.size < n) {
+    std::free(buf.data);
+    const size_t bytes = (static_cast<size_t>(n) + 63) & ~size_t{63};
+    buf.data = static_cast<uint8_t*>(std::aligned_alloc(64, bytes));
+    STRATA_CHECK_MSG(buf.data != nullptr, "out of memory for a kernel scratch buffer");
+    buf.size = n;
+  }
+  return buf.data;
+}
+
+constexpr int64_t kQTileBytes = 256 * 1024;  // stored weight rows per tile
+constexpr int64_t kQActBlockBytes = 256 * 1024;  // quantized activations per token block
+constexpr int64_t kQRowGrain = 8;  // rows per decode pass of the micro-kernels
+
+void QMatMulRows(const internal::KernelTable& k, const MatrixView& w, const uint8_t* act,
+                 const internal::ActLayout& l, int64_t n_tok, float* y, int64_t r_begin, int64_t r_end) {
+  const internal::QDotTileFn qdot = k.qdot[internal::QDotSlot(w.type)];
+  const int64_t tile_rows =
+      std::max<int64_t>(kQRowGrain, kQTileBytes / static_cast<int64_t>(std::max<uint64_t>(w.row_bytes, 1)) /
+                                        kQRowGrain * kQRowGrain);
+  const int64_t tok_block = std::max<int64_t>(2, kQActBlockBytes / l.stride / 2 * 2);
+  for (int64_t r0 = r_begin; r0 < r_end; r0 += tile_rows) {
+    const int64_t nr = std::min(tile_rows, r_end - r0);
+    for (int64_t t0 = 0; t0 < n_tok; t0 += tok_block) {
+      const int64_t nt = std::min(tok_block, n_tok - t0);
+      qdot(w.data + r0 * w.row_bytes, w.row_bytes, nr, act + t0 * l.stride, l, nt, y + t0 * w.n_out + r0, w.n_out);
+    }
+  }
+}
+
+void QMatMul(const internal::KernelTable& k, const MatrixView& w, const float* x, int64_t n_tok, float* y,
+             ThreadPool* pool) {
+  const internal::ActLayout l = internal::MakeActLayout(internal::ActFormatFor(w.type), w.n_in);
+  uint8_t* act = ScratchBytes(ByteScratch::kAct, n_tok * l.stride);  // [n_tok][l.stride]
+  const bool parallel = pool != nullptr && pool->size() > 1;
+  auto quantize = [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) k.quantize_act(x + t * w.n_in, l, act + t * l.stride);
+  };
+  if (parallel && n_tok > 1)
+    pool->ParallelFor(n_tok, quantize);
+  else
+    quantize(0, n_tok);
+  if (!parallel) {
+    QMatMulRows(k, w, act, l, n_tok, y, 0, w.n_out);
+    return;
+  }
+  pool->ParallelForGrain(w.n_out, kQRowGrain, [&](int64_t begin, int64_t end) {
+    QMatMulRows(k, w, act, l, n_tok, y, begin, end);
+  });
+}
+
 void CheckView(const MatrixView& w) {
   const TypeTraits& t = Traits(w.type);
   STRATA_CHECK_MSG(internal::DequantSlot(w.type) >= 0, std::string("MatMul: no kernel for ") + t.name);
@@ -84,6 +160,10 @@ void MatMulWith(const internal::KernelTable& k, const MatrixView& w, const float
                 ThreadPool* pool) {
   CheckView(w);
   if (w.n_out == 0 || n_tok <= 0) return;
+  if (internal::QDotSlot(w.type) >= 0) {
+    QMatMul(k, w, x, n_tok, y, pool);
+    return;
+  }
   const int64_t row_f32_bytes = std::max<int64_t>(1, w.n_in) * static_cast<int64_t>(sizeof(float));
   const int64_t tile_rows = std::clamp(kTileBytes / row_f32_bytes / kMinTileRows * kMinTileRows, kMinTileRows, kMaxTileRows);
   if (pool == nullptr || pool->size() == 1) {
@@ -103,6 +183,15 @@ float DotRowWith(const internal::KernelTable& k, TensorType type, const void* ro
   const int slot = internal::DequantSlot(type);
   STRATA_CHECK_MSG(slot >= 0, std::string("DotRow: no kernel for ") + t.name);
   STRATA_CHECK_MSG(n >= 0 && n % t.block_elems == 0, "DotRow: n is not a multiple of the block");
+  if (internal::QDotSlot(type) >= 0) {
+    // The same kernel as MatMul's, on one row and one token.
+    const internal::ActLayout l = internal::MakeActLayout(internal::ActFormatFor(type), n);
+    uint8_t* act = ScratchBytes(ByteScratch::kDotRow, l.stride);
+    k.quantize_act(x, l, act);
+    float y;
+    k.qdot[internal::QDotSlot(type)](static_cast<const uint8_t*>(row), 0, 1, act, l, 1, &y, 1);
+    return y;
+  }
   const float* w = static_cast<const float*>(row);
   if (type != TensorType::kF32) {
     float* buf = ScratchFloats(std::max<int64_t>(n, 1));

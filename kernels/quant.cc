@@ -73,17 +73,6 @@ void DequantQ5_0(const void* src, float* dst, int64_t n) {
 
 namespace {
 
-// The 6-bit (scale, min) pair of sub-block s of a Q4_K / Q5_K block.
-inline void UnpackScaleMinK4(int s, const uint8_t* scales, int* sc, int* m) {
-  if (s < 4) {
-    *sc = scales[s] & 63;
-    *m = scales[s + 4] & 63;
-  } else {
-    *sc = (scales[s + 4] & 0xF) | ((scales[s - 4] >> 6) << 4);
-    *m = (scales[s + 4] >> 4) | ((scales[s] >> 6) << 4);
-  }
-}
-
 inline void PackScaleMinK4(const uint8_t* sc, const uint8_t* m, uint8_t* scales) {
   for (int s = 0; s < 4; ++s) {
     scales[s] = static_cast<uint8_t>((sc[s] & 63) | ((sc[s + 4] >> 4) << 6));

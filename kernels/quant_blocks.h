@@ -59,6 +59,17 @@ struct BlockQ4_K {
 };
 static_assert(sizeof(BlockQ4_K) == 144, "Q4_K block must be 144 bytes");
 
+// The 6-bit (scale, min) pair of sub-block s (0..7) of a Q4_K / Q5_K block.
+inline void UnpackScaleMinK4(int s, const uint8_t* scales, int* sc, int* m) {
+  if (s < 4) {
+    *sc = scales[s] & 63;
+    *m = scales[s + 4] & 63;
+  } else {
+    *sc = (scales[s + 4] & 0xF) | ((scales[s - 4] >> 6) << 4);
+    *m = (scales[s + 4] >> 4) | ((scales[s] >> 6) << 4);
+  }
+}
+
 // Q5_K: as Q4_K plus a 5th bit per weight, 5.5 bits/weight.
 //   y = (d * sc[s]) * q - (dmin * m[s]),  q = nibble | bit(qh[l], s) << 4 in [0, 31]
 // where l (0..31) is the position inside sub-block s; nibbles laid out as Q4_K.

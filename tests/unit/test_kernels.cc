@@ -17,6 +17,7 @@
 #include "common/thread_pool.h"
 #include "kernels/fp16.h"
 #include "kernels/isa.h"
+#include "kernels/kernel_table.h"
 #include "kernels/matmul.h"
 #include "kernels/ops.h"
 #include "kernels/quant.h"
@@ -279,6 +280,27 @@ TEST_P(KernelIsaTest, DequantizeEqualsReferenceExactly) {
   }
 }
 
+bool IsQuantized(TensorType t) { return internal::QDotSlot(t) >= 0; }
+
+// x as the integer path sees it: each token row quantized to int8 blocks
+// (kernel_table.h) and scaled back; x itself for the float types.
+std::vector<float> ActivationsAsSeen(TensorType type, const std::vector<float>& x, int64_t n_in, int64_t n_tok) {
+  if (!IsQuantized(type)) return x;
+  const internal::ActLayout l = internal::MakeActLayout(internal::ActFormatFor(type), n_in);
+  std::vector<uint8_t> buf(l.stride);
+  std::vector<float> out(x.size());
+  for (int64_t t = 0; t < n_tok; ++t) {
+    internal::RefKernelTable().quantize_act(x.data() + t * n_in, l, buf.data());
+    const int8_t* q = reinterpret_cast<const int8_t*>(buf.data());
+    const float* d = reinterpret_cast<const float*>(buf.data() + l.off_d);
+    for (int64_t i = 0; i < n_in; ++i) out[t * n_in + i] = d[i / l.block] * q[i];
+  }
+  return out;
+}
+
+// Float types: the exact dot. Quantized types: the exact dot with the
+// activations as the integer path quantizes them, which proves the integer
+// sums and their scaling right (only f32 rounding of the block combine left).
 TEST_P(KernelIsaTest, MatMulMatchesReference) {
   for (int64_t n_in : Lengths()) {
     for (int64_t n_out : {1, 13, 37}) {
@@ -290,6 +312,7 @@ TEST_P(KernelIsaTest, MatMulMatchesReference) {
           std::memcpy(w.data() + r * rb, row.data(), rb);
         }
         std::vector<float> x = Gaussian(n_in * n_tok, 5 + static_cast<uint32_t>(n_tok));
+        const std::vector<float> xs = ActivationsAsSeen(type(), x, n_in, n_tok);
         const MatrixView view{type(), w.data(), n_in, n_out, rb};
         Guarded y(n_out * n_tok);
         ThreadPool pool(2);
@@ -301,7 +324,7 @@ TEST_P(KernelIsaTest, MatMulMatchesReference) {
           DequantizeRow(Isa::kRef, type(), w.data() + r * rb, wf.data(), n_in);
           for (int64_t t = 0; t < n_tok; ++t) {
             double s = 0;
-            for (int64_t i = 0; i < n_in; ++i) s += static_cast<double>(wf[i]) * x[t * n_in + i];
+            for (int64_t i = 0; i < n_in; ++i) s += static_cast<double>(wf[i]) * xs[t * n_in + i];
             expect[t * n_out + r] = static_cast<float>(s);
           }
         }
@@ -310,6 +333,58 @@ TEST_P(KernelIsaTest, MatMulMatchesReference) {
       }
     }
   }
+}
+
+// The integer path is bit-identical on every ISA (kernels_ref.cc defines it).
+TEST_P(KernelIsaTest, QuantizedMatMulBitEqualsReference) {
+  if (!IsQuantized(type())) GTEST_SKIP() << "float type: ISAs differ in the last bits (isa.h)";
+  const int64_t n_in = Lengths().back();
+  const uint64_t rb = Bytes(type(), n_in);
+  for (int64_t n_out : {1, 7, 13, 37}) {
+    std::vector<uint8_t> w(rb * n_out);
+    for (int64_t r = 0; r < n_out; ++r) {
+      std::vector<uint8_t> row = RandomRow(type(), n_in, static_cast<uint32_t>(r * 7 + n_out));
+      std::memcpy(w.data() + r * rb, row.data(), rb);
+    }
+    const MatrixView view{type(), w.data(), n_in, n_out, rb};
+    for (int64_t n_tok : {1, 2, 3, 5, 17, 64}) {
+      std::vector<float> x = Gaussian(n_in * n_tok, 900 + static_cast<uint32_t>(n_tok));
+      std::vector<float> expect(n_out * n_tok);
+      Guarded y(n_out * n_tok);
+      MatMul(Isa::kRef, view, x.data(), n_tok, expect.data(), nullptr);
+      ThreadPool pool(2);
+      MatMul(isa(), view, x.data(), n_tok, y.data(), &pool);
+      EXPECT_TRUE(y.GuardsIntact());
+      ASSERT_EQ(std::memcmp(y.data(), expect.data(), expect.size() * sizeof(float)), 0)
+          << "n_out=" << n_out << " n_tok=" << n_tok;
+    }
+  }
+}
+
+// Against plain math: realistic weights (quantized from Gaussian values), the
+// integer path vs the exact product of the dequantized rows with the f32 x.
+TEST_P(KernelIsaTest, QuantizedMatMulCloseToFloatProduct) {
+  if (!IsQuantized(type())) GTEST_SKIP() << "float type";
+  const int64_t n_in = 2048, n_out = 24, n_tok = 5;
+  const uint64_t rb = Bytes(type(), n_in);
+  std::vector<uint8_t> w(rb * n_out);
+  for (int64_t r = 0; r < n_out; ++r) {
+    std::vector<float> wf = Gaussian(n_in, 300 + static_cast<uint32_t>(r), 0.02f);
+    QuantizeRow(type(), wf.data(), w.data() + r * rb, n_in);
+  }
+  std::vector<float> x = Gaussian(n_in * n_tok, 17), y(n_out * n_tok), expect(n_out * n_tok), wf(n_in);
+  for (int64_t r = 0; r < n_out; ++r) {
+    DequantizeRow(Isa::kRef, type(), w.data() + r * rb, wf.data(), n_in);
+    for (int64_t t = 0; t < n_tok; ++t) {
+      double s = 0;
+      for (int64_t i = 0; i < n_in; ++i) s += static_cast<double>(wf[i]) * x[t * n_in + i];
+      expect[t * n_out + r] = static_cast<float>(s);
+    }
+  }
+  MatMul(isa(), MatrixView{type(), w.data(), n_in, n_out, rb}, x.data(), n_tok, y.data(), nullptr);
+  const double rel_rms = std::sqrt(Nmse(expect.data(), y.data(), y.size()));
+  std::printf("[          ] %s %s: integer path relative RMS error %.2e\n", TypeName(type()), IsaName(isa()), rel_rms);
+  EXPECT_LT(rel_rms, 1e-2);
 }
 
 // The determinism contract of matmul.h.
@@ -322,7 +397,7 @@ TEST_P(KernelIsaTest, MatMulBitEqualsDotRowForAnyBatchAndThreads) {
     std::memcpy(w.data() + r * rb, row.data(), rb);
   }
   const MatrixView view{type(), w.data(), n_in, n_out, rb};
-  const int64_t kTok = 7;
+  const int64_t kTok = 17;
   std::vector<float> x = Gaussian(n_in * kTok, 77);
   std::vector<float> expect(n_out * kTok);
   for (int64_t t = 0; t < kTok; ++t)
@@ -330,7 +405,7 @@ TEST_P(KernelIsaTest, MatMulBitEqualsDotRowForAnyBatchAndThreads) {
       expect[t * n_out + r] = DotRow(isa(), type(), w.data() + r * rb, x.data() + t * n_in, n_in);
   for (int threads : {1, 2, 3}) {
     ThreadPool pool(threads);
-    for (int64_t n_tok : {int64_t{1}, kTok}) {
+    for (int64_t n_tok : {int64_t{1}, int64_t{2}, int64_t{3}, int64_t{5}, kTok}) {
       for (int64_t t0 = 0; t0 + n_tok <= kTok; t0 += n_tok) {
         std::vector<float> y(n_out * n_tok);
         MatMul(isa(), view, x.data() + t0 * n_in, n_tok, y.data(), threads == 1 ? nullptr : &pool);

@@ -1,0 +1,451 @@
+// Internal: the integer dot-product kernels of the quantized types, written
+// once with 256-bit intrinsics and compiled into both SIMD translation units
+// (kernels_avx2.cc, kernels_avx512.cc), each with its own flags. Where the
+// including file is built with AVX512-VNNI (+VL), the int8 and int16
+// multiply-accumulates use vpdpbusd / vpdpwssd, otherwise vpmaddubsw +
+// vpmaddwd. Everything here lives in an unnamed namespace so the two
+// instantiations never merge at link time.
+//
+// Blocking: a micro-kernel computes a group of 8 (row, token) pairs held in
+// registers: R rows x T tokens with R * T = 8 (8 x 1 for decode, so one pass
+// over the weights keeps 8 rows in flight; 4 x 2 for prefill, so each
+// unpacked weight vector feeds 2 tokens and each activation vector 4 rows).
+// Per weight block every pair accumulates its exact int32 sums in one ymm;
+// the 8 ymm are reduced together (a hadd tree, exact in integers) into one
+// vector whose lane p is pair p's block sum, and that vector enters a per-lane
+// f32 FMA chain: acc = fma(d_w * d_x, float(A), acc) (Q4_K/Q5_K then
+// acc = fma(-(dmin_w * d_x), float(B), acc)). Lane p sees exactly the
+// operations of kernels_ref.cc for its pair, so results are bit-identical to
+// the reference and independent of which micro-kernel, tile or thread
+// computed the pair. Missing rows / tokens of a partial group repeat the last
+// valid one and are not stored.
+//
+// Include only from a *_avx2.cc / *_avx512.cc file, inside no namespace.
+#pragma once
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#include "kernels/fp16.h"
+#include "kernels/kernel_table.h"
+#include "kernels/quant_blocks.h"
+
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+#define STRATA_QDOT_VNNI 1
+#else
+#define STRATA_QDOT_VNNI 0
+#endif
+
+namespace strata::internal {
+namespace {
+namespace qdot {
+
+// ---------------------------------------------------------------------------
+// Integer building blocks (all exact)
+// ---------------------------------------------------------------------------
+
+// acc + sum over each 4 bytes of u (unsigned) * x (signed), per int32 lane;
+// the pair sums of u * x must fit int16 (true for u <= 128, |x| <= 127).
+inline __m256i DotU8I8(__m256i acc, __m256i u, __m256i x) {
+#if STRATA_QDOT_VNNI
+  return _mm256_dpbusd_epi32(acc, u, x);
+#else
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), _mm256_set1_epi16(1)));
+#endif
+}
+
+// acc + sum over each 4 bytes of u * x * s16, where s16 has one int16 scale
+// per 2 bytes (int16 lane k scales bytes 2k, 2k+1).
+inline __m256i DotU8I8Scaled(__m256i acc, __m256i u, __m256i x, __m256i s16) {
+  const __m256i p = _mm256_maddubs_epi16(u, x);
+#if STRATA_QDOT_VNNI
+  return _mm256_dpwssd_epi32(acc, p, s16);
+#else
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(p, s16));
+#endif
+}
+
+// Lane p = sum of the 8 int32 lanes of v[p].
+inline __m256i Reduce8(const __m256i v[8]) {
+  const __m256i h01 = _mm256_hadd_epi32(v[0], v[1]), h23 = _mm256_hadd_epi32(v[2], v[3]);
+  const __m256i h45 = _mm256_hadd_epi32(v[4], v[5]), h67 = _mm256_hadd_epi32(v[6], v[7]);
+  const __m256i h0123 = _mm256_hadd_epi32(h01, h23), h4567 = _mm256_hadd_epi32(h45, h67);
+  return _mm256_add_epi32(_mm256_permute2x128_si256(h0123, h4567, 0x20),
+                          _mm256_permute2x128_si256(h0123, h4567, 0x31));
+}
+
+// Lane p = sum of the 4 int32 lanes of v[p].
+inline __m256i Reduce8x4(const __m128i v[8]) {
+  const __m128i h01 = _mm_hadd_epi32(v[0], v[1]), h23 = _mm_hadd_epi32(v[2], v[3]);
+  const __m128i h45 = _mm_hadd_epi32(v[4], v[5]), h67 = _mm_hadd_epi32(v[6], v[7]);
+  return _mm256_set_m128i(_mm_hadd_epi32(h45, h67), _mm_hadd_epi32(h01, h23));
+}
+
+inline __m256i Load256(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+
+// One token's quantized activations (kernel_table.h).
+struct Act {
+  const int8_t* q;
+  const float* d;
+  const int16_t* sums;
+};
+
+inline Act ActAt(const uint8_t* act, const ActLayout& l) {
+  return {reinterpret_cast<const int8_t*>(act), reinterpret_cast<const float*>(act + l.off_d),
+          reinterpret_cast<const int16_t*>(act + l.off_sums)};
+}
+
+// f32 lanes p = d_w[r(p)] * d_x[t(p)] with p = r * T + t, from fp16 d_w.
+template <int R, int T>
+inline __m256 PairScales(const uint16_t (&dw)[R], const float (&dx)[T]) {
+  alignas(16) uint16_t wh[8];
+  alignas(32) float xf[8];
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < T; ++t) {
+      wh[r * T + t] = dw[r];
+      xf[r * T + t] = dx[t];
+    }
+  return _mm256_mul_ps(_mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(wh))), _mm256_load_ps(xf));
+}
+
+inline uint16_t LoadU16(const uint8_t* p) {
+  uint16_t v;
+  std::memcpy(&v, p, 2);
+  return v;
+}
+
+// ---------------------------------------------------------------------------
+// Micro-kernels: 8 (row, token) pairs over a whole row; out[p], p = r * T + t
+// ---------------------------------------------------------------------------
+
+// The 8 6-bit scales (bytes 0..7) and mins (bytes 8..15) of a Q4_K/Q5_K
+// block, unpacked from its 12 packed bytes (quant_blocks.h) as 32-bit words.
+inline __m128i UnpackScalesMinsK4(const uint8_t* s) {
+  uint32_t w0, w1, w2;
+  std::memcpy(&w0, s, 4);
+  std::memcpy(&w1, s + 4, 4);
+  std::memcpy(&w2, s + 8, 4);
+  const uint32_t sc_lo = w0 & 0x3f3f3f3f, m_lo = w1 & 0x3f3f3f3f;
+  const uint32_t sc_hi = (w2 & 0x0f0f0f0f) | (((w0 >> 6) & 0x03030303) << 4);
+  const uint32_t m_hi = ((w2 >> 4) & 0x0f0f0f0f) | (((w1 >> 6) & 0x03030303) << 4);
+  return _mm_setr_epi32(static_cast<int>(sc_lo), static_cast<int>(sc_hi), static_cast<int>(m_lo),
+                        static_cast<int>(m_hi));
+}
+
+// Q4_K (kHighBits = false) and Q5_K (true).
+template <bool kHighBits, int R, int T>
+void MicroKScaleMin(const uint8_t* const (&rows)[R], const Act (&xs)[T], int64_t nb, float* out) {
+  using Block = std::conditional_t<kHighBits, BlockQ5_K, BlockQ4_K>;
+  const __m256i low4 = _mm256_set1_epi8(0x0F);
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    alignas(32) int16_t sc[R][16];  // [0..8) scales, [8..16) mins
+    uint16_t dw[R], dmin[R];
+    for (int r = 0; r < R; ++r) {
+      const Block* blk = reinterpret_cast<const Block*>(rows[r]) + b;
+      _mm256_store_si256(reinterpret_cast<__m256i*>(sc[r]), _mm256_cvtepu8_epi16(UnpackScalesMinsK4(blk->scales)));
+      dw[r] = blk->d;
+      dmin[r] = blk->dmin;
+    }
+    __m256i ai[R * T];
+    for (int p = 0; p < R * T; ++p) ai[p] = _mm256_setzero_si256();
+    for (int c = 0; c < 4; ++c) {
+      __m256i x0[T], x1[T];
+      for (int t = 0; t < T; ++t) {
+        x0[t] = Load256(xs[t].q + b * kQKK + 64 * c);
+        x1[t] = Load256(xs[t].q + b * kQKK + 64 * c + 32);
+      }
+      for (int r = 0; r < R; ++r) {
+        const Block* blk = reinterpret_cast<const Block*>(rows[r]) + b;
+        const __m256i q = Load256(blk->qs + 32 * c);
+        __m256i lo = _mm256_and_si256(q, low4);
+        __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
+        if constexpr (kHighBits) {
+          const __m256i qh = Load256(blk->qh);
+          const __m256i bit = _mm256_set1_epi8(1);
+          lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * c)), bit), 4));
+          hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * c + 1)), bit), 4));
+        }
+        const __m256i s0 = _mm256_set1_epi16(sc[r][2 * c]), s1 = _mm256_set1_epi16(sc[r][2 * c + 1]);
+        for (int t = 0; t < T; ++t) {
+          ai[r * T + t] = DotU8I8Scaled(ai[r * T + t], lo, x0[t], s0);
+          ai[r * T + t] = DotU8I8Scaled(ai[r * T + t], hi, x1[t], s1);
+        }
+      }
+    }
+    // B = sum_s m_s * (qx sum of sub-block s): pair sums of the 16 sums.
+    __m128i bp[T];
+    float dx[T];
+    for (int t = 0; t < T; ++t) {
+      const __m256i s16 = Load256(xs[t].sums + 16 * b);
+      bp[t] = _mm_hadd_epi16(_mm256_castsi256_si128(s16), _mm256_extracti128_si256(s16, 1));
+      dx[t] = xs[t].d[b];
+    }
+    __m128i bi[R * T];
+    for (int r = 0; r < R; ++r) {
+      const __m128i m = _mm_load_si128(reinterpret_cast<const __m128i*>(sc[r] + 8));
+      for (int t = 0; t < T; ++t) bi[r * T + t] = _mm_madd_epi16(m, bp[t]);
+    }
+    const __m256 fa = _mm256_cvtepi32_ps(Reduce8(ai)), fb = _mm256_cvtepi32_ps(Reduce8x4(bi));
+    acc = _mm256_fmadd_ps(PairScales<R, T>(dw, dx), fa, acc);
+    acc = _mm256_fnmadd_ps(PairScales<R, T>(dmin, dx), fb, acc);
+  }
+  _mm256_storeu_ps(out, acc);
+}
+
+template <int R, int T>
+void MicroQ6K(const uint8_t* const (&rows)[R], const Act (&xs)[T], int64_t nb, float* out) {
+  const __m256i low4 = _mm256_set1_epi8(0x0F), three = _mm256_set1_epi8(3);
+  // Spreads an int32 holding int16 scales (a, b) to a in lanes 0..7, b in 8..15.
+  const __m256i spread = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1,  //
+                                          2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3);
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    alignas(32) int16_t sc[R][16];
+    uint16_t dw[R];
+    for (int r = 0; r < R; ++r) {
+      const BlockQ6_K* blk = reinterpret_cast<const BlockQ6_K*>(rows[r]) + b;
+      const __m128i s8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk->scales));
+      _mm256_store_si256(reinterpret_cast<__m256i*>(sc[r]), _mm256_cvtepi8_epi16(s8));
+      dw[r] = blk->d;
+    }
+    __m256i ai[R * T];
+    for (int p = 0; p < R * T; ++p) ai[p] = _mm256_setzero_si256();
+    for (int h = 0; h < 2; ++h) {
+      for (int k = 0; k < 4; ++k) {  // 32 elements 128h + 32k .. +31
+        __m256i x[T];
+        for (int t = 0; t < T; ++t) x[t] = Load256(xs[t].q + b * kQKK + 128 * h + 32 * k);
+        for (int r = 0; r < R; ++r) {
+          const BlockQ6_K* blk = reinterpret_cast<const BlockQ6_K*>(rows[r]) + b;
+          const __m256i ql = Load256(blk->ql + 64 * h + 32 * (k % 2));
+          const __m256i qh = Load256(blk->qh + 32 * h);
+          const __m256i nib = k < 2 ? _mm256_and_si256(ql, low4) : _mm256_and_si256(_mm256_srli_epi16(ql, 4), low4);
+          const __m256i hb = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * k)), three);
+          const __m256i u = _mm256_or_si256(nib, _mm256_slli_epi16(hb, 4));
+          int32_t pair;
+          std::memcpy(&pair, &sc[r][8 * h + 2 * k], 4);
+          const __m256i s16 = _mm256_shuffle_epi8(_mm256_set1_epi32(pair), spread);
+          for (int t = 0; t < T; ++t) ai[r * T + t] = DotU8I8Scaled(ai[r * T + t], u, x[t], s16);
+        }
+      }
+    }
+    // A -= 32 * sum_s sc_s * (qx sum of sub-block s).
+    float dx[T];
+    __m256i bs[T];
+    for (int t = 0; t < T; ++t) {
+      bs[t] = Load256(xs[t].sums + 16 * b);
+      dx[t] = xs[t].d[b];
+    }
+    for (int r = 0; r < R; ++r) {
+      const __m256i s16 = _mm256_load_si256(reinterpret_cast<const __m256i*>(sc[r]));
+      for (int t = 0; t < T; ++t)
+        ai[r * T + t] = _mm256_sub_epi32(ai[r * T + t], _mm256_slli_epi32(_mm256_madd_epi16(s16, bs[t]), 5));
+    }
+    acc = _mm256_fmadd_ps(PairScales<R, T>(dw, dx), _mm256_cvtepi32_ps(Reduce8(ai)), acc);
+  }
+  _mm256_storeu_ps(out, acc);
+}
+
+// The legacy 32-blocks: the unsigned weight bytes u and the offset subtracted
+// per qx sum (Q8_0 uses the sign trick instead: |w| * sign(x, w)).
+enum class Legacy { kQ8_0, kQ4_0, kQ5_0 };
+
+template <Legacy kType>
+struct LegacyTraits;
+template <>
+struct LegacyTraits<Legacy::kQ8_0> {
+  using Block = BlockQ8_0;
+  static constexpr int kOffset = 0;
+};
+template <>
+struct LegacyTraits<Legacy::kQ4_0> {
+  using Block = BlockQ4_0;
+  static constexpr int kOffset = 8;
+};
+template <>
+struct LegacyTraits<Legacy::kQ5_0> {
+  using Block = BlockQ5_0;
+  static constexpr int kOffset = 16;
+};
+
+template <Legacy kType>
+inline __m256i UnpackLegacy(const typename LegacyTraits<kType>::Block* blk) {
+  if constexpr (kType == Legacy::kQ8_0) {
+    return Load256(blk->qs);
+  } else {
+    const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk->qs));
+    const __m128i low4 = _mm_set1_epi8(0x0F);
+    __m256i u = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q, 4), low4), _mm_and_si128(q, low4));
+    if constexpr (kType == Legacy::kQ5_0) {
+      // Byte j gets bit j of qh: spread each qh byte over 8 bytes, test bit j % 8.
+      uint32_t qh;
+      std::memcpy(&qh, blk->qh, 4);
+      const __m256i bytes = _mm256_shuffle_epi8(
+          _mm256_set1_epi32(static_cast<int>(qh)),
+          _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
+      const __m256i bit = _mm256_set1_epi64x(0x8040201008040201);
+      const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit);
+      u = _mm256_or_si256(u, _mm256_and_si256(set, _mm256_set1_epi8(16)));
+    }
+    return u;
+  }
+}
+
+template <Legacy kType, int R, int T>
+void MicroLegacy(const uint8_t* const (&rows)[R], const Act (&xs)[T], int64_t nb, float* out) {
+  using Block = typename LegacyTraits<kType>::Block;
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    __m256i x[T];
+    float dx[T];
+    alignas(32) int32_t off[8];
+    for (int t = 0; t < T; ++t) {
+      x[t] = Load256(xs[t].q + b * kQK);
+      dx[t] = xs[t].d[b];
+      for (int r = 0; r < R; ++r) off[r * T + t] = LegacyTraits<kType>::kOffset * xs[t].sums[b];
+    }
+    __m256i ai[R * T];
+    uint16_t dw[R];
+    for (int r = 0; r < R; ++r) {
+      const Block* blk = reinterpret_cast<const Block*>(rows[r]) + b;
+      dw[r] = blk->d;
+      const __m256i w = UnpackLegacy<kType>(blk);
+      for (int t = 0; t < T; ++t) {
+        if constexpr (kType == Legacy::kQ8_0)
+          ai[r * T + t] = DotU8I8(_mm256_setzero_si256(), _mm256_abs_epi8(w), _mm256_sign_epi8(x[t], w));
+        else
+          ai[r * T + t] = DotU8I8(_mm256_setzero_si256(), w, x[t]);
+      }
+    }
+    __m256i a = Reduce8(ai);
+    if constexpr (LegacyTraits<kType>::kOffset != 0)
+      a = _mm256_sub_epi32(a, _mm256_load_si256(reinterpret_cast<const __m256i*>(off)));
+    acc = _mm256_fmadd_ps(PairScales<R, T>(dw, dx), _mm256_cvtepi32_ps(a), acc);
+  }
+  _mm256_storeu_ps(out, acc);
+}
+
+// ---------------------------------------------------------------------------
+// Tile: groups of 8 pairs over the rows x tokens of the call
+// ---------------------------------------------------------------------------
+
+template <int R, int T>
+using MicroFn = void (*)(const uint8_t* const (&rows)[R], const Act (&xs)[T], int64_t nb, float* out);
+
+template <int R, int T>
+void RunGroups(MicroFn<R, T> micro, const uint8_t* w, uint64_t row_bytes, int64_t n_rows, const uint8_t* act,
+               const ActLayout& l, int64_t n_tok, int64_t nb, float* y, int64_t ys) {
+  // Rows outer: the R rows' bytes stay in L1/L2 while the tokens stream past.
+  for (int64_t r0 = 0; r0 < n_rows; r0 += R) {
+    const uint8_t* rows[R];
+    for (int r = 0; r < R; ++r) rows[r] = w + std::min<int64_t>(r0 + r, n_rows - 1) * row_bytes;
+    for (int64_t t0 = 0; t0 < n_tok; t0 += T) {
+      Act xs[T];
+      for (int t = 0; t < T; ++t) xs[t] = ActAt(act + std::min<int64_t>(t0 + t, n_tok - 1) * l.stride, l);
+      alignas(32) float out[8];
+      micro(rows, xs, nb, out);
+      for (int r = 0; r < R && r0 + r < n_rows; ++r)
+        for (int t = 0; t < T && t0 + t < n_tok; ++t) y[(t0 + t) * ys + r0 + r] = out[r * T + t];
+    }
+  }
+}
+
+// Decode (one token): 8 rows per group. Otherwise 4 rows x 2 tokens.
+template <class Micro>
+void QDotTile(const uint8_t* w, uint64_t row_bytes, int64_t n_rows, const uint8_t* act, const ActLayout& l,
+              int64_t n_tok, float* y, int64_t ys) {
+  const int64_t nb = l.n / l.block;
+  if (n_tok == 1)
+    RunGroups<8, 1>(Micro::template Fn<8, 1>, w, row_bytes, n_rows, act, l, n_tok, nb, y, ys);
+  else
+    RunGroups<4, 2>(Micro::template Fn<4, 2>, w, row_bytes, n_rows, act, l, n_tok, nb, y, ys);
+}
+
+struct KQ4 {
+  template <int R, int T>
+  static void Fn(const uint8_t* const (&rows)[R], const Act (&xs)[T], int64_t nb, float* out) {
+    MicroKScaleMin<false, R, T>(rows, xs, nb, out);
+  }
+};
+struct KQ5 {
+  template <int R, int T>
+  static void Fn(const uint8_t* const (&rows)[R], const Act (&xs)[T], int64_t nb, float* out) {
+    MicroKScaleMin<true, R, T>(rows, xs, nb, out);
+  }
+};
+struct KQ6 {
+  template <int R, int T>
+  static void Fn(const uint8_t* const (&rows)[R], const Act (&xs)[T], int64_t nb, float* out) {
+    MicroQ6K<R, T>(rows, xs, nb, out);
+  }
+};
+template <Legacy kType>
+struct KLegacy {
+  template <int R, int T>
+  static void Fn(const uint8_t* const (&rows)[R], const Act (&xs)[T], int64_t nb, float* out) {
+    MicroLegacy<kType, R, T>(rows, xs, nb, out);
+  }
+};
+
+// ---------------------------------------------------------------------------
+// Activation quantization (same operations as ref::QuantizeAct)
+// ---------------------------------------------------------------------------
+
+inline float HMax8(__m256 v) {
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
+  return _mm_cvtss_f32(m);
+}
+
+inline void QuantizeActSimd(const float* x, const ActLayout& l, uint8_t* dst) {
+  int8_t* q = reinterpret_cast<int8_t*>(dst);
+  float* d = reinterpret_cast<float*>(dst + l.off_d);
+  int16_t* sums = reinterpret_cast<int16_t*>(dst + l.off_sums);
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  const __m256i lim_hi = _mm256_set1_epi32(127), lim_lo = _mm256_set1_epi32(-127);
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  for (int64_t b = 0; b < l.n / l.block; ++b) {
+    const float* xb = x + b * l.block;
+    __m256 vmax = _mm256_setzero_ps();
+    for (int64_t i = 0; i < l.block; i += 8) vmax = _mm256_max_ps(vmax, _mm256_and_ps(_mm256_loadu_ps(xb + i), abs_mask));
+    const float amax = HMax8(vmax);
+    const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+    d[b] = amax / 127.0f;
+    const __m256 idv = _mm256_set1_ps(id);
+    for (int64_t i = 0; i < l.block; i += 32) {
+      __m256i v[4];
+      for (int k = 0; k < 4; ++k) {
+        const __m256i r = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xb + i + 8 * k), idv));
+        v[k] = _mm256_max_epi32(_mm256_min_epi32(r, lim_hi), lim_lo);
+      }
+      const __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(v[0], v[1]), _mm256_packs_epi32(v[2], v[3]));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + b * l.block + i), _mm256_permutevar8x32_epi32(p, order));
+    }
+  }
+  for (int64_t g = 0; g < l.n / l.sum_group; ++g) {
+    int s = 0;
+    for (int64_t i = 0; i < l.sum_group; ++i) s += q[g * l.sum_group + i];
+    sums[g] = static_cast<int16_t>(s);
+  }
+}
+
+}  // namespace qdot
+
+// The integer-path entries of a SIMD kernel table, in QDotSlot order.
+inline void FillQDot(KernelTable* t) {
+  t->quantize_act = qdot::QuantizeActSimd;
+  t->qdot[0] = qdot::QDotTile<qdot::KLegacy<qdot::Legacy::kQ8_0>>;
+  t->qdot[1] = qdot::QDotTile<qdot::KLegacy<qdot::Legacy::kQ4_0>>;
+  t->qdot[2] = qdot::QDotTile<qdot::KLegacy<qdot::Legacy::kQ5_0>>;
+  t->qdot[3] = qdot::QDotTile<qdot::KQ4>;
+  t->qdot[4] = qdot::QDotTile<qdot::KQ5>;
+  t->qdot[5] = qdot::QDotTile<qdot::KQ6>;
+}
+
+}  // namespace
+}  // namespace strata::internal
