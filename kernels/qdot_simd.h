@@ -85,6 +85,10 @@ inline __m256i Reduce8x4(const __m128i v[8]) {
   return _mm256_set_m128i(_mm_hadd_epi32(h45, h67), _mm_hadd_epi32(h01, h23));
 }
 
+// Super-blocks ahead of the current one that a micro-kernel prefetches per row
+// (prefetches past a row's end are harmless: they never fault).
+constexpr int kPrefetchBlocks = 8;
+
 inline __m256i Load256(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
 
 // One token's quantized activations (kernel_table.h).
@@ -147,6 +151,10 @@ void MicroKScaleMin(const uint8_t* const (&rows)[R], const Act (&xs)[T], int64_t
     uint16_t dw[R], dmin[R];
     for (int r = 0; r < R; ++r) {
       const Block* blk = reinterpret_cast<const Block*>(rows[r]) + b;
+      // Eight rows stream at once: fetch ahead, the hardware prefetcher does not follow them all.
+      _mm_prefetch(reinterpret_cast<const char*>(blk + kPrefetchBlocks), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(blk + kPrefetchBlocks) + 64, _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(blk + kPrefetchBlocks) + 128, _MM_HINT_T0);
       _mm256_store_si256(reinterpret_cast<__m256i*>(sc[r]), _mm256_cvtepu8_epi16(UnpackScalesMinsK4(blk->scales)));
       dw[r] = blk->d;
       dmin[r] = blk->dmin;
@@ -209,6 +217,8 @@ void MicroQ6K(const uint8_t* const (&rows)[R], const Act (&xs)[T], int64_t nb, f
     uint16_t dw[R];
     for (int r = 0; r < R; ++r) {
       const BlockQ6_K* blk = reinterpret_cast<const BlockQ6_K*>(rows[r]) + b;
+      for (int line = 0; line < 4; ++line)
+        _mm_prefetch(reinterpret_cast<const char*>(blk + kPrefetchBlocks) + 64 * line, _MM_HINT_T0);
       const __m128i s8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk->scales));
       _mm256_store_si256(reinterpret_cast<__m256i*>(sc[r]), _mm256_cvtepi8_epi16(s8));
       dw[r] = blk->d;
