@@ -2,6 +2,7 @@
 // request, tokenizes, schedules and prints. Subcommands:
 //   generate    text after a prompt (streamed, or one JSON object with --json)
 //   perplexity  llama-perplexity's measure over a text file
+//   template    the model's chat template applied to a conversation (no weights loaded)
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -20,6 +21,7 @@
 #include "common/log.h"
 #include "common/trace.h"
 #include "coordinator/bench.h"
+#include "coordinator/chat_template.h"
 #include "coordinator/generate.h"
 #include "coordinator/mpi_pipeline.h"
 #include "coordinator/plan.h"
@@ -336,6 +338,46 @@ int RunDump(const DumpFlags& f) {
 }
 
 
+struct TemplateFlags {
+  std::string model, template_file, messages_file, bos_token, eos_token;
+  bool think = false, no_think = false, no_generation_prompt = false;
+  bool has_bos = false, has_eos = false;
+};
+
+// Prints the prompt exactly as rendered (no newline added).
+int RunTemplate(const TemplateFlags& f) {
+  auto text = ReadFile(f.messages_file);
+  if (!text.ok()) return Fail(text.status());
+  auto conv = ParseConversation(*text);
+  if (!conv.ok()) return Fail(conv.status().WithContext("'" + f.messages_file + "'"));
+  Result<ChatTemplate> tmpl = NotFound("no template");
+  if (!f.template_file.empty()) {
+    auto src = ReadFile(f.template_file);
+    if (!src.ok()) return Fail(src.status());
+    tmpl = ChatTemplate::Create(*src, f.has_bos ? std::optional<std::string>(f.bos_token) : std::nullopt,
+                                f.has_eos ? std::optional<std::string>(f.eos_token) : std::nullopt);
+    if (!tmpl.ok()) return Fail(tmpl.status().WithContext("'" + f.template_file + "'"));
+  } else {
+    auto model = ModelFiles::Open(f.model);
+    if (!model.ok()) return Fail(model.status());
+    auto vocab = (*model)->LoadVocab();
+    if (!vocab.ok()) return Fail(vocab.status());
+    auto tok = Tokenizer::Create(std::move(vocab).value());
+    if (!tok.ok()) return Fail(tok.status());
+    tmpl = ChatTemplate::ForModel(**model, *tok);
+    if (!tmpl.ok()) return Fail(tmpl.status());
+  }
+  ChatOptions opts;
+  opts.add_generation_prompt = !f.no_generation_prompt;
+  if (f.think) opts.enable_thinking = true;
+  if (f.no_think) opts.enable_thinking = false;
+  auto prompt = tmpl->Apply(*conv, opts);
+  if (!prompt.ok()) return Fail(prompt.status());
+  std::fwrite(prompt->data(), 1, prompt->size(), stdout);
+  std::fflush(stdout);
+  return 0;
+}
+
 struct BenchFlags {
   CommonFlags common;
   BenchOptions bench;
@@ -529,6 +571,20 @@ int RunCommand(int argc, char** argv, int rank) {
   b->add_option("--inflight", bch.bench.inflight, "micro-batches in flight (default: one per stage)")->check(CLI::Range(1, 1024));
   b->add_option("--chunk", bch.bench.chunk, "prefill chunk in tokens (default: auto)")->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
 
+  TemplateFlags tpl;
+  CLI::App* tp = app.add_subcommand("template", "print the chat template applied to a conversation (the prompt, exactly)");
+  auto* tm = tp->add_option("-m,--model", tpl.model, "model whose chat template to use: a .gguf file or an HF model directory");
+  auto* tt = tp->add_option("--template", tpl.template_file, "a Jinja chat template file instead of the model's");
+  tm->excludes(tt);
+  tp->add_option("--messages", tpl.messages_file,
+                 "JSON file: an OpenAI-style list of messages, or {\"messages\": [...], \"tools\": [...]}")->required();
+  auto* tthink = tp->add_flag("--think", tpl.think, "enable_thinking=true");
+  auto* tnothink = tp->add_flag("--no-think", tpl.no_think, "enable_thinking=false (default: the template's own)");
+  tthink->excludes(tnothink);
+  tp->add_flag("--no-generation-prompt", tpl.no_generation_prompt, "add_generation_prompt=false");
+  auto* tbos = tp->add_option("--bos-token", tpl.bos_token, "with --template: the bos_token text");
+  auto* teos = tp->add_option("--eos-token", tpl.eos_token, "with --template: the eos_token text");
+
   CLI::App* ins = AddInspectCommand(app);
   CLI::App* dif = AddDiffCommand(app);
   CLI::App* mk = AddMakeModelCommand(app);
@@ -551,6 +607,16 @@ int RunCommand(int argc, char** argv, int rank) {
   }
   if (g_transport != nullptr) SetLogRank(rank, g_transport->host());
   if (ins->parsed()) return rank == 0 ? RunInspect() : 0;  // a dry run: rank 0 alone answers
+  if (tp->parsed()) {
+    if (rank != 0) return 0;
+    if (tpl.model.empty() && tpl.template_file.empty()) {
+      std::fprintf(stderr, "strata template: give a model with -m MODEL or a template with --template FILE\n");
+      return 2;
+    }
+    tpl.has_bos = tbos->count() > 0;
+    tpl.has_eos = teos->count() > 0;
+    return RunTemplate(tpl);
+  }
   if (dif->parsed()) return rank == 0 ? RunDiff() : 0;
   if (mk->parsed()) return rank == 0 ? RunMakeModel() : 0;
   if (g_transport != nullptr && rank != 0 && common != nullptr) {
