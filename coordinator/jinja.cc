@@ -684,6 +684,7 @@ class Lexer {
       } else {
         Item item{kind == '{' ? Item::kVar : Item::kBlock, "", {}, line_};
         size_t p = inner;
+        int depth = 0;  // open ( [ {: a closing }} or %} inside them is not the tag's end (as jinja2)
         while (true) {
           while (p < src_.size() && IsWs(src_[p])) {
             if (src_[p] == '\n') ++line_;
@@ -691,16 +692,19 @@ class Lexer {
           }
           if (p >= src_.size()) Fail(item.line, kind == '{' ? "unclosed '{{'" : "unclosed '{%'");
           const char close = kind == '{' ? '}' : '%';
-          if ((src_[p] == '-' || (src_[p] == '+' && kind == '%')) && src_.compare(p + 1, 2, std::string(1, close) + "}") == 0) {
+          if (depth == 0 && (src_[p] == '-' || (src_[p] == '+' && kind == '%')) && src_.compare(p + 1, 2, std::string(1, close) + "}") == 0) {
             end_sign = src_[p];
             p += 3;
             break;
           }
-          if (src_.compare(p, 2, std::string(1, close) + "}") == 0) {
+          if (depth == 0 && src_.compare(p, 2, std::string(1, close) + "}") == 0) {
             p += 2;
             break;
           }
           item.toks.push_back(NextToken(p));
+          const Tok& t = item.toks.back();
+          if (t.kind == Tok::kOp && (t.text == "(" || t.text == "[" || t.text == "{")) ++depth;
+          if (t.kind == Tok::kOp && (t.text == ")" || t.text == "]" || t.text == "}") && depth > 0) --depth;
         }
         Tok end;
         end.line = line_;

@@ -136,6 +136,8 @@ TEST(Jinja, WhitespaceControl) {
   EXPECT_EQ(Render("  {{ 'v' }}"), "  v");  // variables are not lstripped
   EXPECT_EQ(Render("x\n"), "x");            // one trailing newline dropped
   EXPECT_EQ(Render("x\r\ny"), "x\ny");      // newlines normalized
+  // A '}}' inside an open brace does not end the tag (jinja2: "{'a': {'b': 1}}").
+  EXPECT_EQ(Render("{{ {'a': {'b': 1}} }}"), "{'a': {'b': 1}}");
 }
 
 TEST(Jinja, ErrorsNameTheLine) {
