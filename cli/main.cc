@@ -2,6 +2,10 @@
 // request, tokenizes, schedules and prints. Subcommands:
 //   generate    text after a prompt (streamed, or one JSON object with --json)
 //   perplexity  llama-perplexity's measure over a text file
+//   template    the model's chat template applied to a conversation (no weights loaded)
+//   chat        an interactive conversation (rank 0 reads stdin)
+#include <atomic>
+#include <csignal>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -21,6 +25,7 @@
 #include "common/log.h"
 #include "common/trace.h"
 #include "coordinator/bench.h"
+#include "coordinator/chat_template.h"
 #include "coordinator/generate.h"
 #include "coordinator/mpi_pipeline.h"
 #include "coordinator/plan.h"
@@ -173,6 +178,59 @@ struct GenerateFlags {
   uint64_t seed = 0;
   bool ignore_eos = false;
   bool truncate = false;
+  // Chat: the prompt is a user turn of the model's chat template.
+  bool chat = false;
+  std::string system;
+  bool think = false, no_think = false, show_thinking = false;
+};
+
+GenerateOptions GenerateOptionsOf(const GenerateFlags& f) {
+  GenerateOptions opts;
+  opts.n_predict = f.n_predict;
+  opts.ignore_eos = f.ignore_eos;
+  opts.sampling.temperature = f.temp;
+  opts.sampling.top_k = f.top_k;
+  opts.sampling.top_p = f.top_p;
+  opts.sampling.min_p = f.min_p;
+  opts.sampling.repeat_penalty = f.repeat_penalty;
+  opts.sampling.repeat_last_n = f.repeat_last_n;
+  opts.sampling.seed = f.seed;
+  return opts;
+}
+
+std::optional<bool> ThinkingOf(const GenerateFlags& f) {
+  if (f.think) return true;
+  if (f.no_think) return false;
+  return std::nullopt;  // the template's default
+}
+
+// Reasoning text on a terminal is dimmed (SGR 2) so the answer stands out.
+void PrintReasoning(const std::string& text, bool tty) {
+  if (text.empty()) return;
+  if (tty) std::fputs("\x1b[2m", stdout);
+  std::fwrite(text.data(), 1, text.size(), stdout);
+  if (tty) std::fputs("\x1b[0m", stdout);
+  std::fflush(stdout);
+}
+
+// Streams answer text, and reasoning when shown; a blank line separates the
+// two.
+struct ChatPrinter {
+  bool show_thinking = false;
+  bool tty = false;
+  bool reasoning_open = false;
+  void Print(const std::string& reasoning, const std::string& answer) {
+    if (show_thinking && !reasoning.empty()) {
+      PrintReasoning(reasoning, tty);
+      reasoning_open = true;
+    }
+    if (!answer.empty()) {
+      if (reasoning_open) std::fputs("\n\n", stdout);
+      reasoning_open = false;
+      std::fwrite(answer.data(), 1, answer.size(), stdout);
+      std::fflush(stdout);
+    }
+  }
 };
 
 int RunGenerate(const GenerateFlags& f) {
@@ -185,7 +243,27 @@ int RunGenerate(const GenerateFlags& f) {
   auto session = OpenSession(f.common);
   if (!session.ok()) return Fail(session.status());
   Session& s = *session;
-  std::vector<int32_t> ids = s.tokenizer->Encode(prompt, s.tokenizer->add_bos());
+  std::vector<int32_t> ids;
+  // Chat: the template's prompt, tokenized as apply_chat_template does (the
+  // template writes any BOS itself; special tokens are parsed).
+  ThinkingSplitter splitter;
+  std::string reasoning, answer;
+  ChatPrinter printer{f.show_thinking, isatty(STDOUT_FILENO) != 0};
+  if (f.chat) {
+    auto tmpl = ChatTemplate::ForModel(*s.model, *s.tokenizer);
+    if (!tmpl.ok()) return Fail(tmpl.status(), s.pipeline.get());
+    Conversation conv;
+    if (!f.system.empty()) conv.messages.push_back({{"role", "system"}, {"content", f.system}});
+    conv.messages.push_back({{"role", "user"}, {"content", prompt}});
+    ChatOptions co;
+    co.enable_thinking = ThinkingOf(f);
+    auto text = tmpl->Apply(conv, co);
+    if (!text.ok()) return Fail(text.status(), s.pipeline.get());
+    ids = s.tokenizer->Encode(*text, false, true);
+    splitter = ThinkingSplitter(PromptOpensThinking(*text));
+  } else {
+    ids = s.tokenizer->Encode(prompt, s.tokenizer->add_bos());
+  }
   if (f.truncate && static_cast<int64_t>(ids.size()) >= f.common.ctx) {
     // Keep the end of the prompt, leaving room for the answer.
     const int64_t keep = std::max<int64_t>(1, f.common.ctx - std::min<int64_t>(f.n_predict, f.common.ctx / 2));
@@ -193,29 +271,38 @@ int RunGenerate(const GenerateFlags& f) {
         static_cast<long long>(keep), static_cast<long long>(f.common.ctx));
     ids.erase(ids.begin(), ids.end() - keep);
   }
-  GenerateOptions opts;
-  opts.n_predict = f.n_predict;
-  opts.ignore_eos = f.ignore_eos;
-  opts.sampling.temperature = f.temp;
-  opts.sampling.top_k = f.top_k;
-  opts.sampling.top_p = f.top_p;
-  opts.sampling.min_p = f.min_p;
-  opts.sampling.repeat_penalty = f.repeat_penalty;
-  opts.sampling.repeat_last_n = f.repeat_last_n;
-  opts.sampling.seed = f.seed;
+  GenerateOptions opts = GenerateOptionsOf(f);
   std::function<void(const std::string&)> stream;
-  if (!f.common.json) stream = [](const std::string& piece) {
-    std::fwrite(piece.data(), 1, piece.size(), stdout);
-    std::fflush(stdout);
-  };
+  if (f.chat) {
+    stream = [&](const std::string& piece) {
+      std::string r, a;
+      splitter.Push(piece, &r, &a);
+      reasoning += r;
+      answer += a;
+      if (!f.common.json) printer.Print(r, a);
+    };
+  } else if (!f.common.json) {
+    stream = [](const std::string& piece) {
+      std::fwrite(piece.data(), 1, piece.size(), stdout);
+      std::fflush(stdout);
+    };
+  }
   auto res = Generate(*s.pipeline, *s.tokenizer, ids, opts, f.common.ctx, stream);
   if (!res.ok()) return Fail(res.status(), s.pipeline.get());
+  if (f.chat) {
+    std::string r, a;
+    splitter.Flush(&r, &a);
+    reasoning += r;
+    answer += a;
+    if (!f.common.json) printer.Print(r, a);
+  }
   if (Status st = FinishTrace(f.common.trace_file, s.pipeline.get()); !st.ok()) return Fail(st);
   if (f.common.json) {
     nlohmann::json j;
     j["prompt_ids"] = res->prompt_ids;
     j["ids"] = res->ids;
-    j["text"] = res->text;
+    j["text"] = f.chat ? answer : res->text;
+    if (f.chat) j["reasoning"] = reasoning;
     j["finish_reason"] = res->finish_reason;
     j["timings"] = {
         {"prefill_ms", res->prefill_ms},
@@ -230,6 +317,102 @@ int RunGenerate(const GenerateFlags& f) {
                  res->prompt_ids.size(), res->prefill_ms, res->n_decoded, res->decode_ms,
                  res->decode_ms > 0 ? res->n_decoded * 1000.0 / res->decode_ms : 0.0);
   }
+  return 0;
+}
+
+// Set by SIGINT in `strata chat`: stops the answer being generated.
+std::atomic<bool> g_interrupted{false};
+extern "C" void OnInterrupt(int) { g_interrupted.store(true); }
+
+// Interactive chat on rank 0: one line a turn, the whole history rendered by
+// the model's template each turn (each turn is a fresh sequence).
+int RunChat(const GenerateFlags& f) {
+  auto session = OpenSession(f.common);
+  if (!session.ok()) return Fail(session.status());
+  Session& s = *session;
+  auto tmpl = ChatTemplate::ForModel(*s.model, *s.tokenizer);
+  if (!tmpl.ok()) return Fail(tmpl.status(), s.pipeline.get());
+  // Ctrl-C stops the answer, not the program; reads restart after it.
+  struct sigaction sa {};
+  sa.sa_handler = OnInterrupt;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  sigaction(SIGINT, &sa, nullptr);
+  const bool tty_in = isatty(STDIN_FILENO) != 0, tty_out = isatty(STDOUT_FILENO) != 0;
+  std::optional<bool> thinking = ThinkingOf(f);
+  Conversation conv;
+  auto reset = [&] {
+    conv.messages = nlohmann::ordered_json::array();
+    if (!f.system.empty()) conv.messages.push_back({{"role", "system"}, {"content", f.system}});
+  };
+  reset();
+  auto note = [&](const std::string& text) {
+    std::printf("%s%s%s\n", tty_out ? "\x1b[2m" : "", text.c_str(), tty_out ? "\x1b[0m" : "");
+    std::fflush(stdout);
+  };
+  if (tty_in) note("strata chat: /reset clears the history, /think and /no_think switch reasoning, Ctrl-C stops an answer, Ctrl-D quits");
+  uint64_t seq_id = 1;
+  std::string line;
+  while (true) {
+    if (tty_in) {
+      std::fputs("> ", stdout);
+      std::fflush(stdout);
+    }
+    if (!std::getline(std::cin, line)) break;  // Ctrl-D / end of input
+    if (line == "/reset") {
+      reset();
+      note("(history cleared)");
+      continue;
+    }
+    if (line == "/think" || line == "/no_think") {
+      thinking = line == "/think";
+      note(*thinking ? "(thinking on)" : "(thinking off)");
+      continue;
+    }
+    if (line.empty()) continue;
+    conv.messages.push_back({{"role", "user"}, {"content", line}});
+    ChatOptions co;
+    co.enable_thinking = thinking;
+    auto text = tmpl->Apply(conv, co);
+    if (!text.ok()) {
+      conv.messages.erase(conv.messages.end() - 1);
+      note("error: " + text.status().message());
+      continue;
+    }
+    std::vector<int32_t> ids = s.tokenizer->Encode(*text, false, true);
+    if (static_cast<int64_t>(ids.size()) + 1 > f.common.ctx) {
+      conv.messages.erase(conv.messages.end() - 1);
+      note("error: the conversation has " + std::to_string(ids.size()) + " tokens, more than --ctx " +
+           std::to_string(f.common.ctx) + " allows; /reset starts over");
+      continue;
+    }
+    GenerateOptions opts = GenerateOptionsOf(f);
+    opts.seq_id = seq_id++;
+    g_interrupted.store(false);
+    opts.cancel = &g_interrupted;
+    ThinkingSplitter splitter(PromptOpensThinking(*text));
+    ChatPrinter printer{f.show_thinking, tty_out};
+    std::string answer;
+    auto stream = [&](const std::string& piece) {
+      std::string r, a;
+      splitter.Push(piece, &r, &a);
+      answer += a;
+      printer.Print(r, a);
+    };
+    auto res = Generate(*s.pipeline, *s.tokenizer, ids, opts, f.common.ctx, stream);
+    if (!res.ok()) return Fail(res.status(), s.pipeline.get());
+    std::string r, a;
+    splitter.Flush(&r, &a);
+    answer += a;
+    printer.Print(r, a);
+    if (res->finish_reason == "cancelled") std::fputs(tty_out ? " \x1b[2m[stopped]\x1b[0m" : " [stopped]", stdout);
+    std::fputs("\n", stdout);
+    std::fflush(stdout);
+    conv.messages.push_back({{"role", "assistant"}, {"content", answer}});
+  }
+  if (tty_in) std::fputs("\n", stdout);
+  std::fflush(stdout);
+  if (Status st = FinishTrace(f.common.trace_file, s.pipeline.get()); !st.ok()) return Fail(st);
   return 0;
 }
 
@@ -353,6 +536,46 @@ int RunDump(const DumpFlags& f) {
   return 0;
 }
 
+
+struct TemplateFlags {
+  std::string model, template_file, messages_file, bos_token, eos_token;
+  bool think = false, no_think = false, no_generation_prompt = false;
+  bool has_bos = false, has_eos = false;
+};
+
+// Prints the prompt exactly as rendered (no newline added).
+int RunTemplate(const TemplateFlags& f) {
+  auto text = ReadFile(f.messages_file);
+  if (!text.ok()) return Fail(text.status());
+  auto conv = ParseConversation(*text);
+  if (!conv.ok()) return Fail(conv.status().WithContext("'" + f.messages_file + "'"));
+  Result<ChatTemplate> tmpl = NotFound("no template");
+  if (!f.template_file.empty()) {
+    auto src = ReadFile(f.template_file);
+    if (!src.ok()) return Fail(src.status());
+    tmpl = ChatTemplate::Create(*src, f.has_bos ? std::optional<std::string>(f.bos_token) : std::nullopt,
+                                f.has_eos ? std::optional<std::string>(f.eos_token) : std::nullopt);
+    if (!tmpl.ok()) return Fail(tmpl.status().WithContext("'" + f.template_file + "'"));
+  } else {
+    auto model = ModelFiles::Open(f.model);
+    if (!model.ok()) return Fail(model.status());
+    auto vocab = (*model)->LoadVocab();
+    if (!vocab.ok()) return Fail(vocab.status());
+    auto tok = Tokenizer::Create(std::move(vocab).value());
+    if (!tok.ok()) return Fail(tok.status());
+    tmpl = ChatTemplate::ForModel(**model, *tok);
+    if (!tmpl.ok()) return Fail(tmpl.status());
+  }
+  ChatOptions opts;
+  opts.add_generation_prompt = !f.no_generation_prompt;
+  if (f.think) opts.enable_thinking = true;
+  if (f.no_think) opts.enable_thinking = false;
+  auto prompt = tmpl->Apply(*conv, opts);
+  if (!prompt.ok()) return Fail(prompt.status());
+  std::fwrite(prompt->data(), 1, prompt->size(), stdout);
+  std::fflush(stdout);
+  return 0;
+}
 
 struct BenchFlags {
   CommonFlags common;
@@ -502,6 +725,24 @@ int main(int argc, char** argv) {
 namespace strata {
 namespace {
 
+// Sampling and chat flags shared by generate and chat.
+void AddGenerateFlags(CLI::App* g, GenerateFlags* f) {
+  g->add_option("-n,--n-predict", f->n_predict, "tokens to generate (per answer in chat)")->check(CLI::Range(1, 1 << 24));
+  g->add_option("--temp", f->temp, "temperature (0: greedy)")->check(CLI::Range(0.0f, 100.0f));
+  g->add_option("--top-k", f->top_k, "top-k (0: off)")->check(CLI::Range(0, 1 << 24));
+  g->add_option("--top-p", f->top_p, "top-p (1: off)")->check(CLI::Range(0.0f, 1.0f));
+  g->add_option("--min-p", f->min_p, "min-p (0: off)")->check(CLI::Range(0.0f, 1.0f));
+  g->add_option("--repeat-penalty", f->repeat_penalty, "repetition penalty (1: off)")->check(CLI::Range(0.0f, 100.0f));
+  g->add_option("--repeat-last-n", f->repeat_last_n, "tokens the penalty looks back over")->check(CLI::Range(0, 1 << 20));
+  g->add_option("--seed", f->seed, "sampling seed");
+  g->add_flag("--ignore-eos", f->ignore_eos, "do not stop at the model's end-of-sequence ids");
+  g->add_option("--system", f->system, "chat: a system message before the user's");
+  auto* think = g->add_flag("--think", f->think, "chat: enable_thinking=true");
+  auto* no_think = g->add_flag("--no-think", f->no_think, "chat: enable_thinking=false (default: the template's own)");
+  think->excludes(no_think);
+  g->add_flag("--show-thinking", f->show_thinking, "chat: print the reasoning too (dimmed on a terminal)");
+}
+
 int RunCommand(int argc, char** argv, int rank) {
   CLI::App app{"strata: run decoder-only language models as a pipeline of MPI ranks"};
   app.require_subcommand(1);
@@ -513,16 +754,15 @@ int RunCommand(int argc, char** argv, int rank) {
   auto* prompt_opt = g->add_option("-p,--prompt", gen.prompt, "prompt text");
   auto* file_opt = g->add_option("-f,--file", gen.prompt_file, "read the prompt from a file");
   prompt_opt->excludes(file_opt);
-  g->add_option("-n,--n-predict", gen.n_predict, "tokens to generate")->check(CLI::Range(1, 1 << 24));
-  g->add_option("--temp", gen.temp, "temperature (0: greedy)")->check(CLI::Range(0.0f, 100.0f));
-  g->add_option("--top-k", gen.top_k, "top-k (0: off)")->check(CLI::Range(0, 1 << 24));
-  g->add_option("--top-p", gen.top_p, "top-p (1: off)")->check(CLI::Range(0.0f, 1.0f));
-  g->add_option("--min-p", gen.min_p, "min-p (0: off)")->check(CLI::Range(0.0f, 1.0f));
-  g->add_option("--repeat-penalty", gen.repeat_penalty, "repetition penalty (1: off)")->check(CLI::Range(0.0f, 100.0f));
-  g->add_option("--repeat-last-n", gen.repeat_last_n, "tokens the penalty looks back over")->check(CLI::Range(0, 1 << 20));
-  g->add_option("--seed", gen.seed, "sampling seed");
-  g->add_flag("--ignore-eos", gen.ignore_eos, "do not stop at the model's end-of-sequence ids");
+  AddGenerateFlags(g, &gen);
   g->add_flag("--truncate", gen.truncate, "keep the end of a prompt longer than --ctx instead of refusing it");
+  g->add_flag("--chat", gen.chat, "the prompt is a user turn of the model's chat template (answer and reasoning apart)");
+
+  GenerateFlags cht;
+  cht.n_predict = 512;
+  CLI::App* ch = app.add_subcommand("chat", "chat with the model (rank 0 reads stdin): /reset, /think, /no_think, Ctrl-C, Ctrl-D");
+  AddCommon(ch, &cht.common, false);
+  AddGenerateFlags(ch, &cht);
 
   PerplexityFlags ppl;
   CLI::App* p = app.add_subcommand("perplexity", "perplexity of a text file (llama-perplexity's method)");
@@ -549,6 +789,20 @@ int RunCommand(int argc, char** argv, int rank) {
   b->add_option("--inflight", bch.bench.inflight, "micro-batches in flight (default: one per stage)")->check(CLI::Range(1, 1024));
   b->add_option("--chunk", bch.bench.chunk, "prefill chunk in tokens (default: auto)")->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
 
+  TemplateFlags tpl;
+  CLI::App* tp = app.add_subcommand("template", "print the chat template applied to a conversation (the prompt, exactly)");
+  auto* tm = tp->add_option("-m,--model", tpl.model, "model whose chat template to use: a .gguf file or an HF model directory");
+  auto* tt = tp->add_option("--template", tpl.template_file, "a Jinja chat template file instead of the model's");
+  tm->excludes(tt);
+  tp->add_option("--messages", tpl.messages_file,
+                 "JSON file: an OpenAI-style list of messages, or {\"messages\": [...], \"tools\": [...]}")->required();
+  auto* tthink = tp->add_flag("--think", tpl.think, "enable_thinking=true");
+  auto* tnothink = tp->add_flag("--no-think", tpl.no_think, "enable_thinking=false (default: the template's own)");
+  tthink->excludes(tnothink);
+  tp->add_flag("--no-generation-prompt", tpl.no_generation_prompt, "add_generation_prompt=false");
+  auto* tbos = tp->add_option("--bos-token", tpl.bos_token, "with --template: the bos_token text");
+  auto* teos = tp->add_option("--eos-token", tpl.eos_token, "with --template: the eos_token text");
+
   CLI::App* ins = AddInspectCommand(app);
   CLI::App* dif = AddDiffCommand(app);
   CLI::App* mk = AddMakeModelCommand(app);
@@ -562,7 +816,7 @@ int RunCommand(int argc, char** argv, int rank) {
     int code = app.exit(e);
     return code == 0 ? 0 : 2;
   }
-  const std::pair<CLI::App*, CommonFlags*> runs[] = {{g, &gen.common}, {p, &ppl.common}, {d, &dmp.common}, {b, &bch.common}};
+  const std::pair<CLI::App*, CommonFlags*> runs[] = {{g, &gen.common}, {ch, &cht.common}, {p, &ppl.common}, {d, &dmp.common}, {b, &bch.common}};
   const CommonFlags* common = nullptr;
   for (const auto& [sub, c] : runs) {
     if (!sub->parsed()) continue;
@@ -572,6 +826,16 @@ int RunCommand(int argc, char** argv, int rank) {
   }
   if (g_transport != nullptr) SetLogRank(rank, g_transport->host());
   if (ins->parsed()) return rank == 0 ? RunInspect() : 0;  // a dry run: rank 0 alone answers
+  if (tp->parsed()) {
+    if (rank != 0) return 0;
+    if (tpl.model.empty() && tpl.template_file.empty()) {
+      std::fprintf(stderr, "strata template: give a model with -m MODEL or a template with --template FILE\n");
+      return 2;
+    }
+    tpl.has_bos = tbos->count() > 0;
+    tpl.has_eos = teos->count() > 0;
+    return RunTemplate(tpl);
+  }
   if (dif->parsed()) return rank == 0 ? RunDiff() : 0;
   if (mk->parsed()) return rank == 0 ? RunMakeModel() : 0;
   if (conv.convert->parsed() || conv.quantize->parsed()) return rank == 0 ? RunConvertCommand(conv) : 0;
@@ -594,8 +858,14 @@ int RunCommand(int argc, char** argv, int rank) {
       if (g_transport != nullptr) MpiPipeline::StopWorkers(*g_transport, "no prompt");
       return 2;
     }
+    if (!gen.chat && (!gen.system.empty() || gen.think || gen.no_think || gen.show_thinking)) {
+      std::fprintf(stderr, "strata generate: --system, --think, --no-think and --show-thinking need --chat\n");
+      if (g_transport != nullptr) MpiPipeline::StopWorkers(*g_transport, "bad flags");
+      return 2;
+    }
     return RunGenerate(gen);
   }
+  if (ch->parsed()) return RunChat(cht);
   if (p->parsed()) return RunPerplexity(ppl);
   if (b->parsed()) return RunBench(bch);
   if (d->parsed()) {

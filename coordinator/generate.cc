@@ -20,6 +20,7 @@ Result<GenerateResult> Generate(Pipeline& pipeline, const Tokenizer& tokenizer, 
   job.n_predict = opts.n_predict;
   job.ignore_eos = opts.ignore_eos;
   job.sampling = opts.sampling;
+  job.cancel = opts.cancel;
   SchedulerOptions so;
   so.chunk = opts.prefill_chunk;
   so.n_ctx = n_ctx;

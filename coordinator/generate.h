@@ -1,6 +1,7 @@
 // Text generation and perplexity on rank 0, over any Pipeline.
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <string>
 #include <vector>
@@ -18,13 +19,14 @@ struct GenerateOptions {
   SamplingParams sampling;
   uint64_t seq_id = 1;
   int64_t prefill_chunk = 0;  // 0: auto (coordinator/scheduler.h)
+  const std::atomic<bool>* cancel = nullptr;  // set: stop at the next token ("cancelled")
 };
 
 struct GenerateResult {
   std::vector<int32_t> prompt_ids;
   std::vector<int32_t> ids;
   std::string text;
-  std::string finish_reason;  // "stop" (an EOS id) or "length"
+  std::string finish_reason;  // "stop" (an EOS id), "length" or "cancelled"
   double prefill_ms = 0, decode_ms = 0;
   int n_decoded = 0;  // tokens produced by decode steps (all but the first)
 };

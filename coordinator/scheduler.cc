@@ -154,6 +154,8 @@ Status RunSequences(Pipeline& pipeline, std::vector<SequenceJob>& jobs, const Sc
         STRATA_RETURN_IF_ERROR(finish(i, "stop"));
       } else if (static_cast<int>(j.ids.size()) >= j.n_predict || s.pos + 1 > opts.n_ctx) {
         STRATA_RETURN_IF_ERROR(finish(i, "length"));
+      } else if (j.cancel != nullptr && j.cancel->load()) {
+        STRATA_RETURN_IF_ERROR(finish(i, "cancelled"));
       }
     }
   }

@@ -19,6 +19,7 @@
 //   STRATA_RETURN_IF_ERROR(RunSequences(pipeline, jobs, {.n_ctx = 4096, .eos_ids = cfg.eos_ids}, nullptr));
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -36,9 +37,12 @@ struct SequenceJob {
   int n_predict = 16;           // tokens to generate
   bool ignore_eos = false;
   SamplingParams sampling;
+  // When set and true, the sequence ends at its next token with
+  // finish_reason "cancelled" (Ctrl-C in chat, a client that went away).
+  const std::atomic<bool>* cancel = nullptr;
   // Results:
   std::vector<int32_t> ids;     // generated ids (an end-of-sequence id included when it stopped there)
-  std::string finish_reason;    // "stop" (an EOS id) or "length" (n_predict or the context)
+  std::string finish_reason;    // "stop" (an EOS id), "length" (n_predict or the context) or "cancelled"
   double first_token_ms = 0;    // from the start of RunSequences
   double done_ms = 0;
 };
