@@ -9,6 +9,7 @@ packages=(
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   nlohmann-json3-dev libpcre2-dev libcli11-dev
   python3 python3-numpy python3-jinja2
+  clang libclang-rt-dev   # libFuzzer and the sanitizer runtimes (fuzz/run.sh)
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -200,7 +200,15 @@ Result<ModelConfig> LlamaFamilyConfigFromHf(const nlohmann::json& j, const std::
   c.rope_theta = static_cast<float>(theta);
   for (const nlohmann::json* scaling : {rope, j.contains("rope_scaling") ? &j["rope_scaling"] : nullptr}) {
     if (scaling == nullptr || !scaling->is_object()) continue;
-    std::string type = scaling->value("rope_type", scaling->value("type", std::string("default")));
+    // rope_type (newer) or type (older); anything but "default" changes the
+    // positions' frequencies, which strata does not implement.
+    std::string type = "default";
+    for (const char* key : {"type", "rope_type"}) {
+      auto t = scaling->find(key);
+      if (t == scaling->end() || t->is_null()) continue;
+      if (!t->is_string()) return HfError(path, std::string("rope scaling field '") + key + "' is not a string");
+      type = t->get<std::string>();
+    }
     if (type != "default") return Unimplemented("config '" + path + "': rope scaling '" + type + "' is not supported");
   }
   if (j.contains("attention_bias") && j["attention_bias"].is_boolean() && j["attention_bias"].get<bool>())
@@ -216,7 +224,13 @@ Result<ModelConfig> LlamaFamilyConfigFromHf(const nlohmann::json& j, const std::
   }
   c.rope_layout = RopeLayout::kNeox;
   c.rope_layers.assign(c.n_layers, true);
-  if (auto it = j.find("bos_token_id"); it != j.end() && it->is_number_integer()) c.bos_id = it->get<int32_t>();
+  if (auto it = j.find("bos_token_id"); it != j.end() && !it->is_null()) {
+    // Checked against the vocabulary by Validate; a huge value must not wrap
+    // into a valid-looking id.
+    if (!it->is_number_integer() || it->get<int64_t>() < 0 || it->get<int64_t>() > INT32_MAX)
+      return HfError(path, "field 'bos_token_id' must be a non-negative integer");
+    c.bos_id = static_cast<int32_t>(it->get<int64_t>());
+  }
   STRATA_RETURN_IF_ERROR(AddEosIds(j, path, &c.eos_ids));
   return c;
 }

@@ -249,8 +249,11 @@ Status GgufFile::Parse() {
   uint64_t pos = c.pos();
   uint64_t pad = (alignment_ - pos % alignment_) % alignment_;
   if (n_tensors > 0 && pad > size - pos) return Fail("truncated before the tensor data");
-  data_offset_ = pos + pad;
-  const uint64_t data_size = size >= data_offset_ ? size - data_offset_ : 0;
+  // A file without tensors (a vocabulary-only GGUF) may end before the
+  // padding; its data region is then empty and starts at the end of the file,
+  // so that [0, data_offset()) is always inside the mapping.
+  data_offset_ = std::min(pos + pad, size);
+  const uint64_t data_size = size - data_offset_;
   // Tensors must lie inside the data region and must not overlap.
   std::vector<std::pair<uint64_t, uint64_t>> spans;
   spans.reserve(tensors_.size());
@@ -352,10 +355,17 @@ Result<std::vector<int64_t>> GgufFile::GetIntArray(std::string_view key) const {
     return WrongType(path(), key, v->type, "array of integers");
   std::vector<int64_t> out;
   out.reserve(a->count);
+  bool too_big = false;  // a uint64 element above INT64_MAX must not wrap negative
   ForEachItem(*a, [&](const GgufValue& x) {
-    if (auto* i = std::get_if<int64_t>(&x.v)) out.push_back(*i);
-    else out.push_back(static_cast<int64_t>(std::get<uint64_t>(x.v)));
+    if (auto* i = std::get_if<int64_t>(&x.v)) {
+      out.push_back(*i);
+    } else {
+      uint64_t u = std::get<uint64_t>(x.v);
+      too_big |= u > static_cast<uint64_t>(INT64_MAX);
+      out.push_back(static_cast<int64_t>(u));
+    }
   });
+  if (too_big) return DataLoss("GGUF file '" + path() + "': metadata '" + std::string(key) + "' holds a value that does not fit int64");
   return out;
 }
 

@@ -11,6 +11,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "model/untrusted_json.h"
+
 namespace strata {
 namespace {
 
@@ -35,13 +37,6 @@ Result<std::string> ReadText(const std::string& path, uint64_t max_bytes) {
   in.read(s.data(), static_cast<std::streamsize>(size));
   if (!in) return IoError("cannot read '" + path + "'");
   return s;
-}
-
-Result<nlohmann::json> ReadJson(const std::string& path) {
-  STRATA_ASSIGN_OR_RETURN(std::string text, ReadText(path, 64u << 20));
-  nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return DataLoss("'" + path + "' is not valid JSON");
-  return j;
 }
 
 // FNV-1a 64, enough to tell two model files apart.
@@ -108,30 +103,36 @@ Status ModelFiles::OpenGguf() {
   return Status::Ok();
 }
 
-Status ModelFiles::OpenHfDirectory() {
-  const std::string config_path = path_ + "/config.json";
-  if (!IsFile(config_path)) return NotFound("model directory '" + path_ + "' has no config.json");
-  STRATA_ASSIGN_OR_RETURN(nlohmann::json cfg, ReadJson(config_path));
-  if (!cfg.is_object()) return DataLoss("config '" + config_path + "': not a JSON object");
+Result<ModelConfig> ReadHfConfig(const std::string& dir, std::string* config_text) {
+  const std::string config_path = dir + "/config.json";
+  if (!IsFile(config_path)) return NotFound("model directory '" + dir + "' has no config.json");
+  STRATA_ASSIGN_OR_RETURN(nlohmann::json cfg, ReadUntrustedJsonFile(config_path, "config"));
   auto mt = cfg.find("model_type");
   if (mt == cfg.end() || !mt->is_string()) return DataLoss("config '" + config_path + "': missing string field 'model_type'");
   const Architecture* a = FindArchitectureByHfType(mt->get<std::string>());
   if (a == nullptr)
     return Unimplemented("config '" + config_path + "': model_type '" + mt->get<std::string>() + "' is not supported (strata runs " +
                          SupportedArchitectures() + ")");
-  STRATA_ASSIGN_OR_RETURN(config_, a->config_from_hf(cfg, config_path));
-  const std::string gen_path = path_ + "/generation_config.json";
+  STRATA_ASSIGN_OR_RETURN(ModelConfig config, a->config_from_hf(cfg, config_path));
+  const std::string gen_path = dir + "/generation_config.json";
   if (IsFile(gen_path)) {
-    STRATA_ASSIGN_OR_RETURN(nlohmann::json gen, ReadJson(gen_path));
-    STRATA_RETURN_IF_ERROR(AddGenerationConfigEos(gen, gen_path, &config_.eos_ids));
-    STRATA_RETURN_IF_ERROR(config_.Validate("generation config '" + gen_path + "'"));
+    STRATA_ASSIGN_OR_RETURN(nlohmann::json gen, ReadUntrustedJsonFile(gen_path, "generation config"));
+    STRATA_RETURN_IF_ERROR(AddGenerationConfigEos(gen, gen_path, &config.eos_ids));
+    STRATA_RETURN_IF_ERROR(config.Validate("generation config '" + gen_path + "'"));
   }
+  if (config_text) *config_text = cfg.dump();  // depth bounded by ReadUntrustedJsonFile
+  return config;
+}
+
+Status ModelFiles::OpenHfDirectory() {
+  std::string config_text;
+  STRATA_ASSIGN_OR_RETURN(config_, ReadHfConfig(path_, &config_text));
   STRATA_ASSIGN_OR_RETURN(safetensors_, SafetensorsModel::OpenDir(path_));
   // Map HF names to the table's GGUF names; safetensors shapes are row-major
   // (outermost first), ggml's are innermost first.
   std::map<std::string, std::string> hf_to_gguf;
   for (const TensorSpec& s : DecoderTensorTable(config_)) hf_to_gguf[s.hf_name] = s.gguf_name;
-  uint64_t h = Fnv1a(cfg.dump().data(), cfg.dump().size());
+  uint64_t h = Fnv1a(config_text.data(), config_text.size());
   uint64_t total = 0;
   for (const SafetensorsTensor& t : safetensors_->tensors()) {
     auto it = hf_to_gguf.find(t.name);
@@ -145,7 +146,12 @@ Status ModelFiles::OpenHfDirectory() {
     total += t.nbytes;
     std::string desc = t.name + ":" + TypeName(t.type) + ShapeText(t.shape);
     h = Fnv1a(desc.data(), desc.size(), h);
-    tensors_.emplace(name, std::move(w));
+    // A checkpoint could hold both an HF name and the GGUF name it maps to
+    // ("model.norm.weight" and "output_norm.weight"): which one is used must
+    // not depend on the order of a map, so such a file is refused.
+    if (!tensors_.emplace(name, std::move(w)).second)
+      return DataLoss("model directory '" + path_ + "': tensors '" + t.name + "' and '" + name +
+                      "' are the same weight under two names");
   }
   char buf[17];
   std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
@@ -226,7 +232,7 @@ std::optional<std::string> ModelFiles::ChatTemplate() const {
     return std::nullopt;
   }
   if (auto t = ReadText(path_ + "/chat_template.jinja", 1u << 20); t.ok()) return *t;
-  if (auto j = ReadJson(path_ + "/tokenizer_config.json"); j.ok() && j->is_object()) {
+  if (auto j = ReadUntrustedJsonFile(path_ + "/tokenizer_config.json", "tokenizer config"); j.ok()) {
     auto it = j->find("chat_template");
     if (it != j->end() && it->is_string()) return it->get<std::string>();
   }

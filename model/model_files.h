@@ -34,6 +34,11 @@ struct WeightTensor {
   int64_t row_length() const { return ne.empty() ? 0 : ne[0]; }
 };
 
+// An HF directory's hyper-parameters: `dir`/config.json resolved by its
+// architecture, plus generation_config.json's eos ids when present. Also
+// returns config.json re-serialized (for the fingerprint) when asked.
+Result<ModelConfig> ReadHfConfig(const std::string& dir, std::string* config_text = nullptr);
+
 class ModelFiles {
  public:
   enum class Format { kGguf, kHfDirectory };

@@ -12,10 +12,11 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <set>
 #include <tuple>
 
 #include <nlohmann/json.hpp>
+
+#include "model/untrusted_json.h"
 
 namespace strata {
 namespace {
@@ -25,8 +26,8 @@ static_assert(std::endian::native == std::endian::little, "safetensors is little
 constexpr uint64_t kMaxHeaderBytes = 100ull << 20;  // the reference implementation's limit
 constexpr uint64_t kMaxIndexBytes = 100ull << 20;
 // A valid header nests 3 deep ({name: {shape: [..]}}); anything much deeper
-// is hostile and only costs stack in the JSON parser.
-constexpr int kMaxJsonDepth = 8;
+// is hostile.
+constexpr int kMaxHeaderJsonDepth = 8;
 
 // The closed list of safetensors dtypes. Sizes are in bits because the
 // sub-byte float formats (F4, F6_*) exist; a tensor's bit count must then be
@@ -68,93 +69,6 @@ std::string ShapeText(const std::vector<int64_t>& shape) {
   std::string s = "[";
   for (size_t i = 0; i < shape.size(); ++i) s += (i ? "," : "") + std::to_string(shape[i]);
   return s + "]";
-}
-
-// Returns true when [p, p+n) is well-formed UTF-8 (no overlong forms, no
-// surrogates, nothing above U+10FFFF); else sets *bad_at to the first bad byte.
-bool ValidUtf8(const uint8_t* p, uint64_t n, uint64_t* bad_at) {
-  uint64_t i = 0;
-  while (i < n) {
-    uint8_t c = p[i];
-    if (c < 0x80) { ++i; continue; }
-    int len;
-    uint32_t cp, min;
-    if ((c & 0xE0) == 0xC0) { len = 2; cp = c & 0x1F; min = 0x80; }
-    else if ((c & 0xF0) == 0xE0) { len = 3; cp = c & 0x0F; min = 0x800; }
-    else if ((c & 0xF8) == 0xF0) { len = 4; cp = c & 0x07; min = 0x10000; }
-    else { *bad_at = i; return false; }
-    if (n - i < static_cast<uint64_t>(len)) { *bad_at = i; return false; }
-    for (int k = 1; k < len; ++k) {
-      uint8_t cc = p[i + k];
-      if ((cc & 0xC0) != 0x80) { *bad_at = i; return false; }
-      cp = (cp << 6) | (cc & 0x3F);
-    }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) { *bad_at = i; return false; }
-    i += len;
-  }
-  return true;
-}
-
-// Deepest nesting of [ and { outside strings (stops counting past `limit`).
-int JsonDepth(std::string_view s, int limit) {
-  int depth = 0, max_depth = 0;
-  bool in_string = false, escaped = false;
-  for (char c : s) {
-    if (in_string) {
-      if (escaped) escaped = false;
-      else if (c == '\\') escaped = true;
-      else if (c == '"') in_string = false;
-      continue;
-    }
-    if (c == '"') in_string = true;
-    else if (c == '[' || c == '{') { max_depth = std::max(max_depth, ++depth); if (max_depth > limit) return max_depth; }
-    else if (c == ']' || c == '}') --depth;
-  }
-  return max_depth;
-}
-
-// Parses untrusted JSON text. `what` names the source in messages
-// ("safetensors file 'x': header"). Rejects duplicate keys in any object,
-// which nlohmann would otherwise resolve silently (last one wins).
-Result<nlohmann::json> ParseJson(std::string_view text, const std::string& what) {
-  uint64_t bad_at = 0;
-  if (!ValidUtf8(reinterpret_cast<const uint8_t*>(text.data()), text.size(), &bad_at))
-    return DataLoss(what + " is not valid UTF-8 (bad byte at offset " + std::to_string(bad_at) + ")");
-  // nlohmann's lexer ends the input at a NUL byte, which would let anything
-  // follow it; raw NULs are never valid JSON (strings must escape them).
-  if (size_t nul = text.find('\0'); nul != std::string_view::npos)
-    return DataLoss(what + " contains a NUL byte at offset " + std::to_string(nul));
-  if (JsonDepth(text, kMaxJsonDepth) > kMaxJsonDepth)
-    return DataLoss(what + " nests JSON deeper than " + std::to_string(kMaxJsonDepth) + " levels");
-  std::vector<std::set<std::string>> open_objects;
-  std::string duplicate;
-  bool has_duplicate = false;
-  auto on_event = [&](int /*depth*/, nlohmann::json::parse_event_t event, nlohmann::json& parsed) -> bool {
-    using E = nlohmann::json::parse_event_t;
-    if (event == E::object_start) {
-      open_objects.emplace_back();
-    } else if (event == E::object_end) {
-      if (!open_objects.empty()) open_objects.pop_back();
-    } else if (event == E::key && !open_objects.empty() && parsed.is_string()) {
-      const std::string& k = parsed.get_ref<const std::string&>();
-      if (!open_objects.back().insert(k).second && !has_duplicate) {
-        has_duplicate = true;
-        duplicate = k;
-      }
-    }
-    return true;
-  };
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(text.begin(), text.end(), on_event, /*allow_exceptions=*/true);
-  } catch (const std::exception& e) {
-    return DataLoss(what + " is not valid JSON: " + e.what());
-  } catch (...) {
-    return DataLoss(what + " is not valid JSON");
-  }
-  if (has_duplicate) return DataLoss(what + ": duplicate key " + Quote(duplicate));
-  if (!j.is_object()) return DataLoss(what + " is not a JSON object");
-  return j;
 }
 
 // stat() distinguishes "missing" (kNotFound) from the errors MappedFile reports.
@@ -200,7 +114,7 @@ Status ParseFile(const MappedFile& f, ParsedFile* out) {
     return fail("header length " + std::to_string(header_len) + " runs past the end of the file (" + std::to_string(size) + " bytes)");
   if (header_len == 0) return fail("header is empty");
   std::string_view text(reinterpret_cast<const char*>(f.data()) + 8, header_len);
-  STRATA_ASSIGN_OR_RETURN(nlohmann::json header, ParseJson(text, what + ": header"));
+  STRATA_ASSIGN_OR_RETURN(nlohmann::json header, ParseUntrustedJson(text, what + ": header", kMaxHeaderJsonDepth));
 
   const uint64_t data_start = 8 + header_len;
   const uint64_t data_size = size - data_start;
@@ -331,7 +245,7 @@ Result<std::unique_ptr<SafetensorsModel>> SafetensorsModel::OpenIndex(const std:
   if (index_file->size() > kMaxIndexBytes)
     return DataLoss(what + ": " + std::to_string(index_file->size()) + " bytes, more than the limit of " + std::to_string(kMaxIndexBytes));
   std::string_view text(reinterpret_cast<const char*>(index_file->data()), index_file->size());
-  STRATA_ASSIGN_OR_RETURN(nlohmann::json index, ParseJson(text, what));
+  STRATA_ASSIGN_OR_RETURN(nlohmann::json index, ParseUntrustedJson(text, what));
   auto wm = index.find("weight_map");
   if (wm == index.end() || !wm->is_object()) return DataLoss(what + ": missing object 'weight_map'");
   if (wm->empty()) return DataLoss(what + ": 'weight_map' lists no tensors");

@@ -47,9 +47,10 @@ Result<ModelConfig> Smollm3ConfigFromHf(const nlohmann::json& j, const std::stri
                       std::to_string(c.n_layers) + " (num_hidden_layers)");
     for (int i = 0; i < c.n_layers; ++i) {
       const auto& v = (*it)[i];
-      if (!v.is_number_integer() || (v.get<int>() != 0 && v.get<int>() != 1))
+      // get<int64_t>, not get<int>: 2^32 + 1 must not pass as 1.
+      if (!v.is_number_integer() || (v.get<int64_t>() != 0 && v.get<int64_t>() != 1))
         return DataLoss("config '" + path + "': no_rope_layers[" + std::to_string(i) + "] must be 0 or 1");
-      c.rope_layers[i] = v.get<int>() == 1;
+      c.rope_layers[i] = v.get<int64_t>() == 1;
     }
   } else {
     int interval = kDefaultNoRopeInterval;

@@ -9,12 +9,12 @@
 #include <algorithm>
 #include <fstream>
 #include <queue>
-#include <sstream>
 
 #include <nlohmann/json.hpp>
 
 #include "model/gguf.h"
 #include "model/unicode.h"
+#include "model/untrusted_json.h"
 
 namespace strata {
 namespace {
@@ -80,18 +80,7 @@ Status JsonField(const std::string& file, const std::string& field, const std::s
   return DataLoss("'" + file + "': field '" + field + "': " + what);
 }
 
-Result<Json> ReadJsonFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return NotFound("cannot open '" + path + "'");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) return IoError("cannot read '" + path + "'");
-  Json j = Json::parse(ss.str(), nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return DataLoss("'" + path + "': not valid JSON");
-  if (!j.is_object()) return DataLoss("'" + path + "': expected a JSON object at the top level, got " +
-                                      std::string(JsonTypeName(j)));
-  return j;
-}
+Result<Json> ReadJsonFile(const std::string& path) { return ReadUntrustedJsonFile(path, ""); }
 
 // A token named in tokenizer_config.json: either "text" or {"content": "text", ...}.
 Result<std::optional<std::string>> ConfigTokenName(const Json& cfg, const std::string& file,
@@ -229,6 +218,12 @@ Result<VocabSpec> LoadVocabFromTokenizerJson(const std::string& dir) {
       }
     }
     if (max_id < 0) return JsonField(file, "model.vocab", "empty");
+    // The id table is sized by the largest id: bound it by what the file
+    // lists, so that a few bytes ({"a": 16777215}) cannot allocate 16M tokens.
+    const int64_t listed = static_cast<int64_t>(vocab->size() + (has_added ? added->size() : 0));
+    if (max_id >= 2 * listed + 1024)
+      return JsonField(file, "model.vocab", "id " + std::to_string(max_id) + " is far past the " + std::to_string(listed) +
+                                                " tokens listed (ids must be nearly dense)");
 
     spec.tokens.assign(static_cast<size_t>(max_id) + 1, std::string());
     spec.token_types.assign(spec.tokens.size(), kTokenUnused);  // holes stay unused
