@@ -3,8 +3,12 @@
 //   strata_kernel_bench --benchmark_filter='type:12/' --benchmark_min_time=0.3s
 // Counters: weight bytes read per second and FLOP/s (2 per multiply-add);
 // compare bytes/s with the machine's measured read bandwidth for decode.
+// BM_MatVecCold is decode as a model runs it: it cycles through copies of the
+// matrix that together far exceed the last-level cache, so every weight byte
+// comes from DRAM.
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <random>
 #include <vector>
 
@@ -66,6 +70,51 @@ void MatMulArgs(benchmark::internal::Benchmark* b) {
 }
 
 BENCHMARK(BM_MatMul)->Apply(MatMulArgs)->UseRealTime()->Unit(benchmark::kMicrosecond);
+
+void BM_MatVecCold(benchmark::State& state) {
+  const TensorType type = static_cast<TensorType>(state.range(0));
+  const int64_t n_in = state.range(1), n_out = state.range(2);
+  ThreadPool& pool = Pool(static_cast<int>(state.range(3)));
+  const uint64_t rb = RowBytes(type, n_in).value();
+  constexpr uint64_t kColdBytes = uint64_t{512} << 20;  // well past any L3
+  const uint64_t matrix_bytes = rb * n_out;
+  const int64_t copies = static_cast<int64_t>((kColdBytes + matrix_bytes - 1) / matrix_bytes);
+  std::vector<uint8_t> w(matrix_bytes * copies);  // [copies][n_out][rb]
+  {
+    std::mt19937 rng(1);
+    std::normal_distribution<float> dist(0.0f, 0.02f);
+    std::vector<float> row(n_in);
+    for (int64_t r = 0; r < n_out; ++r) {
+      for (float& v : row) v = dist(rng);
+      QuantizeRow(type, row.data(), w.data() + r * rb, n_in);
+    }
+    for (int64_t c = 1; c < copies; ++c) std::copy(w.begin(), w.begin() + matrix_bytes, w.begin() + c * matrix_bytes);
+  }
+  std::vector<float> x(n_in), y(n_out);
+  {
+    std::mt19937 rng(2);
+    std::normal_distribution<float> dist(0.0f, 1.0f);
+    for (float& v : x) v = dist(rng);
+  }
+  int64_t c = 0;
+  for (auto _ : state) {
+    const MatrixView view{type, w.data() + c * matrix_bytes, n_in, n_out, rb};
+    MatMul(view, x.data(), 1, y.data(), &pool);
+    benchmark::DoNotOptimize(y.data());
+    c = (c + 1) % copies;
+  }
+  state.SetLabel(std::string(TypeName(type)) + " " + ActiveIsa() + " t=" + std::to_string(pool.size()));
+  state.counters["bytes/s"] = benchmark::Counter(static_cast<double>(matrix_bytes), benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void MatVecColdArgs(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"type", "n_in", "n_out", "threads"});
+  for (TensorType t : {TensorType::kQ8_0, TensorType::kQ4_0, TensorType::kQ4_K, TensorType::kQ5_K, TensorType::kQ6_K})
+    for (auto [n_in, n_out] : {std::pair<int64_t, int64_t>{2048, 11008}, {11008, 2048}})
+      for (int64_t threads : {1, 2}) b->Args({static_cast<int64_t>(t), n_in, n_out, threads});
+}
+
+BENCHMARK(BM_MatVecCold)->Apply(MatVecColdArgs)->UseRealTime()->Unit(benchmark::kMicrosecond);
 
 }  // namespace
 }  // namespace strata

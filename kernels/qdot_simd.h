@@ -85,9 +85,24 @@ inline __m256i Reduce8x4(const __m128i v[8]) {
   return _mm256_set_m128i(_mm_hadd_epi32(h45, h67), _mm_hadd_epi32(h01, h23));
 }
 
-// Super-blocks ahead of the current one that a micro-kernel prefetches per row
-// (prefetches past a row's end are harmless: they never fault).
+// Super-blocks ahead of the current one that a micro-kernel prefetches per row.
 constexpr int kPrefetchBlocks = 8;
+
+// Eight rows stream at once, more than the hardware prefetcher follows, so a
+// micro-kernel fetches kPrefetchBlocks blocks ahead in the order it consumes
+// them: further along its rows, then, near their end, into the next group's
+// rows (next_group bytes on). Model rows are short (2048 values: 8 Q4_K
+// super-blocks), so without the wrap most of a matrix would be read cold.
+// Prefetches past the matrix are harmless: they never fault.
+template <int R, int kLines>
+inline void PrefetchAhead(const uint8_t* const (&rows)[R], int64_t b, int64_t nb, int64_t block_bytes,
+                          int64_t next_group) {
+  const int64_t a = b + kPrefetchBlocks;
+  const int64_t off = a < nb ? a * block_bytes : next_group + (a - nb) * block_bytes;
+  for (int r = 0; r < R; ++r)
+    for (int line = 0; line < kLines; ++line)
+      _mm_prefetch(reinterpret_cast<const char*>(rows[r] + off) + 64 * line, _MM_HINT_T0);
+}
 
 inline __m256i Load256(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
 
@@ -142,19 +157,16 @@ inline __m128i UnpackScalesMinsK4(const uint8_t* s) {
 
 // Q4_K (kHighBits = false) and Q5_K (true).
 template <bool kHighBits, int R, int T>
-void MicroKScaleMin(const uint8_t* const (&rows)[R], const Act (&xs)[T], int64_t nb, float* out) {
+void MicroKScaleMin(const uint8_t* const (&rows)[R], const Act (&xs)[T], int64_t nb, int64_t next_group, float* out) {
   using Block = std::conditional_t<kHighBits, BlockQ5_K, BlockQ4_K>;
   const __m256i low4 = _mm256_set1_epi8(0x0F);
   __m256 acc = _mm256_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
+    PrefetchAhead<R, (sizeof(Block) + 63) / 64>(rows, b, nb, sizeof(Block), next_group);
     alignas(32) int16_t sc[R][16];  // [0..8) scales, [8..16) mins
     uint16_t dw[R], dmin[R];
     for (int r = 0; r < R; ++r) {
       const Block* blk = reinterpret_cast<const Block*>(rows[r]) + b;
-      // Eight rows stream at once: fetch ahead, the hardware prefetcher does not follow them all.
-      _mm_prefetch(reinterpret_cast<const char*>(blk + kPrefetchBlocks), _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(blk + kPrefetchBlocks) + 64, _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(blk + kPrefetchBlocks) + 128, _MM_HINT_T0);
       _mm256_store_si256(reinterpret_cast<__m256i*>(sc[r]), _mm256_cvtepu8_epi16(UnpackScalesMinsK4(blk->scales)));
       dw[r] = blk->d;
       dmin[r] = blk->dmin;
@@ -206,19 +218,18 @@ void MicroKScaleMin(const uint8_t* const (&rows)[R], const Act (&xs)[T], int64_t
 }
 
 template <int R, int T>
-void MicroQ6K(const uint8_t* const (&rows)[R], const Act (&xs)[T], int64_t nb, float* out) {
+void MicroQ6K(const uint8_t* const (&rows)[R], const Act (&xs)[T], int64_t nb, int64_t next_group, float* out) {
   const __m256i low4 = _mm256_set1_epi8(0x0F), three = _mm256_set1_epi8(3);
   // Spreads an int32 holding int16 scales (a, b) to a in lanes 0..7, b in 8..15.
   const __m256i spread = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1,  //
                                           2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3);
   __m256 acc = _mm256_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
+    PrefetchAhead<R, (sizeof(BlockQ6_K) + 63) / 64>(rows, b, nb, sizeof(BlockQ6_K), next_group);
     alignas(32) int16_t sc[R][16];
     uint16_t dw[R];
     for (int r = 0; r < R; ++r) {
       const BlockQ6_K* blk = reinterpret_cast<const BlockQ6_K*>(rows[r]) + b;
-      for (int line = 0; line < 4; ++line)
-        _mm_prefetch(reinterpret_cast<const char*>(blk + kPrefetchBlocks) + 64 * line, _MM_HINT_T0);
       const __m128i s8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk->scales));
       _mm256_store_si256(reinterpret_cast<__m256i*>(sc[r]), _mm256_cvtepi8_epi16(s8));
       dw[r] = blk->d;
@@ -306,7 +317,7 @@ inline __m256i UnpackLegacy(const typename LegacyTraits<kType>::Block* blk) {
 }
 
 template <Legacy kType, int R, int T>
-void MicroLegacy(const uint8_t* const (&rows)[R], const Act (&xs)[T], int64_t nb, float* out) {
+void MicroLegacy(const uint8_t* const (&rows)[R], const Act (&xs)[T], int64_t nb, int64_t next_group, float* out) {
   using Block = typename LegacyTraits<kType>::Block;
   __m256 acc = _mm256_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
@@ -344,7 +355,7 @@ void MicroLegacy(const uint8_t* const (&rows)[R], const Act (&xs)[T], int64_t nb
 // ---------------------------------------------------------------------------
 
 template <int R, int T>
-using MicroFn = void (*)(const uint8_t* const (&rows)[R], const Act (&xs)[T], int64_t nb, float* out);
+using MicroFn = void (*)(const uint8_t* const (&rows)[R], const Act (&xs)[T], int64_t nb, int64_t next_group, float* out);
 
 template <int R, int T>
 void RunGroups(MicroFn<R, T> micro, const uint8_t* w, uint64_t row_bytes, int64_t n_rows, const uint8_t* act,
@@ -357,7 +368,7 @@ void RunGroups(MicroFn<R, T> micro, const uint8_t* w, uint64_t row_bytes, int64_
       Act xs[T];
       for (int t = 0; t < T; ++t) xs[t] = ActAt(act + std::min<int64_t>(t0 + t, n_tok - 1) * l.stride, l);
       alignas(32) float out[8];
-      micro(rows, xs, nb, out);
+      micro(rows, xs, nb, R * static_cast<int64_t>(row_bytes), out);
       for (int r = 0; r < R && r0 + r < n_rows; ++r)
         for (int t = 0; t < T && t0 + t < n_tok; ++t) y[(t0 + t) * ys + r0 + r] = out[r * T + t];
     }
@@ -377,27 +388,27 @@ void QDotTile(const uint8_t* w, uint64_t row_bytes, int64_t n_rows, const uint8_
 
 struct KQ4 {
   template <int R, int T>
-  static void Fn(const uint8_t* const (&rows)[R], const Act (&xs)[T], int64_t nb, float* out) {
-    MicroKScaleMin<false, R, T>(rows, xs, nb, out);
+  static void Fn(const uint8_t* const (&rows)[R], const Act (&xs)[T], int64_t nb, int64_t next_group, float* out) {
+    MicroKScaleMin<false, R, T>(rows, xs, nb, next_group, out);
   }
 };
 struct KQ5 {
   template <int R, int T>
-  static void Fn(const uint8_t* const (&rows)[R], const Act (&xs)[T], int64_t nb, float* out) {
-    MicroKScaleMin<true, R, T>(rows, xs, nb, out);
+  static void Fn(const uint8_t* const (&rows)[R], const Act (&xs)[T], int64_t nb, int64_t next_group, float* out) {
+    MicroKScaleMin<true, R, T>(rows, xs, nb, next_group, out);
   }
 };
 struct KQ6 {
   template <int R, int T>
-  static void Fn(const uint8_t* const (&rows)[R], const Act (&xs)[T], int64_t nb, float* out) {
-    MicroQ6K<R, T>(rows, xs, nb, out);
+  static void Fn(const uint8_t* const (&rows)[R], const Act (&xs)[T], int64_t nb, int64_t next_group, float* out) {
+    MicroQ6K<R, T>(rows, xs, nb, next_group, out);
   }
 };
 template <Legacy kType>
 struct KLegacy {
   template <int R, int T>
-  static void Fn(const uint8_t* const (&rows)[R], const Act (&xs)[T], int64_t nb, float* out) {
-    MicroLegacy<kType, R, T>(rows, xs, nb, out);
+  static void Fn(const uint8_t* const (&rows)[R], const Act (&xs)[T], int64_t nb, int64_t next_group, float* out) {
+    MicroLegacy<kType, R, T>(rows, xs, nb, next_group, out);
   }
 };
 
