@@ -94,10 +94,10 @@ constexpr int kPrefetchBlocks = 8;
 // rows (next_group bytes on). Model rows are short (2048 values: 8 Q4_K
 // super-blocks), so without the wrap most of a matrix would be read cold.
 // Prefetches past the matrix are harmless: they never fault.
-template <int R, int kLines>
+template <int R, int kLines, int kAhead = kPrefetchBlocks>
 inline void PrefetchAhead(const uint8_t* const (&rows)[R], int64_t b, int64_t nb, int64_t block_bytes,
                           int64_t next_group) {
-  const int64_t a = b + kPrefetchBlocks;
+  const int64_t a = b + kAhead;
   const int64_t off = a < nb ? a * block_bytes : next_group + (a - nb) * block_bytes;
   for (int r = 0; r < R; ++r)
     for (int line = 0; line < kLines; ++line)
@@ -321,6 +321,9 @@ void MicroLegacy(const uint8_t* const (&rows)[R], const Act (&xs)[T], int64_t nb
   using Block = typename LegacyTraits<kType>::Block;
   __m256 acc = _mm256_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
+    // 32-element blocks are small: one line per row every other block, about
+    // the same distance in bytes as the K-quants' prefetch.
+    if ((b & 1) == 0) PrefetchAhead<R, 1, 8 * kPrefetchBlocks>(rows, b, nb, sizeof(Block), next_group);
     __m256i x[T];
     float dx[T];
     alignas(32) int32_t off[8];
