@@ -1622,6 +1622,12 @@ class Renderer {
       for (auto it = context.begin(); it != context.end(); ++it) root_->vars[it.key()] = FromJson(it.value());
   }
 
+  ~Renderer() {
+    for (const ScopeP& s : macro_scopes_) s->vars.clear();
+  }
+  Renderer(const Renderer&) = delete;
+  Renderer& operator=(const Renderer&) = delete;
+
   std::string Run(const TemplateNode& body) {
     std::string out;
     Flow f = Exec(body, root_, out);
@@ -1735,6 +1741,9 @@ class Renderer {
 
   Value MakeMacro(const TemplateNode& n, const ScopeP& defining) {
     const TemplateNode* node = &n;
+    // The macro holds its defining scope and that scope holds the macro: a
+    // cycle of shared_ptrs, broken when the renderer ends (~Renderer).
+    macro_scopes_.push_back(defining);
     return Value::Fn([this, node, defining](Args& a) {
       auto s = std::make_shared<Scope>();
       s->parent = defining;
@@ -2640,6 +2649,7 @@ class Renderer {
   }
 
   ScopeP globals_, root_;
+  std::vector<ScopeP> macro_scopes_;  // scopes that define macros (cycles to break)
   int line_ = 0;
 };
 
