@@ -193,26 +193,28 @@ uint64_t Stage::kv_bytes() const {
   return total;
 }
 
-uint64_t AvailableMemoryBytes() {
-  std::FILE* f = std::fopen("/proc/meminfo", "r");
+namespace {
+
+// The "KEY: N kB" field of a /proc file, in bytes; 0 when absent.
+uint64_t ProcKiBField(const char* path, const char* key) {
+  std::FILE* f = std::fopen(path, "r");
   if (f == nullptr) return 0;
   char line[256];
   uint64_t kib = 0;
-  while (std::fgets(line, sizeof line, f) != nullptr)
-    if (std::sscanf(line, "MemAvailable: %" SCNu64 " kB", &kib) == 1) break;
+  const size_t key_len = std::strlen(key);
+  while (std::fgets(line, sizeof line, f) != nullptr) {
+    if (std::strncmp(line, key, key_len) == 0 && line[key_len] == ':' &&
+        std::sscanf(line + key_len + 1, " %" SCNu64 " kB", &kib) == 1)
+      break;
+  }
   std::fclose(f);
   return kib * 1024;
 }
 
-uint64_t ResidentBytes() {
-  std::FILE* f = std::fopen("/proc/self/status", "r");
-  if (f == nullptr) return 0;
-  char line[256];
-  uint64_t kib = 0;
-  while (std::fgets(line, sizeof line, f) != nullptr)
-    if (std::sscanf(line, "VmRSS: %" SCNu64 " kB", &kib) == 1) break;
-  std::fclose(f);
-  return kib * 1024;
-}
+}  // namespace
+
+uint64_t AvailableMemoryBytes() { return ProcKiBField("/proc/meminfo", "MemAvailable"); }
+
+uint64_t ResidentBytes() { return ProcKiBField("/proc/self/status", "VmRSS"); }
 
 }  // namespace strata
