@@ -87,6 +87,18 @@ Result<std::string> ReadFile(const std::string& path) {
   return ss.str();
 }
 
+// The prompt of -p TEXT, or of -f FILE when given.
+Result<std::string> PromptText(const std::string& prompt, const std::string& prompt_file) {
+  if (prompt_file.empty()) return prompt;
+  return ReadFile(prompt_file);
+}
+
+std::string HostName() {
+  char host[256] = {0};
+  gethostname(host, sizeof host - 1);
+  return host;
+}
+
 // What every command needs: the model, its tokenizer, a pipeline.
 struct Session {
   std::unique_ptr<ModelFiles> model;
@@ -132,12 +144,11 @@ Result<Session> OpenSession(const CommonFlags& f) {
 // shutdown) into one trace-event JSON file and prints a summary per rank.
 Status FinishTrace(const std::string& path, Pipeline* pipeline) {
   if (path.empty()) return Status::Ok();
-  char host[256] = {0};
-  gethostname(host, sizeof host - 1);
+  const std::string host = HostName();
   std::vector<TraceEvent> own = Tracer::Get().Take();
   std::string body;
   AppendTraceJson(own, 0, host, &body);
-  std::string summary = "trace: rank 0 (" + std::string(host) + "): " + TraceSummary(own) + "\n";
+  std::string summary = "trace: rank 0 (" + host + "): " + TraceSummary(own) + "\n";
   if (auto* mpi = dynamic_cast<MpiPipeline*>(pipeline)) {
     mpi->Shutdown("");
     for (const wire::TraceChunk& c : mpi->TakeTraces()) {
@@ -234,12 +245,9 @@ struct ChatPrinter {
 };
 
 int RunGenerate(const GenerateFlags& f) {
-  std::string prompt = f.prompt;
-  if (!f.prompt_file.empty()) {
-    auto text = ReadFile(f.prompt_file);
-    if (!text.ok()) return Fail(text.status());
-    prompt = *text;
-  }
+  auto prompt_text = PromptText(f.prompt, f.prompt_file);
+  if (!prompt_text.ok()) return Fail(prompt_text.status());
+  const std::string& prompt = *prompt_text;
   auto session = OpenSession(f.common);
   if (!session.ok()) return Fail(session.status());
   Session& s = *session;
@@ -465,19 +473,10 @@ Result<LayerRange> ParseLayerRange(const std::string& spec, int n_layers) {
   return LayerRange{a, b};
 }
 
-std::string HostName() {
-  char host[256] = {0};
-  gethostname(host, sizeof host - 1);
-  return host;
-}
-
 int RunDump(const DumpFlags& f) {
-  std::string prompt = f.prompt;
-  if (!f.prompt_file.empty()) {
-    auto text = ReadFile(f.prompt_file);
-    if (!text.ok()) return Fail(text.status());
-    prompt = *text;
-  }
+  auto prompt_text = PromptText(f.prompt, f.prompt_file);
+  if (!prompt_text.ok()) return Fail(prompt_text.status());
+  const std::string& prompt = *prompt_text;
   if (Status st = MakeDirectories(f.out_dir); !st.ok()) return Fail(st);
   auto session = OpenSession(f.common);
   if (!session.ok()) return Fail(session.status());
