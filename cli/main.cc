@@ -4,8 +4,11 @@
 //   perplexity  llama-perplexity's measure over a text file
 //   template    the model's chat template applied to a conversation (no weights loaded)
 //   chat        an interactive conversation (rank 0 reads stdin)
+//   serve       the OpenAI-compatible HTTP server (rank 0 listens)
 #include <atomic>
+#include <chrono>
 #include <csignal>
+#include <thread>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -27,6 +30,8 @@
 #include "coordinator/bench.h"
 #include "coordinator/chat_template.h"
 #include "coordinator/generate.h"
+#include "coordinator/http_server.h"
+#include "coordinator/serving.h"
 #include "coordinator/mpi_pipeline.h"
 #include "coordinator/plan.h"
 #include "coordinator/scheduler.h"
@@ -576,6 +581,103 @@ int RunTemplate(const TemplateFlags& f) {
   return 0;
 }
 
+struct ServeFlags {
+  CommonFlags common;
+  HttpServerOptions http;
+  std::string alias;
+  int max_queue = 64;
+  int inflight = 0;
+  int64_t chunk = 0;
+  double shutdown_grace = 10;
+};
+
+// Set by SIGINT / SIGTERM in `strata serve`: finish, then stop.
+std::atomic<int> g_stop_signal{0};
+extern "C" void OnStopSignal(int sig) { g_stop_signal.store(sig); }
+
+std::string BaseName(const std::string& path) {
+  std::string p = path;
+  while (p.size() > 1 && p.back() == '/') p.pop_back();
+  const size_t slash = p.find_last_of('/');
+  return slash == std::string::npos ? p : p.substr(slash + 1);
+}
+
+// The HTTP server on rank 0 over the pipeline. SIGINT / SIGTERM: new
+// requests get 503, those running get --shutdown-grace seconds to finish,
+// the rest end with an error; then every rank stops.
+int RunServe(ServeFlags f) {
+  auto session = OpenSession(f.common);
+  if (!session.ok()) return Fail(session.status());
+  Session& s = *session;
+  std::unique_ptr<ChatTemplate> tmpl;
+  if (auto t = ChatTemplate::ForModel(*s.model, *s.tokenizer); t.ok()) {
+    tmpl = std::make_unique<ChatTemplate>(std::move(*t));
+  } else if (t.status().kind() == ErrorKind::kNotFound) {
+    Log(LogLevel::kWarn, "%s: /v1/chat/completions will answer 400", t.status().message().c_str());
+  } else {
+    return Fail(t.status(), s.pipeline.get());
+  }
+  ServingOptions so;
+  so.parallel = f.common.parallel;
+  so.max_queue = f.max_queue;
+  so.scheduler.inflight = f.inflight;
+  so.scheduler.chunk = f.chunk;
+  so.scheduler.n_ctx = f.common.ctx;
+  so.scheduler.eos_ids = s.model->config().eos_ids;
+  f.http.n_ctx = f.common.ctx;
+  f.http.model_ids = {f.alias.empty() ? BaseName(f.common.model) : f.alias, f.common.model};
+  // Every connection a thread: the running and queued requests, and a few
+  // more so that requests past the queue get their 503 at once.
+  f.http.http_threads = std::min(1024, f.common.parallel + f.max_queue + 8);
+  Status failure;
+  {
+    ServingLoop loop(*s.pipeline, so);
+    HttpServer server(loop, *s.tokenizer, tmpl.get(), s.model->config(), f.http);
+    auto port = server.Bind();
+    if (!port.ok()) {
+      (void)loop.Stop(std::chrono::milliseconds(0), "the server did not start");
+      return Fail(port.status(), s.pipeline.get());
+    }
+    loop.OnFailure([&server](const Status&) { server.Stop(); });
+    std::signal(SIGPIPE, SIG_IGN);
+    struct sigaction sa {};
+    sa.sa_handler = OnStopSignal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, nullptr);
+    sigaction(SIGTERM, &sa, nullptr);
+    std::atomic<bool> listening_done{false};
+    std::thread watcher([&] {
+      while (!listening_done.load()) {
+        if (int sig = g_stop_signal.load()) {
+          const ServingLoop::Counts c = loop.counts();
+          Log(LogLevel::kInfo, "%s: shutting down; %zu running and %zu queued requests get %g s to finish",
+              sig == SIGINT ? "SIGINT" : "SIGTERM", c.running, c.queued, f.shutdown_grace);
+          (void)loop.Stop(std::chrono::milliseconds(static_cast<int64_t>(f.shutdown_grace * 1000)),
+                          "the server is shutting down");
+          server.Stop();
+          return;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+    });
+    Log(LogLevel::kInfo, "listening on http://%s:%d (model '%s', %d stage(s), %d sequence(s) at once, queue %d, ctx %lld)",
+        f.http.host.c_str(), *port, f.http.model_ids[0].c_str(), s.pipeline->n_stages(), f.common.parallel, f.max_queue,
+        static_cast<long long>(f.common.ctx));
+    server.Listen();
+    listening_done.store(true);
+    watcher.join();
+    failure = loop.Stop(std::chrono::milliseconds(0), "the server stopped");
+    const HttpServer::Counters c = server.counters();
+    Log(LogLevel::kInfo, "served %llu requests: %llu ok, %llu client errors, %llu server errors, %llu disconnected",
+        static_cast<unsigned long long>(c.requests), static_cast<unsigned long long>(c.ok),
+        static_cast<unsigned long long>(c.client_errors), static_cast<unsigned long long>(c.server_errors),
+        static_cast<unsigned long long>(c.disconnects));
+  }
+  if (!failure.ok()) return Fail(failure, s.pipeline.get());
+  if (Status st = FinishTrace(f.common.trace_file, s.pipeline.get()); !st.ok()) return Fail(st);
+  return 0;
+}
+
 struct BenchFlags {
   CommonFlags common;
   BenchOptions bench;
@@ -788,6 +890,27 @@ int RunCommand(int argc, char** argv, int rank) {
   b->add_option("--inflight", bch.bench.inflight, "micro-batches in flight (default: one per stage)")->check(CLI::Range(1, 1024));
   b->add_option("--chunk", bch.bench.chunk, "prefill chunk in tokens (default: auto)")->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
 
+  ServeFlags srv;
+  CLI::App* sv = app.add_subcommand("serve", "OpenAI-compatible HTTP server: /v1/chat/completions, /v1/completions, /v1/models, /health");
+  AddCommon(sv, &srv.common, false);
+  sv->add_option("--host", srv.http.host, "address to listen on");
+  sv->add_option("--port", srv.http.port, "port to listen on (0: any free port, printed at start)")->check(CLI::Range(0, 65535));
+  sv->add_option("--parallel", srv.common.parallel, "sequences computed at once (each holds a KV cache on every stage)")
+      ->check(CLI::Range(1, 1024));
+  sv->add_option("--max-queue", srv.max_queue, "requests waiting for a free sequence; beyond, 503 with Retry-After")
+      ->check(CLI::Range(0, 100000));
+  sv->add_option("--max-tokens", srv.http.max_tokens, "the most tokens a request may generate (default: the context)")
+      ->check(CLI::Range(1, 1 << 30));
+  sv->add_option("--max-body", srv.http.max_body_bytes, "largest request body in bytes (413 beyond)")
+      ->check(CLI::Range(size_t{1024}, size_t{1} << 32));
+  sv->add_option("--request-timeout", srv.http.request_timeout_s, "seconds a request may take, queue included (504 beyond)")
+      ->check(CLI::Range(0.1, 1e7));
+  sv->add_option("--shutdown-grace", srv.shutdown_grace, "on SIGINT / SIGTERM: seconds running requests get to finish")
+      ->check(CLI::Range(0.0, 1e6));
+  sv->add_option("--alias", srv.alias, "the model's name in the API (default: the model file's name)");
+  sv->add_option("--inflight", srv.inflight, "micro-batches in flight (default: one per stage)")->check(CLI::Range(1, 1024));
+  sv->add_option("--chunk", srv.chunk, "prefill chunk in tokens (default: auto)")->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
+
   TemplateFlags tpl;
   CLI::App* tp = app.add_subcommand("template", "print the chat template applied to a conversation (the prompt, exactly)");
   auto* tm = tp->add_option("-m,--model", tpl.model, "model whose chat template to use: a .gguf file or an HF model directory");
@@ -815,7 +938,7 @@ int RunCommand(int argc, char** argv, int rank) {
     int code = app.exit(e);
     return code == 0 ? 0 : 2;
   }
-  const std::pair<CLI::App*, CommonFlags*> runs[] = {{g, &gen.common}, {ch, &cht.common}, {p, &ppl.common}, {d, &dmp.common}, {b, &bch.common}};
+  const std::pair<CLI::App*, CommonFlags*> runs[] = {{g, &gen.common}, {ch, &cht.common}, {p, &ppl.common}, {d, &dmp.common}, {b, &bch.common}, {sv, &srv.common}};
   const CommonFlags* common = nullptr;
   for (const auto& [sub, c] : runs) {
     if (!sub->parsed()) continue;
@@ -867,6 +990,7 @@ int RunCommand(int argc, char** argv, int rank) {
   if (ch->parsed()) return RunChat(cht);
   if (p->parsed()) return RunPerplexity(ppl);
   if (b->parsed()) return RunBench(bch);
+  if (sv->parsed()) return RunServe(srv);
   if (d->parsed()) {
     if (dmp.prompt.empty() && dmp.prompt_file.empty()) {
       std::fprintf(stderr, "strata dump: give a prompt with -p TEXT or -f FILE\n");

@@ -14,6 +14,7 @@ const char* ErrorKindName(ErrorKind kind) {
     case ErrorKind::kIo: return "i/o error";
     case ErrorKind::kInternal: return "internal error";
     case ErrorKind::kDeadlineExceeded: return "deadline exceeded";
+    case ErrorKind::kUnavailable: return "unavailable";
   }
   return "unknown";
 }

@@ -28,7 +28,8 @@ enum class ErrorKind {
   kFailedPrecondition,  // the system is not in a state to do this
   kIo,                  // the OS refused (open, mmap, write)
   kInternal,            // a bug; should not happen
-  kDeadlineExceeded,    // a rank did not answer in time
+  kDeadlineExceeded,    // a rank (or a request) did not finish in time
+  kUnavailable,         // busy or shutting down: try again later
 };
 
 const char* ErrorKindName(ErrorKind kind);
@@ -60,6 +61,7 @@ inline Status FailedPrecondition(std::string m) { return {ErrorKind::kFailedPrec
 inline Status IoError(std::string m) { return {ErrorKind::kIo, std::move(m)}; }
 inline Status Internal(std::string m) { return {ErrorKind::kInternal, std::move(m)}; }
 inline Status DeadlineExceeded(std::string m) { return {ErrorKind::kDeadlineExceeded, std::move(m)}; }
+inline Status Unavailable(std::string m) { return {ErrorKind::kUnavailable, std::move(m)}; }
 
 [[noreturn]] void CheckFailed(const char* file, int line, const char* expr, const std::string& msg);
 

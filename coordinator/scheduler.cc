@@ -10,18 +10,6 @@
 namespace strata {
 namespace {
 
-struct SequenceState {
-  int64_t prompt_sent = 0;  // prompt tokens submitted
-  int64_t pos = 0;          // tokens submitted into the cache (the next pos0)
-  bool waiting = false;     // a sampled token is on its way back
-  bool done = false;
-  int64_t chunk = 0;
-};
-
-bool PromptSent(const SequenceJob& j, const SequenceState& s) {
-  return s.prompt_sent == static_cast<int64_t>(j.prompt.size());
-}
-
 SequenceRequest SampleRequest(const SequenceJob& job, uint64_t step) {
   SequenceRequest r;
   r.seq_id = job.seq_id;
@@ -41,6 +29,22 @@ SequenceRequest SampleRequest(const SequenceJob& job, uint64_t step) {
 
 }  // namespace
 
+struct Scheduler::Entry {
+  SequenceJob* job = nullptr;
+  TokenFn on_token;
+  DoneFn on_done;
+  std::chrono::steady_clock::time_point start;
+  int64_t prompt_sent = 0;  // prompt tokens submitted
+  int64_t pos = 0;          // tokens submitted into the cache (the next pos0)
+  bool waiting = false;     // a sampled token is on its way back
+  bool done = false;
+  int64_t chunk = 0;
+  bool prompt_sent_all() const { return prompt_sent == static_cast<int64_t>(job->prompt.size()); }
+  double ms() const {
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  }
+};
+
 int64_t ChunkTokens(int64_t requested, int64_t n, int n_stages) {
   if (requested > 0) return requested;
   if (n_stages <= 1) return std::min<int64_t>(n, 512);
@@ -48,117 +52,155 @@ int64_t ChunkTokens(int64_t requested, int64_t n, int n_stages) {
   return std::clamp<int64_t>((n + parts - 1) / parts, 16, 512);
 }
 
+Scheduler::Scheduler(Pipeline& pipeline, const SchedulerOptions& opts)
+    : pipeline_(pipeline), opts_(opts), inflight_(opts.inflight > 0 ? opts.inflight : std::max(1, pipeline.n_stages())) {}
+
+Scheduler::~Scheduler() = default;
+
+bool Scheduler::idle() const { return entries_.empty() && pipeline_.in_flight() == 0; }
+
+size_t Scheduler::active() const { return entries_.size(); }
+
+Status Scheduler::Add(SequenceJob* job, TokenFn on_token, DoneFn on_done) {
+  SequenceJob& j = *job;
+  if (j.prompt.empty()) return InvalidArgument("sequence " + std::to_string(j.seq_id) + ": the prompt is empty");
+  if (static_cast<int64_t>(j.prompt.size()) >= opts_.n_ctx)
+    return InvalidArgument("sequence " + std::to_string(j.seq_id) + ": the prompt has " + std::to_string(j.prompt.size()) +
+                           " tokens, which does not fit the context of " + std::to_string(opts_.n_ctx) + " (raise --ctx)");
+  STRATA_RETURN_IF_ERROR(ValidateSamplingParams(j.sampling));
+  for (const auto& e : entries_)
+    if (e->job->seq_id == j.seq_id) return InvalidArgument("sequence id " + std::to_string(j.seq_id) + " is used twice");
+  j.ids.clear();
+  j.finish_reason.clear();
+  auto e = std::make_unique<Entry>();
+  e->job = job;
+  e->on_token = std::move(on_token);
+  e->on_done = std::move(on_done);
+  e->start = std::chrono::steady_clock::now();
+  e->chunk = ChunkTokens(opts_.chunk, static_cast<int64_t>(j.prompt.size()), pipeline_.n_stages());
+  if (j.n_predict <= 0) {
+    // Nothing to compute: ends at once, no cache was made.
+    e->done = true;
+    j.finish_reason = "length";
+    if (e->on_done) e->on_done();
+    return Status::Ok();
+  }
+  entries_.push_back(std::move(e));
+  return Status::Ok();
+}
+
+// The next micro-batch: prefill pieces first (up to one chunk of tokens),
+// else a group of decoding sequences. `members` gets each request's entry
+// and whether it samples a token.
+void Scheduler::NextBatch(std::vector<SequenceRequest>* batch, std::vector<std::pair<Entry*, bool>>* members) {
+  batch->clear();
+  members->clear();
+  int64_t budget = -1;
+  for (auto& ep : entries_) {
+    Entry& e = *ep;
+    if (e.done || e.prompt_sent_all()) continue;
+    const SequenceJob& j = *e.job;
+    if (budget < 0) budget = e.chunk;
+    if (budget == 0) break;
+    const int64_t left = static_cast<int64_t>(j.prompt.size()) - e.prompt_sent;
+    const int64_t n = std::min(left, budget);
+    SequenceRequest r = n == left ? SampleRequest(j, 0) : SequenceRequest{};
+    if (n < left) {
+      r.seq_id = j.seq_id;
+      r.output = SequenceRequest::Output::kNone;
+    }
+    r.pos0 = e.pos;
+    r.tokens.assign(j.prompt.begin() + e.prompt_sent, j.prompt.begin() + e.prompt_sent + n);
+    e.prompt_sent += n;
+    e.pos += n;
+    e.waiting = n == left;
+    budget -= n;
+    batch->push_back(std::move(r));
+    members->emplace_back(&e, n == left);
+  }
+  if (!batch->empty()) return;
+  // Decode: the sequences past their prompt share `inflight` groups.
+  size_t decoding = 0;
+  for (const auto& e : entries_) decoding += !e->done && e->prompt_sent_all();
+  const size_t group = (decoding + inflight_ - 1) / static_cast<size_t>(inflight_);
+  for (auto& ep : entries_) {
+    if (batch->size() >= group) break;
+    Entry& e = *ep;
+    const SequenceJob& j = *e.job;
+    if (e.done || e.waiting || !e.prompt_sent_all() || j.ids.empty()) continue;
+    SequenceRequest r = SampleRequest(j, j.ids.size());
+    r.pos0 = e.pos;
+    r.tokens = {j.ids.back()};
+    e.pos += 1;
+    e.waiting = true;
+    batch->push_back(std::move(r));
+    members->emplace_back(&e, true);
+  }
+}
+
+Status Scheduler::Finish(Entry* e, const char* reason) {
+  e->done = true;
+  e->job->finish_reason = reason;
+  e->job->done_ms = e->ms();
+  Status st = pipeline_.Free(e->job->seq_id);
+  if (e->on_done) e->on_done();
+  // A finished sequence has no batch in flight (its last one just came
+  // back, and earlier ones came back before it), so no member points here.
+  entries_.erase(std::find_if(entries_.begin(), entries_.end(), [&](const auto& p) { return p.get() == e; }));
+  return st;
+}
+
+Status Scheduler::Step() {
+  std::vector<SequenceRequest> batch;
+  std::vector<std::pair<Entry*, bool>> members;
+  while (pipeline_.in_flight() < inflight_) {
+    NextBatch(&batch, &members);
+    if (batch.empty()) break;
+    STRATA_RETURN_IF_ERROR(pipeline_.Submit(batch).status());
+    members_in_flight_.push_back(members);
+  }
+  if (pipeline_.in_flight() == 0) {
+    // Only sequences that cannot go on (cancelled before their first token
+    // would be one): nothing to wait for.
+    return Status::Ok();
+  }
+  STRATA_ASSIGN_OR_RETURN(BatchOutput out, pipeline_.Wait());
+  const auto who = std::move(members_in_flight_.front());
+  members_in_flight_.pop_front();
+  if (out.results.size() != who.size()) return Internal("a batch came back with a different number of sequences");
+  for (size_t k = 0; k < who.size(); ++k) {
+    const auto [e, sampled] = who[k];
+    if (!sampled) continue;
+    SequenceJob& j = *e->job;
+    e->waiting = false;
+    const int32_t token = out.results[k].token;
+    if (j.ids.empty()) j.first_token_ms = e->ms();
+    j.ids.push_back(token);
+    if (e->on_token) e->on_token(token);
+    if (!j.ignore_eos && std::find(opts_.eos_ids.begin(), opts_.eos_ids.end(), token) != opts_.eos_ids.end()) {
+      STRATA_RETURN_IF_ERROR(Finish(e, "stop"));
+    } else if (static_cast<int>(j.ids.size()) >= j.n_predict || e->pos + 1 > opts_.n_ctx) {
+      STRATA_RETURN_IF_ERROR(Finish(e, "length"));
+    } else if (j.cancel != nullptr && j.cancel->load()) {
+      STRATA_RETURN_IF_ERROR(Finish(e, "cancelled"));
+    }
+  }
+  return Status::Ok();
+}
+
 Status RunSequences(Pipeline& pipeline, std::vector<SequenceJob>& jobs, const SchedulerOptions& opts,
                     const std::function<void(size_t, int32_t)>& on_token) {
-  const auto t0 = std::chrono::steady_clock::now();
-  auto ms = [&] { return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count(); };
-  const int inflight = opts.inflight > 0 ? opts.inflight : std::max(1, pipeline.n_stages());
-  std::vector<SequenceState> state(jobs.size());
-  for (size_t i = 0; i < jobs.size(); ++i) {
-    SequenceJob& j = jobs[i];
-    if (j.prompt.empty()) return InvalidArgument("sequence " + std::to_string(j.seq_id) + ": the prompt is empty");
-    if (static_cast<int64_t>(j.prompt.size()) >= opts.n_ctx)
-      return InvalidArgument("sequence " + std::to_string(j.seq_id) + ": the prompt has " + std::to_string(j.prompt.size()) +
-                             " tokens, which does not fit the context of " + std::to_string(opts.n_ctx) + " (raise --ctx)");
-    STRATA_RETURN_IF_ERROR(ValidateSamplingParams(j.sampling));
+  for (size_t i = 0; i < jobs.size(); ++i)
     for (size_t k = 0; k < i; ++k)
-      if (jobs[k].seq_id == j.seq_id) return InvalidArgument("sequence id " + std::to_string(j.seq_id) + " is used twice");
-    j.ids.clear();
-    j.finish_reason.clear();
-    state[i].chunk = ChunkTokens(opts.chunk, static_cast<int64_t>(j.prompt.size()), pipeline.n_stages());
-    if (j.n_predict <= 0) {
-      state[i].done = true;
-      j.finish_reason = "length";
-    }
+      if (jobs[k].seq_id == jobs[i].seq_id)
+        return InvalidArgument("sequence id " + std::to_string(jobs[i].seq_id) + " is used twice");
+  Scheduler sched(pipeline, opts);
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    Scheduler::TokenFn fn;
+    if (on_token) fn = [&on_token, i](int32_t id) { on_token(i, id); };
+    STRATA_RETURN_IF_ERROR(sched.Add(&jobs[i], std::move(fn), nullptr));
   }
-
-  // The next micro-batch: prefill pieces first (up to one chunk of tokens),
-  // else a group of decoding sequences. `members` gets the job index of each
-  // request and whether it samples a token.
-  auto next_batch = [&](std::vector<SequenceRequest>* batch, std::vector<std::pair<size_t, bool>>* members) {
-    batch->clear();
-    members->clear();
-    int64_t budget = -1;
-    for (size_t i = 0; i < jobs.size(); ++i) {
-      SequenceState& s = state[i];
-      if (s.done || PromptSent(jobs[i], s)) continue;
-      if (budget < 0) budget = s.chunk;
-      if (budget == 0) break;
-      const int64_t left = static_cast<int64_t>(jobs[i].prompt.size()) - s.prompt_sent;
-      const int64_t n = std::min(left, budget);
-      SequenceRequest r = n == left ? SampleRequest(jobs[i], 0) : SequenceRequest{};
-      if (n < left) {
-        r.seq_id = jobs[i].seq_id;
-        r.output = SequenceRequest::Output::kNone;
-      }
-      r.pos0 = s.pos;
-      r.tokens.assign(jobs[i].prompt.begin() + s.prompt_sent, jobs[i].prompt.begin() + s.prompt_sent + n);
-      s.prompt_sent += n;
-      s.pos += n;
-      s.waiting = n == left;
-      budget -= n;
-      batch->push_back(std::move(r));
-      members->emplace_back(i, n == left);
-    }
-    if (!batch->empty()) return;
-    // Decode: the sequences past their prompt share `inflight` groups.
-    size_t decoding = 0;
-    for (size_t i = 0; i < jobs.size(); ++i) decoding += !state[i].done && PromptSent(jobs[i], state[i]);
-    const size_t group = (decoding + inflight - 1) / static_cast<size_t>(inflight);
-    for (size_t i = 0; i < jobs.size() && batch->size() < group; ++i) {
-      SequenceState& s = state[i];
-      if (s.done || s.waiting || !PromptSent(jobs[i], s) || jobs[i].ids.empty()) continue;
-      SequenceRequest r = SampleRequest(jobs[i], jobs[i].ids.size());
-      r.pos0 = s.pos;
-      r.tokens = {jobs[i].ids.back()};
-      s.pos += 1;
-      s.waiting = true;
-      batch->push_back(std::move(r));
-      members->emplace_back(i, true);
-    }
-  };
-
-  auto finish = [&](size_t i, const char* reason) -> Status {
-    state[i].done = true;
-    jobs[i].finish_reason = reason;
-    jobs[i].done_ms = ms();
-    return pipeline.Free(jobs[i].seq_id);
-  };
-
-  std::vector<SequenceRequest> batch;
-  std::vector<std::pair<size_t, bool>> members;
-  std::deque<std::vector<std::pair<size_t, bool>>> members_in_flight;
-  for (;;) {
-    while (pipeline.in_flight() < inflight) {
-      next_batch(&batch, &members);
-      if (batch.empty()) break;
-      STRATA_RETURN_IF_ERROR(pipeline.Submit(batch).status());
-      members_in_flight.push_back(members);
-    }
-    if (pipeline.in_flight() == 0) break;
-    STRATA_ASSIGN_OR_RETURN(BatchOutput out, pipeline.Wait());
-    const auto who = std::move(members_in_flight.front());
-    members_in_flight.pop_front();
-    if (out.results.size() != who.size()) return Internal("a batch came back with a different number of sequences");
-    for (size_t k = 0; k < who.size(); ++k) {
-      const auto [i, sampled] = who[k];
-      if (!sampled) continue;
-      SequenceJob& j = jobs[i];
-      SequenceState& s = state[i];
-      s.waiting = false;
-      const int32_t token = out.results[k].token;
-      if (j.ids.empty()) j.first_token_ms = ms();
-      j.ids.push_back(token);
-      if (on_token) on_token(i, token);
-      if (!j.ignore_eos && std::find(opts.eos_ids.begin(), opts.eos_ids.end(), token) != opts.eos_ids.end()) {
-        STRATA_RETURN_IF_ERROR(finish(i, "stop"));
-      } else if (static_cast<int>(j.ids.size()) >= j.n_predict || s.pos + 1 > opts.n_ctx) {
-        STRATA_RETURN_IF_ERROR(finish(i, "length"));
-      } else if (j.cancel != nullptr && j.cancel->load()) {
-        STRATA_RETURN_IF_ERROR(finish(i, "cancelled"));
-      }
-    }
-  }
+  while (!sched.idle()) STRATA_RETURN_IF_ERROR(sched.Step());
   return Status::Ok();
 }
 

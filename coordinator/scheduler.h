@@ -17,11 +17,20 @@
 //
 //   std::vector<SequenceJob> jobs(4);  // seq_id, prompt, n_predict, sampling each
 //   STRATA_RETURN_IF_ERROR(RunSequences(pipeline, jobs, {.n_ctx = 4096, .eos_ids = cfg.eos_ids}, nullptr));
+//
+// Sequences may also join while others run (the server): a Scheduler takes
+// jobs at any time and advances by one returned batch per Step().
+//
+//   Scheduler sched(pipeline, opts);
+//   STRATA_RETURN_IF_ERROR(sched.Add(&job, on_token, on_done));
+//   while (!sched.idle()) STRATA_RETURN_IF_ERROR(sched.Step());
 #pragma once
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -43,7 +52,7 @@ struct SequenceJob {
   // Results:
   std::vector<int32_t> ids;     // generated ids (an end-of-sequence id included when it stopped there)
   std::string finish_reason;    // "stop" (an EOS id), "length" (n_predict or the context) or "cancelled"
-  double first_token_ms = 0;    // from the start of RunSequences
+  double first_token_ms = 0;    // from the start of RunSequences (Scheduler: from Add)
   double done_ms = 0;
 };
 
@@ -58,6 +67,38 @@ struct SchedulerOptions {
 // whole prompt (up to 512) on one stage, or about 2 chunks per stage (at
 // least 16 tokens) so that every stage gets work early.
 int64_t ChunkTokens(int64_t requested, int64_t n, int n_stages);
+
+// The dynamic scheduler. Not thread-safe: one thread adds and steps.
+class Scheduler {
+ public:
+  using TokenFn = std::function<void(int32_t)>;
+  using DoneFn = std::function<void()>;
+  Scheduler(Pipeline& pipeline, const SchedulerOptions& opts);
+  ~Scheduler();
+
+  // Checks the job (prompt length against the context, sampling, a seq_id
+  // not in use) and starts it. `job` must live until `on_done` is called;
+  // `on_token(id)` gets each generated id, `on_done()` the end (with
+  // job->finish_reason set and the caches freed). Either may be empty.
+  Status Add(SequenceJob* job, TokenFn on_token, DoneFn on_done);
+  // Submits batches up to `inflight`, waits for the oldest and hands out its
+  // tokens. Fails on a pipeline error (the pipeline is then unusable).
+  Status Step();
+  // No sequence left and nothing in flight.
+  bool idle() const;
+  size_t active() const;
+
+ private:
+  struct Entry;
+  Status Finish(Entry* e, const char* reason);
+  void NextBatch(std::vector<SequenceRequest>* batch, std::vector<std::pair<Entry*, bool>>* members);
+
+  Pipeline& pipeline_;
+  SchedulerOptions opts_;
+  int inflight_;
+  std::vector<std::unique_ptr<Entry>> entries_;  // alive, in order of arrival
+  std::deque<std::vector<std::pair<Entry*, bool>>> members_in_flight_;
+};
 
 // Runs every job to completion. `on_token(job_index, id)` (may be empty) is
 // called for each generated id as it arrives. Caches are freed at the end of

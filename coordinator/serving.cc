@@ -1,0 +1,153 @@
+// The serving loop of serving.h: a bounded queue in front of the Scheduler,
+// run by one thread.
+#include "coordinator/serving.h"
+
+#include <algorithm>
+
+namespace strata {
+
+void ServingRequest::Push(int32_t id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  pending_.push_back(id);
+  cv_.notify_all();
+}
+
+void ServingRequest::End(Status error) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ended_ = true;
+  error_ = std::move(error);
+  cv_.notify_all();
+}
+
+bool ServingRequest::Wait(std::vector<int32_t>* ids, std::chrono::steady_clock::time_point until) {
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait_until(lock, until, [&] { return !pending_.empty() || ended_; });
+  ids->insert(ids->end(), pending_.begin(), pending_.end());
+  pending_.clear();
+  return ended_;
+}
+
+ServingLoop::ServingLoop(Pipeline& pipeline, const ServingOptions& opts)
+    : pipeline_(pipeline), opts_(opts), scheduler_(pipeline, opts.scheduler) {
+  opts_.parallel = std::max(1, opts_.parallel);
+  thread_ = std::thread([this] { Run(); });
+}
+
+ServingLoop::~ServingLoop() {
+  if (thread_.joinable()) (void)Stop(std::chrono::milliseconds(0), "the server stopped");
+}
+
+Result<std::shared_ptr<ServingRequest>> ServingLoop::Submit(SequenceJob job) {
+  if (job.prompt.empty()) return InvalidArgument("the prompt is empty");
+  if (static_cast<int64_t>(job.prompt.size()) >= opts_.scheduler.n_ctx)
+    return InvalidArgument("the prompt has " + std::to_string(job.prompt.size()) + " tokens; the context holds " +
+                           std::to_string(opts_.scheduler.n_ctx) + " and the answer needs at least one more");
+  if (job.n_predict < 1) return InvalidArgument("at least one token must be generated");
+  STRATA_RETURN_IF_ERROR(ValidateSamplingParams(job.sampling));
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!failure_.ok()) return Unavailable("the pipeline failed: " + failure_.message());
+  if (stopping_) return Unavailable("the server is shutting down");
+  if (static_cast<int>(queue_.size()) >= opts_.max_queue)
+    return Unavailable(std::to_string(queue_.size()) + " requests are already waiting for one of the " +
+                       std::to_string(opts_.parallel) + " sequence slots");
+  job.seq_id = next_seq_id_++;
+  auto req = std::make_shared<ServingRequest>(std::move(job));
+  queue_.push_back(req);
+  cv_.notify_all();
+  return req;
+}
+
+void ServingLoop::EndAll(const Status& error) {
+  for (auto& r : queue_) r->End(error);
+  for (auto& r : running_) r->End(error);
+  finished_ += queue_.size() + running_.size();
+  queue_.clear();
+  running_.clear();
+}
+
+void ServingLoop::Run() {
+  // Requests whose sequence ended during the last Step (the scheduler's
+  // callbacks run on this thread, without mu_).
+  std::vector<ServingRequest*> done;
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    while (!queue_.empty() && static_cast<int>(running_.size()) < opts_.parallel) {
+      std::shared_ptr<ServingRequest> req = std::move(queue_.front());
+      queue_.pop_front();
+      if (req->cancelled()) {  // gone before it started
+        req->job_.finish_reason = "cancelled";
+        req->End(Status::Ok());
+        ++finished_;
+        continue;
+      }
+      req->job_.cancel = &req->cancel_;
+      ServingRequest* r = req.get();
+      Status st = scheduler_.Add(&req->job_, [r](int32_t id) { r->Push(id); }, [r, &done] { done.push_back(r); });
+      if (!st.ok()) {
+        req->End(st);
+        ++finished_;
+        continue;
+      }
+      running_.push_back(std::move(req));
+    }
+    if (scheduler_.idle()) {
+      if (quit_) break;
+      cv_.wait(lock);
+      continue;
+    }
+    lock.unlock();
+    Status st = scheduler_.Step();
+    lock.lock();
+    for (ServingRequest* r : done) {
+      auto it = std::find_if(running_.begin(), running_.end(), [&](const auto& p) { return p.get() == r; });
+      if (it == running_.end()) continue;
+      r->End(r->job_.finish_reason == "cancelled" && !r->forced_end_.ok() ? r->forced_end_ : Status::Ok());
+      running_.erase(it);
+      ++finished_;
+    }
+    done.clear();
+    cv_.notify_all();
+    if (!st.ok()) {
+      failure_ = st;
+      stopping_ = true;
+      EndAll(Status(st.kind(), "the pipeline failed: " + st.message()));
+      cv_.notify_all();
+      auto fn = on_failure_;
+      lock.unlock();
+      if (fn) fn(st);
+      return;
+    }
+  }
+}
+
+Status ServingLoop::Stop(std::chrono::milliseconds grace, const std::string& reason) {
+  std::unique_lock<std::mutex> lock(mu_);
+  stopping_ = true;
+  cv_.wait_for(lock, grace, [&] { return queue_.empty() && running_.empty(); });
+  const Status error = Unavailable(reason);
+  for (auto& r : queue_) r->End(error);
+  finished_ += queue_.size();
+  queue_.clear();
+  for (auto& r : running_) {
+    r->forced_end_ = error;
+    r->Cancel();
+  }
+  quit_ = true;
+  cv_.notify_all();
+  lock.unlock();
+  if (thread_.joinable()) thread_.join();
+  lock.lock();
+  return failure_;
+}
+
+ServingLoop::Counts ServingLoop::counts() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return {running_.size(), queue_.size(), finished_, stopping_};
+}
+
+Status ServingLoop::failure() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return failure_;
+}
+
+}  // namespace strata

@@ -1,0 +1,122 @@
+// Rank 0's serving loop: requests from many threads (the HTTP server's)
+// share one pipeline. A single loop thread owns the Scheduler; requests wait
+// in a bounded queue until one of the `parallel` sequence slots (the KV
+// caches every stage holds room for) is free, then join the sequences in
+// flight. Tokens go back to the submitting thread as they are sampled.
+//
+//   ServingLoop loop(pipeline, {.scheduler = {...}, .parallel = 4, .max_queue = 16});
+//   STRATA_ASSIGN_OR_RETURN(auto req, loop.Submit(std::move(job)));   // Unavailable when full
+//   std::vector<int32_t> ids;
+//   while (!req->Wait(&ids, deadline)) { ... use ids ...; ids.clear(); }
+//   if (!req->error().ok()) ...;  // the pipeline failed or the server stopped
+//   req->job().finish_reason       // "stop", "length" or "cancelled"
+//
+// Batching never changes a sequence's tokens (coordinator/scheduler.h), so a
+// request's answer does not depend on what else is being served.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "common/status.h"
+#include "coordinator/pipeline.h"
+#include "coordinator/scheduler.h"
+
+namespace strata {
+
+struct ServingOptions {
+  SchedulerOptions scheduler;
+  int parallel = 1;    // sequences alive at once; the pipeline must have room for as many
+  int max_queue = 64;  // requests waiting for a slot; Submit refuses more
+};
+
+// One request, shared by the thread that submitted it and the loop.
+class ServingRequest {
+ public:
+  explicit ServingRequest(SequenceJob job) : job_(std::move(job)) {}
+  // Waits until tokens arrive, the request ends, or `until`; appends the new
+  // tokens to *ids. True once the request has ended (every token handed out).
+  bool Wait(std::vector<int32_t>* ids, std::chrono::steady_clock::time_point until);
+  // Ends the request at its next token, or takes it out of the queue: a
+  // client that went away, a stop string, a timeout. Any thread.
+  void Cancel() { cancel_.store(true); }
+  bool cancelled() const { return cancel_.load(); }
+  // After Wait returned true: how it ended. Not OK when the pipeline failed
+  // or the loop stopped before the request finished.
+  const Status& error() const { return error_; }
+  const SequenceJob& job() const { return job_; }
+
+ private:
+  friend class ServingLoop;
+  void Push(int32_t id);
+  void End(Status error);
+
+  SequenceJob job_;  // the loop's while the request runs
+  std::atomic<bool> cancel_{false};
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<int32_t> pending_;  // sampled, not yet handed out
+  bool ended_ = false;
+  Status error_;
+  Status forced_end_;  // set by ServingLoop::Stop (under its lock): the error a cancelled run ends with
+};
+
+class ServingLoop {
+ public:
+  // Starts the loop thread.
+  ServingLoop(Pipeline& pipeline, const ServingOptions& opts);
+  // Stop(0) when still running.
+  ~ServingLoop();
+
+  // Queues a request. `job.seq_id` is assigned here. Unavailable when the
+  // queue is full or the loop is stopping; InvalidArgument for a job the
+  // scheduler would refuse (an empty prompt, one that fills the context,
+  // bad sampling parameters).
+  Result<std::shared_ptr<ServingRequest>> Submit(SequenceJob job);
+
+  // Stops taking requests, lets the queued and running ones finish for up to
+  // `grace`, then ends the rest with Unavailable(`reason`). Returns the
+  // pipeline's failure, if any. Any thread; once.
+  Status Stop(std::chrono::milliseconds grace, const std::string& reason);
+
+  struct Counts {
+    size_t running = 0, queued = 0;
+    uint64_t finished = 0;  // requests ended, any way
+    bool stopping = false;
+  };
+  Counts counts();
+  // The pipeline's failure, if one happened (the loop then ends every request
+  // with it and takes no more).
+  Status failure();
+  // Called once, from the loop thread, when the pipeline fails.
+  void OnFailure(std::function<void(const Status&)> fn) { on_failure_ = std::move(fn); }
+
+ private:
+  void Run();
+  void EndAll(const Status& error);  // mu_ held
+
+  Pipeline& pipeline_;
+  ServingOptions opts_;
+  Scheduler scheduler_;  // the loop thread's only
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::shared_ptr<ServingRequest>> queue_;
+  std::vector<std::shared_ptr<ServingRequest>> running_;
+  uint64_t next_seq_id_ = 1;
+  uint64_t finished_ = 0;
+  bool stopping_ = false;  // no more Submit
+  bool quit_ = false;      // the loop ends once nothing runs
+  Status failure_;
+  std::function<void(const Status&)> on_failure_;
+  std::thread thread_;
+};
+
+}  // namespace strata

@@ -1,0 +1,310 @@
+#!/usr/bin/env python3
+"""`strata serve` end to end with a real HTTP client (http.client):
+/health, /v1/models; chat completions in thinking mode against the shared
+reference's chat case (answer, reasoning_content, usage), non-streaming and
+as an SSE stream; completions against the reference's greedy texts (text
+prompt and token-id prompt); stop strings; 4 concurrent clients with seeded
+requests each getting exactly its single-request answer; every 4xx case;
+a client that disconnects mid-stream (its sequence ends, the server goes on);
+the bounded queue (503 + Retry-After); the request timeout (504); SIGTERM
+(running requests finish within the grace, or end with an error); and the
+same core checks against a 2-rank server under mpirun.
+
+Run by ctest: test_server.py BINARY SHARED_DIR. Prints 'N passed, N failed'."""
+import json, os, signal, sys, threading, time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from server_client import Server, finish_of, stream_text  # noqa: E402
+
+BIN, SHARED = sys.argv[1], sys.argv[2]
+HF = os.path.join(SHARED, "models", "smol-shakespeare")
+REF = json.load(open(os.path.join(SHARED, "reference", "smol-shakespeare.hf.json")))
+IM_END = 8190
+results = []
+
+
+def check(name, ok, detail=""):
+    results.append(bool(ok))
+    print(f"{'PASS' if ok else 'FAIL'} {name}{': ' + str(detail)[:600] if detail and not ok else ''}", flush=True)
+
+
+def as_list(v):
+    return json.loads(v) if isinstance(v, str) else v
+
+
+CHAT = next(c for c in REF["cases"] if c["prompt"].startswith("<|im_start|>"))
+QUESTION = CHAT["prompt"].split("<|im_start|>user\n")[1].split("<|im_end|>")[0]
+chat_ids = as_list(CHAT["greedy_ids"])
+chat_text = CHAT["greedy_text"].split("<|im_end|>")[0]
+REF_REASONING = chat_text.split("</think>")[0].split("<think>")[-1].strip("\n")
+REF_ANSWER = chat_text.split("</think>")[-1].lstrip("\n")
+REF_CHAT_PROMPT_TOKENS = len(as_list(CHAT["prompt_ids"]))
+REF_CHAT_COMPLETION_TOKENS = chat_ids.index(IM_END) + 1
+PLAIN = [c for c in REF["cases"] if not c["prompt"].startswith("<|im_start|>")]
+
+CHAT_BODY = {"messages": [{"role": "user", "content": QUESTION}], "temperature": 0, "max_tokens": 48,
+             "chat_template_kwargs": {"enable_thinking": True}}
+
+
+def check_chat_reference(srv, label):
+    st, _, j = srv.post("/v1/chat/completions", CHAT_BODY)
+    ok = st == 200 and isinstance(j, dict) and "choices" in j
+    check(f"{label}: chat 200", ok, j)
+    if not ok:
+        return
+    msg = j["choices"][0]["message"]
+    check(f"{label}: chat answer == reference", msg.get("content") == REF_ANSWER, repr(msg.get("content")))
+    check(f"{label}: chat reasoning_content == reference", msg.get("reasoning_content") == REF_REASONING,
+          repr(msg.get("reasoning_content")))
+    check(f"{label}: chat finish_reason stop", j["choices"][0]["finish_reason"] == "stop", j["choices"][0])
+    u = j.get("usage", {})
+    check(f"{label}: usage counts", u.get("prompt_tokens") == REF_CHAT_PROMPT_TOKENS
+          and u.get("completion_tokens") == REF_CHAT_COMPLETION_TOKENS
+          and u.get("total_tokens") == REF_CHAT_PROMPT_TOKENS + REF_CHAT_COMPLETION_TOKENS, u)
+    check(f"{label}: object / model / id", j.get("object") == "chat.completion" and j.get("model") == "smol-shakespeare"
+          and str(j.get("id", "")).startswith("chatcmpl-"), {k: j.get(k) for k in ("object", "model", "id")})
+
+    st, events = srv.stream("/v1/chat/completions", dict(CHAT_BODY, stream_options={"include_usage": True}))
+    check(f"{label}: stream 200 ending in [DONE]", st == 200 and events and events[-1] == "[DONE]", events[-3:])
+    first = events[0]["choices"][0]["delta"] if events and isinstance(events[0], dict) and events[0].get("choices") else {}
+    check(f"{label}: stream opens with the assistant role", first.get("role") == "assistant", first)
+    check(f"{label}: streamed content == reference", stream_text(events, "content") == REF_ANSWER,
+          repr(stream_text(events, "content")))
+    check(f"{label}: streamed reasoning_content == reference", stream_text(events, "reasoning_content") == REF_REASONING,
+          repr(stream_text(events, "reasoning_content")))
+    check(f"{label}: stream finish_reason stop", finish_of(events) == "stop", events[-4:])
+    usage = [e for e in events if isinstance(e, dict) and e.get("usage")]
+    check(f"{label}: stream usage chunk", len(usage) == 1 and usage[0]["choices"] == []
+          and usage[0]["usage"]["completion_tokens"] == REF_CHAT_COMPLETION_TOKENS, usage)
+    check(f"{label}: chunks are chat.completion.chunk",
+          all(e.get("object") == "chat.completion.chunk" for e in events if isinstance(e, dict)))
+
+
+# Seeded and greedy requests for the concurrency checks (chat and plain).
+def concurrent_bodies():
+    bodies = []
+    for i, case in enumerate(PLAIN):
+        bodies.append(("/v1/completions", {"prompt": case["prompt"], "max_tokens": 24, "temperature": 0.9, "seed": 100 + i}))
+        bodies.append(("/v1/completions", {"prompt": case["prompt"], "max_tokens": 24, "temperature": 0, "ignore_eos": True}))
+    bodies.append(("/v1/chat/completions", dict(CHAT_BODY, temperature=0.7, seed=7)))
+    return bodies[:4]
+
+
+def answer_of(j):
+    ch = j["choices"][0]
+    return (ch.get("text") if "text" in ch else ch["message"].get("content"), ch["finish_reason"])
+
+
+def check_concurrent(srv, label, rounds=2):
+    bodies = concurrent_bodies()
+    single = []
+    for path, b in bodies:
+        st, _, j = srv.post(path, b)
+        single.append(answer_of(j) if st == 200 else (st, j))
+    check(f"{label}: single answers", all(isinstance(a[0], str) and a[0] for a in single), single)
+    for r in range(rounds):
+        got = [None] * len(bodies)
+
+        def client(k):
+            path, b = bodies[k]
+            if (k + r) % 2:  # half of them stream
+                st, ev = srv.stream(path, b)
+                got[k] = (stream_text(ev, "content"), finish_of(ev)) if st == 200 else (st, ev)
+            else:
+                st, _, j = srv.post(path, b)
+                got[k] = answer_of(j) if st == 200 else (st, j)
+
+        ts = [threading.Thread(target=client, args=(k,)) for k in range(len(bodies))]
+        [t.start() for t in ts]
+        [t.join(300) for t in ts]
+        check(f"{label}: 4 concurrent clients, round {r + 1}: each == its single-request answer", got == single,
+              [(a, b) for a, b in zip(got, single) if a != b])
+
+
+def check_disconnect(srv, label):
+    body = {"prompt": PLAIN[0]["prompt"], "max_tokens": 3000, "temperature": 0, "ignore_eos": True}
+    st, events = srv.stream("/v1/completions", body, stop_after=3)
+    check(f"{label}: disconnect after 3 events", st == 200 and len(events) == 3, events)
+    idle = False
+    deadline = time.time() + 15
+    while time.time() < deadline:
+        st, _, h = srv.request("GET", "/health")
+        if st == 200 and h.get("running") == 0 and h.get("queued") == 0:
+            idle = True
+            break
+        time.sleep(0.1)
+    check(f"{label}: the disconnected sequence ends (health: running 0)", idle, h)
+    st, _, j = srv.post("/v1/completions", {"prompt": PLAIN[0]["prompt"], "max_tokens": 8, "temperature": 0})
+    check(f"{label}: the server answers after the disconnect", st == 200 and j["choices"][0]["text"], j)
+
+
+# ── one rank ──
+srv = Server(BIN, HF, ["--parallel", "4", "--ctx", "4096", "--alias", "smol-shakespeare", "--max-body", "65536"])
+try:
+    st, _, h = srv.request("GET", "/health")
+    check("/health ok", st == 200 and h.get("status") == "ok", h)
+    st, _, m = srv.request("GET", "/v1/models")
+    check("/v1/models lists the model", st == 200 and m.get("object") == "list" and m["data"][0]["id"] == "smol-shakespeare", m)
+
+    check_chat_reference(srv, "1 rank")
+
+    # Completions against the reference's greedy text.
+    c0 = PLAIN[0]
+    n0 = len(as_list(c0["greedy_ids"]))
+    st, _, j = srv.post("/v1/completions", {"prompt": c0["prompt"], "max_tokens": n0, "temperature": 0, "ignore_eos": True})
+    check("completion == reference greedy text", st == 200 and j["choices"][0]["text"] == c0["greedy_text"], j)
+    check("completion finish_reason length", st == 200 and j["choices"][0]["finish_reason"] == "length", j)
+    check("completion usage", st == 200 and j["usage"] == {"prompt_tokens": len(as_list(c0["prompt_ids"])),
+                                                            "completion_tokens": n0,
+                                                            "total_tokens": len(as_list(c0["prompt_ids"])) + n0}, j.get("usage"))
+    st, _, k = srv.post("/v1/completions", {"prompt": as_list(c0["prompt_ids"]), "max_tokens": n0, "temperature": 0,
+                                            "ignore_eos": True})
+    check("completion from token ids == from text", st == 200 and k["choices"][0]["text"] == c0["greedy_text"], k)
+    st, ev = srv.stream("/v1/completions", {"prompt": c0["prompt"], "max_tokens": n0, "temperature": 0, "ignore_eos": True})
+    check("streamed completion == reference", st == 200 and stream_text(ev, "content") == c0["greedy_text"]
+          and ev[-1] == "[DONE]" and finish_of(ev) == "length", ev[-3:])
+    c1 = PLAIN[1]
+    st, _, j = srv.post("/v1/completions", {"prompt": c1["prompt"], "max_tokens": 64, "temperature": 0})
+    check("completion stops at the end-of-sequence token", st == 200 and j["choices"][0]["text"] == c1["greedy_text"].split("<|im_end|>")[0]
+          and j["choices"][0]["finish_reason"] == "stop", j)
+
+    # Stop strings: the text ends before the first one, also when streamed.
+    word = "madam"
+    want = c0["greedy_text"].split(word)[0]
+    assert want != c0["greedy_text"]
+    st, _, j = srv.post("/v1/completions", {"prompt": c0["prompt"], "max_tokens": 64, "temperature": 0, "stop": ["zzz", word]})
+    check("stop string ends the text", st == 200 and j["choices"][0]["text"] == want and j["choices"][0]["finish_reason"] == "stop", j)
+    st, ev = srv.stream("/v1/completions", {"prompt": c0["prompt"], "max_tokens": 64, "temperature": 0, "stop": word})
+    check("stop string, streamed", st == 200 and stream_text(ev, "content") == want and finish_of(ev) == "stop", ev[-3:])
+
+    check_concurrent(srv, "1 rank")
+
+    # Every 4xx: one clear OpenAI-style error each.
+    def expect_error(name, status, path, body, param=None, code=None, method="POST"):
+        st, hdr, j = srv.request(method, path, body)
+        err = j.get("error", {}) if isinstance(j, dict) else {}
+        ok = st == status and isinstance(err.get("message"), str) and err["message"] and "type" in err
+        if param is not None:
+            ok = ok and err.get("param") == param
+        if code is not None:
+            ok = ok and err.get("code") == code
+        check(f"4xx: {name} -> {status}", ok, (st, j))
+
+    expect_error("malformed JSON", 400, "/v1/chat/completions", '{"messages": [')
+    expect_error("body not an object", 400, "/v1/chat/completions", "[1, 2]")
+    expect_error("invalid UTF-8", 400, "/v1/completions", b'{"prompt": "\xff\xfe"}')
+    expect_error("missing messages", 400, "/v1/chat/completions", {"max_tokens": 4}, param="messages")
+    expect_error("messages not a list", 400, "/v1/chat/completions", {"messages": "hi"}, param="messages")
+    expect_error("message without role", 400, "/v1/chat/completions", {"messages": [{"content": "hi"}]}, param="messages")
+    expect_error("missing prompt", 400, "/v1/completions", {"max_tokens": 4}, param="prompt")
+    expect_error("temperature of the wrong type", 400, "/v1/completions", {"prompt": "a", "temperature": "hot"}, param="temperature")
+    expect_error("max_tokens 0", 400, "/v1/completions", {"prompt": "a", "max_tokens": 0}, param="max_tokens")
+    expect_error("max_tokens fractional", 400, "/v1/completions", {"prompt": "a", "max_tokens": 2.5}, param="max_tokens")
+    expect_error("top_p out of range", 400, "/v1/completions", {"prompt": "a", "top_p": 1.5}, param="top_p")
+    expect_error("stream not a boolean", 400, "/v1/completions", {"prompt": "a", "stream": "yes"}, param="stream")
+    expect_error("n = 2", 400, "/v1/completions", {"prompt": "a", "n": 2}, param="n")
+    expect_error("image content part", 400, "/v1/chat/completions",
+                 {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]})
+    expect_error("prompt longer than the context", 400, "/v1/completions", {"prompt": "To be or not to be. " * 1200},
+                 param="prompt", code="context_length_exceeded")
+    expect_error("prompt + max_tokens past the context", 400, "/v1/completions", {"prompt": "a", "max_tokens": 4096},
+                 code="context_length_exceeded")
+    expect_error("token id outside the vocabulary", 400, "/v1/completions", {"prompt": [1, 2, 99999999]}, param="prompt")
+    expect_error("unknown model", 404, "/v1/chat/completions", dict(CHAT_BODY, model="gpt-4o"), param="model", code="model_not_found")
+    expect_error("unknown endpoint", 404, "/v1/embeddings", {"input": "a"})
+    expect_error("GET on a POST endpoint", 405, "/v1/completions", None, method="GET")
+    expect_error("body too large (--max-body)", 413, "/v1/completions", {"prompt": "x" * 70000})
+    # A content list of text parts is accepted and equals the plain string.
+    st, _, j = srv.post("/v1/chat/completions", dict(CHAT_BODY, messages=[{"role": "user", "content": [{"type": "text", "text": QUESTION}]}]))
+    check("content as text parts == plain content", st == 200 and j["choices"][0]["message"]["content"] == REF_ANSWER, j)
+
+    check_disconnect(srv, "1 rank")
+    st, _, h = srv.request("GET", "/health")
+    check("still healthy after the errors", st == 200 and h.get("status") == "ok" and srv.proc.poll() is None, h)
+finally:
+    rc = srv.stop()
+check("SIGTERM on an idle server: exit 0", rc == 0, f"rc {rc}; " + "".join(srv.log)[-1500:])
+
+# ── the bounded queue: 503 with Retry-After ──
+srv = Server(BIN, HF, ["--parallel", "1", "--max-queue", "1", "--ctx", "4096"])
+try:
+    long_body = {"prompt": PLAIN[0]["prompt"], "max_tokens": 400, "temperature": 0, "ignore_eos": True}
+    out = [None] * 5
+
+    def send(k):
+        out[k] = srv.request("POST", "/v1/completions", long_body)
+
+    ts = [threading.Thread(target=send, args=(k,)) for k in range(5)]
+    for t in ts:
+        t.start()
+        time.sleep(0.05)
+    [t.join(300) for t in ts]
+    codes = sorted(o[0] for o in out)
+    busy = [o for o in out if o[0] == 503]
+    check("queue full: 503 with Retry-After", busy and all(o[1].get("Retry-After") == "1" and o[2]["error"]["message"] for o in busy), codes)
+    done = [o for o in out if o[0] == 200]
+    check("queue full: the accepted requests complete", len(done) >= 2 and all(o[2]["usage"]["completion_tokens"] == 400 for o in done),
+          codes)
+finally:
+    srv.stop()
+
+# ── the request timeout: 504 ──
+srv = Server(BIN, HF, ["--ctx", "8192", "--request-timeout", "0.5"])
+try:
+    body = {"prompt": PLAIN[0]["prompt"], "max_tokens": 8000, "temperature": 0, "ignore_eos": True}
+    t0 = time.time()
+    st, _, j = srv.post("/v1/completions", body)
+    took = time.time() - t0
+    check("request timeout: 504 within a second of it", st == 504 and "timeout" in j["error"]["message"] and took < 3, (st, j, took))
+    st, ev = srv.stream("/v1/completions", body)
+    check("request timeout, streamed: an error event ends the stream",
+          st == 200 and any(isinstance(e, dict) and "error" in e for e in ev), ev[-2:])
+    st, _, h = srv.request("GET", "/health")
+    check("after timeouts: nothing left running", st == 200 and h.get("running") == 0, h)
+finally:
+    srv.stop()
+
+# ── SIGTERM: finish within the grace, else an error to the client ──
+for grace, label in ((30, "grace 30 s: the running request completes"), (0, "grace 0: the running request ends with an error")):
+    srv = Server(BIN, HF, ["--ctx", "4096", "--shutdown-grace", str(grace)])
+    got = {}
+
+    def client():
+        got["r"] = srv.stream("/v1/completions", {"prompt": PLAIN[0]["prompt"], "max_tokens": 600 if grace else 3000,
+                                                  "temperature": 0, "ignore_eos": True})
+
+    t = threading.Thread(target=client)
+    t.start()
+    time.sleep(1.0)
+    t0 = time.time()
+    srv.signal(signal.SIGTERM)
+    time.sleep(0.2)
+    try:
+        st_after, _, j_after = srv.post("/v1/completions", {"prompt": "a", "max_tokens": 2})
+    except OSError as e:
+        st_after, j_after = "refused", str(e)
+    rc = srv.wait(60)
+    t.join(60)
+    st, ev = got.get("r", (None, []))
+    if grace:
+        check(f"SIGTERM, {label}", st == 200 and finish_of(ev) == "length" and ev[-1] == "[DONE]", ev[-2:])
+        check("SIGTERM: a new request during the grace gets 503 (or no connection)", st_after in (503, "refused"), (st_after, j_after))
+    else:
+        err = [e for e in ev if isinstance(e, dict) and "error" in e]
+        check(f"SIGTERM, {label}", st == 200 and err and "shutting down" in err[0]["error"]["message"], ev[-2:])
+    check(f"SIGTERM ({label.split(':')[0]}): exit 0 promptly", rc == 0 and time.time() - t0 < 45, f"rc {rc}")
+    if rc is None:
+        srv.kill()
+
+# ── two ranks under mpirun ──
+srv = Server(BIN, HF, ["--parallel", "4", "--ctx", "4096", "--alias", "smol-shakespeare"], ranks=2, start_timeout=180)
+try:
+    check_chat_reference(srv, "2 ranks")
+    check_concurrent(srv, "2 ranks", rounds=1)
+    check_disconnect(srv, "2 ranks")
+finally:
+    rc = srv.stop(60)
+check("2 ranks: SIGTERM to rank 0 ends the job, exit 0", rc == 0, f"rc {rc}; " + "".join(srv.log)[-1500:])
+
+print(f"{sum(results)} passed, {len(results) - sum(results)} failed")
+sys.exit(0 if all(results) else 1)
