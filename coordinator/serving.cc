@@ -4,6 +4,10 @@
 
 #include <algorithm>
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 namespace strata {
 
 void ServingRequest::Push(int32_t id) {
@@ -92,6 +96,17 @@ void ServingLoop::Run() {
     }
     if (scheduler_.idle()) {
       if (quit_) break;
+#if defined(__GLIBC__)
+      // Idle again: give the freed caches and buffers back to the system, so
+      // that memory returns to its idle level between bursts of requests.
+      if (finished_ != trimmed_at_) {
+        trimmed_at_ = finished_;
+        lock.unlock();
+        malloc_trim(0);
+        lock.lock();
+        continue;
+      }
+#endif
       cv_.wait(lock);
       continue;
     }

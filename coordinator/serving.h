@@ -112,6 +112,7 @@ class ServingLoop {
   std::vector<std::shared_ptr<ServingRequest>> running_;
   uint64_t next_seq_id_ = 1;
   uint64_t finished_ = 0;
+  uint64_t trimmed_at_ = 0;  // finished_ when memory was last trimmed
   bool stopping_ = false;  // no more Submit
   bool quit_ = false;      // the loop ends once nothing runs
   Status failure_;

@@ -1,0 +1,166 @@
+#!/usr/bin/env python3
+"""Server under load: 8 concurrent clients x 50 requests each against
+`strata serve` on 127.0.0.1, mixing streaming and non-streaming completions
+and chat completions (seeded sampling and greedy), malformed requests and
+mid-stream disconnects. Every well-formed request must get a complete answer
+equal to the answer the same request got alone; every malformed one a 4xx
+with an OpenAI-style error; the server must stay up; and its resident
+memory must come back to the level it had after a warm-up. Then the same
+against a 2-rank server under mpirun.
+
+Prints the figures (requests, errors, disconnects, p50 / p99 latency,
+requests/s, RSS) as one JSON line per server for the README.
+
+Run by ctest: test_server_load.py BINARY SHARED_DIR [CLIENTS REQUESTS].
+Prints 'N passed, N failed'."""
+import json, os, sys, threading, time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from server_client import Server, finish_of, stream_text  # noqa: E402
+
+BIN, SHARED = sys.argv[1], sys.argv[2]
+CLIENTS = int(sys.argv[3]) if len(sys.argv) > 3 else 8
+PER_CLIENT = int(sys.argv[4]) if len(sys.argv) > 4 else 50
+HF = os.path.join(SHARED, "models", "smol-shakespeare")
+REF = json.load(open(os.path.join(SHARED, "reference", "smol-shakespeare.hf.json")))
+results = []
+
+
+def check(name, ok, detail=""):
+    results.append(bool(ok))
+    print(f"{'PASS' if ok else 'FAIL'} {name}{': ' + str(detail)[:800] if detail and not ok else ''}", flush=True)
+
+
+PROMPTS = [c["prompt"] for c in REF["cases"] if not c["prompt"].startswith("<|im_start|>")] + [
+    "ROMEO:\n", "JULIET:\nO Romeo, Romeo,", "KING HENRY:\nOnce more unto the breach,"]
+CHAT_Q = ["What say you to my suit?", "Who art thou?", "Speak, speak."]
+
+# The well-formed requests: (path, body). Seeded sampling and greedy, short answers.
+GOOD = []
+for i, p in enumerate(PROMPTS):
+    GOOD.append(("/v1/completions", {"prompt": p, "max_tokens": 16, "temperature": 0.8, "seed": 1000 + i}))
+    GOOD.append(("/v1/completions", {"prompt": p, "max_tokens": 12, "temperature": 0}))
+for i, q in enumerate(CHAT_Q):
+    GOOD.append(("/v1/chat/completions", {"messages": [{"role": "user", "content": q}], "max_tokens": 24,
+                                          "temperature": 0.6, "seed": 77 + i,
+                                          "chat_template_kwargs": {"enable_thinking": i % 2 == 0}}))
+BAD = [
+    ("/v1/completions", '{"prompt": "a", "max_tokens": '),
+    ("/v1/completions", {"prompt": "a", "temperature": "warm"}),
+    ("/v1/chat/completions", {"messages": []}),
+    ("/v1/chat/completions", {"messages": [{"role": 3, "content": "x"}]}),
+    ("/v1/completions", {"prompt": "a", "model": "nope"}),
+    ("/v1/completions", {"prompt": "a", "max_tokens": -5}),
+    ("/v1/completions", b'\xff\xfe\x00'),
+]
+
+
+def answer(srv, path, body, stream):
+    """(text, reasoning, finish_reason) or an error tuple."""
+    if stream:
+        st, ev = srv.stream(path, body)
+        if st != 200 or not ev or ev[-1] != "[DONE]":
+            return ("error", st, ev[-2:])
+        return (stream_text(ev, "content"), stream_text(ev, "reasoning_content"), finish_of(ev))
+    st, _, j = srv.post(path, body)
+    if st != 200:
+        return ("error", st, j)
+    ch = j["choices"][0]
+    if "message" in ch:
+        return (ch["message"]["content"], ch["message"].get("reasoning_content", ""), ch["finish_reason"])
+    return (ch["text"], "", ch["finish_reason"])
+
+
+def run_load(srv, label):
+    # The single-request answers (nothing else running), both ways.
+    single = [answer(srv, p, b, False) for p, b in GOOD]
+    check(f"{label}: single answers", all(a[0] != "error" for a in single), single)
+    streamed = [answer(srv, p, b, True) for p, b in GOOD]
+    check(f"{label}: streamed single answers == non-streamed", streamed == single,
+          [(a, b) for a, b in zip(streamed, single) if a != b])
+    time.sleep(0.5)
+    rss_warm = srv.rss_kib()
+
+    lat, wrong, bad_ok, errors, disconnects = [], [], [], [], [0]
+    lock = threading.Lock()
+
+    def client(c):
+        for k in range(PER_CLIENT):
+            kind = (c + k) % 6
+            t0 = time.time()
+            try:
+                if kind == 0:  # malformed
+                    path, body = BAD[(c * PER_CLIENT + k) % len(BAD)]
+                    st, _, j = srv.request("POST", path, body)
+                    ok = 400 <= st < 500 and isinstance(j, dict) and j.get("error", {}).get("message")
+                    with lock:
+                        (bad_ok if ok else errors).append((st, j) if not ok else st)
+                    continue
+                if kind == 1:  # disconnect mid-stream
+                    path, body = GOOD[(c + k) % len(GOOD)]
+                    srv.stream(path, dict(body, max_tokens=400, ignore_eos=True), stop_after=2)
+                    with lock:
+                        disconnects[0] += 1
+                    continue
+                i = (c * 7 + k) % len(GOOD)
+                path, body = GOOD[i]
+                got = answer(srv, path, body, stream=kind in (2, 3))
+                with lock:
+                    lat.append(time.time() - t0)
+                    if got != single[i]:
+                        wrong.append((i, got, single[i]))
+            except Exception as e:  # noqa: BLE001 - any failure is a finding
+                with lock:
+                    errors.append(repr(e))
+
+    t0 = time.time()
+    ts = [threading.Thread(target=client, args=(c,)) for c in range(CLIENTS)]
+    [t.start() for t in ts]
+    [t.join(900) for t in ts]
+    wall = time.time() - t0
+    check(f"{label}: every client finished", not any(t.is_alive() for t in ts))
+    check(f"{label}: the server is still up", srv.proc.poll() is None, "".join(srv.log)[-2000:])
+    check(f"{label}: every well-formed answer == its single-request answer ({len(lat)} requests)", not wrong, wrong[:3])
+    check(f"{label}: every malformed request got a 4xx with an error ({len(bad_ok)})", not errors, errors[:5])
+    # Idle again: nothing running, memory back to the warm level.
+    idle = None
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        st, _, h = srv.request("GET", "/health")
+        if st == 200 and h.get("running") == 0 and h.get("queued") == 0:
+            idle = h
+            break
+        time.sleep(0.2)
+    check(f"{label}: idle after the load (disconnected sequences ended)", idle is not None, h)
+    time.sleep(0.5)
+    rss_after = srv.rss_kib()
+    # The server trims the allocator when idle; allow its per-thread arenas a
+    # little slack, but not growth with the number of requests.
+    check(f"{label}: memory back to its idle level (RSS {rss_warm} KiB after warm-up, {rss_after} KiB after)",
+          rss_after <= rss_warm * 1.10 + 4 * 1024, (rss_warm, rss_after))
+    lat.sort()
+    pct = lambda q: round(lat[min(len(lat) - 1, int(q * len(lat)))] * 1000, 1) if lat else None  # noqa: E731
+    total = CLIENTS * PER_CLIENT
+    figures = {"server": label, "clients": CLIENTS, "requests": total, "well_formed": len(lat), "malformed_4xx": len(bad_ok),
+               "disconnects": disconnects[0], "wrong_answers": len(wrong), "errors": len(errors),
+               "p50_ms": pct(0.50), "p99_ms": pct(0.99), "wall_s": round(wall, 1), "requests_per_s": round(total / wall, 1),
+               "rss_warm_mib": round(rss_warm / 1024, 1), "rss_after_mib": round(rss_after / 1024, 1)}
+    print("LOAD " + json.dumps(figures), flush=True)
+
+
+srv = Server(BIN, HF, ["--parallel", "4", "--ctx", "2048"])
+try:
+    run_load(srv, "1 rank")
+finally:
+    rc = srv.stop(60)
+check("1 rank: clean exit after the load", rc == 0, f"rc {rc}")
+
+srv = Server(BIN, HF, ["--parallel", "4", "--ctx", "2048"], ranks=2, start_timeout=180)
+try:
+    run_load(srv, "2 ranks")
+finally:
+    rc = srv.stop(60)
+check("2 ranks: clean exit after the load", rc == 0, f"rc {rc}")
+
+print(f"{sum(results)} passed, {len(results) - sum(results)} failed")
+sys.exit(0 if all(results) else 1)
