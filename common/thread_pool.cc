@@ -68,15 +68,26 @@ void ThreadPool::ParallelFor(int64_t n, const std::function<void(int64_t, int64_
 }
 
 void ThreadPool::ParallelForGrain(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
+  Run(n, grain, false, fn);
+}
+
+void ThreadPool::ParallelForDynamic(int64_t n, int64_t chunk, const std::function<void(int64_t, int64_t)>& fn) {
+  Run(n, chunk, true, fn);
+}
+
+void ThreadPool::Run(int64_t n, int64_t grain, bool dynamic, const std::function<void(int64_t, int64_t)>& fn) {
   if (n <= 0) return;
   grain = std::max<int64_t>(1, grain);
   if (n_threads_ == 1 || n <= grain) {
-    fn(0, n);
+    if (!dynamic) return fn(0, n);
+    for (int64_t b = 0; b < n; b += grain) fn(b, std::min(n, b + grain));
     return;
   }
   job_ = &fn;
   job_n_ = n;
   job_grain_ = grain;
+  job_dynamic_ = dynamic;
+  next_.store(0, std::memory_order_relaxed);
   pending_.store(n_threads_ - 1, std::memory_order_relaxed);
   {
     // Under the mutex so that a worker about to sleep cannot miss the bump.
@@ -84,12 +95,24 @@ void ThreadPool::ParallelForGrain(int64_t n, int64_t grain, const std::function<
     generation_.fetch_add(1, std::memory_order_release);
   }
   work_cv_.notify_all();
-  int64_t b, e;
-  PartRange(n, grain, n_threads_, 0, &b, &e);
-  if (b < e) fn(b, e);
+  RunPart(0);
   if (SpinUntil([this] { return pending_.load(std::memory_order_acquire) == 0; })) return;
   std::unique_lock<std::mutex> lock(mu_);
   done_cv_.wait(lock, [this] { return pending_.load(std::memory_order_acquire) == 0; });
+}
+
+// Thread `index`'s share of the current job.
+void ThreadPool::RunPart(int index) {
+  if (job_dynamic_) {
+    for (;;) {
+      const int64_t b = next_.fetch_add(job_grain_, std::memory_order_relaxed);
+      if (b >= job_n_) return;
+      (*job_)(b, std::min(job_n_, b + job_grain_));
+    }
+  }
+  int64_t b, e;
+  PartRange(job_n_, job_grain_, n_threads_, index, &b, &e);
+  if (b < e) (*job_)(b, e);
 }
 
 void ThreadPool::WorkerLoop(int index) {
@@ -101,11 +124,9 @@ void ThreadPool::WorkerLoop(int index) {
     }
     seen = generation_.load(std::memory_order_acquire);
     if (stop_.load(std::memory_order_acquire)) return;
-    int64_t b, e;
-    PartRange(job_n_, job_grain_, n_threads_, index, &b, &e);
-    if (b < e) {
+    {
       TraceSpan span("pool work", "compute");
-      (*job_)(b, e);
+      RunPart(index);
     }
     if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
       std::lock_guard<std::mutex> lock(mu_);

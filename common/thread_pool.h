@@ -37,12 +37,20 @@ class ThreadPool {
   void ParallelFor(int64_t n, const std::function<void(int64_t, int64_t)>& fn);
   // Like ParallelFor, but parts are multiples of `grain` (except the last).
   void ParallelForGrain(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
+  // Calls fn(begin, end) over chunks of `chunk` (the last may be shorter)
+  // that the threads take in turn from a shared counter, so a thread that
+  // runs slower (a busy or preempted core: common on VMs) takes fewer chunks
+  // instead of holding the others up. Which thread runs a chunk varies; the
+  // chunks themselves do not.
+  void ParallelForDynamic(int64_t n, int64_t chunk, const std::function<void(int64_t, int64_t)>& fn);
 
   // Cores this process may run on (sched_getaffinity), at least 1.
   static int AvailableCores();
 
  private:
   void WorkerLoop(int index);
+  void Run(int64_t n, int64_t grain, bool dynamic, const std::function<void(int64_t, int64_t)>& fn);
+  void RunPart(int index);
 
   int n_threads_;
   std::vector<std::thread> workers_;
@@ -52,6 +60,8 @@ class ThreadPool {
   const std::function<void(int64_t, int64_t)>* job_ = nullptr;
   int64_t job_n_ = 0;
   int64_t job_grain_ = 1;
+  bool job_dynamic_ = false;
+  std::atomic<int64_t> next_{0};         // dynamic jobs: the first index not taken
   std::atomic<uint64_t> generation_{0};  // bumped once per job (after job_ is set)
   std::atomic<int> pending_{0};          // workers still running the current job
   std::atomic<bool> stop_{false};

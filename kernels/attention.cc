@@ -1,5 +1,5 @@
-// Causal attention: one (token, head) pair per work item, split across the
-// pool. Scores are computed with the dispatched f32 dot, softmax in float32
+// Causal attention: one (token, head) pair per work item, taken by the
+// pool's threads a token at a time. Scores are computed with the dispatched f32 dot, softmax in float32
 // (max-subtracted), then the weighted sum of V rows in position order.
 #include "kernels/attention.h"
 
@@ -35,7 +35,9 @@ void CausalAttention(const AttentionShape& s, const float* q, const float* k_cac
     }
   };
   const int64_t items = n_tok * s.n_heads;
-  if (pool) pool->ParallelFor(items, work);
+  // Later tokens attend to more keys: threads take one token's heads at a
+  // time so that the work evens out.
+  if (pool) pool->ParallelForDynamic(items, s.n_heads, work);
   else work(0, items);
 }
 

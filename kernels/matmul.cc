@@ -3,8 +3,8 @@
 // Quantized types (Q8_0, Q4_0, Q5_0, Q4_K, Q5_K, Q6_K): the integer path. The
 // calling thread quantizes every token's activations once per call into its
 // own growing buffer (in parallel over tokens when there are several), which
-// the pool's threads then only read. Rows are split between threads in
-// multiples of 8; a thread walks its rows in tiles of about 256 KiB of stored
+// the pool's threads then only read. Threads take chunks of rows (multiples
+// of 8, about 8 chunks per thread) in turn; a thread walks its rows in tiles of about 256 KiB of stored
 // weights and, per tile, the tokens in blocks whose quantized activations
 // take about 256 KiB, handing each (tile, block) to the ISA's quantized dot
 // tile (qdot_simd.h / kernels_ref.cc: 8 rows per pass for one token, 4 rows x
@@ -12,8 +12,8 @@
 // once. Each element is the same fixed integer-sum-then-FMA-chain sequence
 // whatever the split.
 //
-// Float types (F32, F16, BF16): rows are split between threads in parts that are multiples of a
-// row tile (ParallelForGrain). A thread dequantizes one tile of rows (about
+// Float types (F32, F16, BF16): threads take chunks of rows in turn, multiples
+// of a row tile when the matrix is large enough. A thread dequantizes one tile of rows (about
 // 256 KiB of f32, at least 8 rows; F32 weights are used in place) into its own
 // buffer, which stays in L2, then runs the ISA's dot tile over all tokens in
 // blocks of kTokenBlock, so the activations of a block stay in L1/L2 while the
@@ -79,6 +79,14 @@ uint8_t* ScratchBytes(ByteScratch which, int64_t n) {
   return buf.data;
 }
 
+// Rows per chunk when threads take chunks in turn (ThreadPool::ParallelForDynamic):
+// about 8 chunks per thread, so a slowed thread costs at most a chunk or so,
+// in multiples of `grain` rows.
+int64_t DynamicChunkRows(int64_t n_out, int threads, int64_t grain) {
+  const int64_t chunks = 8 * static_cast<int64_t>(std::max(1, threads));
+  return std::max<int64_t>(grain, (n_out + chunks - 1) / chunks / grain * grain);
+}
+
 constexpr int64_t kQTileBytes = 256 * 1024;  // stored weight rows per tile
 constexpr int64_t kQActBlockBytes = 256 * 1024;  // quantized activations per token block
 constexpr int64_t kQRowGrain = 8;  // rows per decode pass of the micro-kernels
@@ -115,7 +123,7 @@ void QMatMul(const internal::KernelTable& k, const MatrixView& w, const float* x
     QMatMulRows(k, w, act, l, n_tok, y, 0, w.n_out);
     return;
   }
-  pool->ParallelForGrain(w.n_out, kQRowGrain, [&](int64_t begin, int64_t end) {
+  pool->ParallelForDynamic(w.n_out, DynamicChunkRows(w.n_out, pool->size(), kQRowGrain), [&](int64_t begin, int64_t end) {
     QMatMulRows(k, w, act, l, n_tok, y, begin, end);
   });
 }
@@ -173,9 +181,8 @@ void MatMulWith(const internal::KernelTable& k, const MatrixView& w, const float
   // Smaller parts than a tile when the matrix is small, so every thread works.
   const int64_t per_thread = (w.n_out + pool->size() - 1) / pool->size();
   const int64_t grain = std::clamp<int64_t>(per_thread / kMinTileRows * kMinTileRows, kMinTileRows, tile_rows);
-  pool->ParallelForGrain(w.n_out, grain, [&](int64_t begin, int64_t end) {
-    MatMulRows(k, w, x, n_tok, y, begin, end, tile_rows);
-  });
+  pool->ParallelForDynamic(w.n_out, std::max(grain, DynamicChunkRows(w.n_out, pool->size(), kMinTileRows)),
+                           [&](int64_t begin, int64_t end) { MatMulRows(k, w, x, n_tok, y, begin, end, tile_rows); });
 }
 
 float DotRowWith(const internal::KernelTable& k, TensorType type, const void* row, const float* x, int64_t n) {
