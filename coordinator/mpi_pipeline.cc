@@ -99,6 +99,7 @@ Result<std::unique_ptr<MpiPipeline>> MpiPipeline::Start(Transport& t, const Mode
     so.last = p->plan_.stages.size() == 1;
     so.n_ctx = opts.n_ctx;
     so.max_sequences = opts.max_sequences;
+    so.copy_weights = opts.copy_weights;
     auto stage = Stage::Load(model, so, pool);
     if (stage.ok()) {
       p->stage_ = std::move(stage).value();

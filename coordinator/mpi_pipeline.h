@@ -26,6 +26,7 @@ struct MpiPipelineOptions {
   // is then aborted with a report of the ranks that no longer answer.
   double stage_timeout_s = 300;
   int max_sequences = 1;  // sequences alive at once on every stage
+  bool copy_weights = false;  // rank 0's stage: --no-mmap (workers read it from their own flags)
 };
 
 class MpiPipeline : public Pipeline {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # ASan + UBSan (+ LeakSanitizer) build of strata in build-asan/
-# (STRATA_SANITIZE=ON, -O1 -g) and its fast tests: every unit test
+# (STRATA_SANITIZE=ON, -O1 -g1: line tables are enough for the reports and
+# build faster than full debug info) and its fast tests: every unit test
 # (ctest -L unit, fuzz regressions included) and the bad-file end-to-end test.
 # Any sanitizer report fails the run (-fno-sanitize-recover).
 #
@@ -10,7 +11,7 @@ cd "$(dirname "$0")/.."
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:strict_string_checks=1:detect_stack_use_after_return=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 echo "sanitize: building build-asan/ (-fsanitize=address,undefined)"
-cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g" \
+cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" \
   -DSTRATA_SANITIZE=ON >/dev/null
 cmake --build build-asan -j"$(nproc)" --target strata strata_unit_tests strata_fuzz_replay
 cd build-asan

@@ -30,6 +30,7 @@ struct StageOptions {
   bool last = true;      // holds the final norm and lm_head
   int64_t n_ctx = 4096;  // maximum positions per sequence
   int max_sequences = 1;  // alive at once; Load refuses a KV cache that cannot fit in memory
+  bool copy_weights = false;  // --no-mmap: the slice's matrices in huge-page memory, not the file mapping
 };
 
 // One sequence's run of tokens in a forward batch.
@@ -111,6 +112,11 @@ class Stage {
   MatrixView output_{};           // [vocab rows][hidden]; the embedding when tied
   std::vector<float> output_norm_;
   uint64_t weight_bytes_ = 0;
+  struct FreeBytes {
+    void operator()(uint8_t* p) const { std::free(p); }
+  };
+  std::unique_ptr<uint8_t, FreeBytes> weight_copy_;  // --no-mmap: every matrix of the slice
+  Status CopyWeights();
   std::map<uint64_t, SequenceCache> caches_;
   DecoderScratch scratch_;
   std::vector<float> norm_rows_;

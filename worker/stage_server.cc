@@ -254,6 +254,7 @@ int RunWorker(Transport& t, const WorkerOptions& opts) {
     so.last = mine->last();
     so.n_ctx = plan.n_ctx();
     so.max_sequences = std::max(1, plan.max_sequences());
+    so.copy_weights = opts.copy_weights;
     auto loaded = Stage::Load(**model, so, pool.get());
     Status dump_ok = opts.dump_dir.empty() ? Status::Ok() : MakeDirectories(opts.dump_dir);
     if (loaded.ok() && dump_ok.ok()) {

@@ -59,6 +59,7 @@ struct WorkerOptions {
   std::string dump_dir;         // `strata dump`: every rank writes its layers here
   LayerRange dump_layers{0, -1};
   bool trace = false;           // --trace: send this rank's events to rank 0 at shutdown
+  bool copy_weights = false;    // --no-mmap
 };
 
 // mkdir -p for dump directories.

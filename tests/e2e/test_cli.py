@@ -88,6 +88,21 @@ t1 = run(["generate", "-m", HF, "-p", "ROMEO:", "-n", "12", "--temp", "0", "--ig
 t2 = run(["generate", "-m", HF, "-p", "ROMEO:", "-n", "12", "--temp", "0", "--ignore-eos", "--json", "-t", "2"])
 check("same ids with 1 and 2 threads", t1.returncode == 0 and json.loads(t1.stdout)["ids"] == json.loads(t2.stdout)["ids"])
 
+# --no-mmap (weights copied into huge-page memory) gives the reference's greedy tokens.
+REF_HF = json.load(open(os.path.join(SHARED, "reference", "smol-shakespeare.hf.json")))
+case = REF_HF["cases"][0]
+ref_ids = json.loads(case["greedy_ids"]) if isinstance(case["greedy_ids"], str) else case["greedy_ids"]
+for model, label in ((HF, "HF bf16"), (Q4, "GGUF Q4_K_M")):
+    p = run(["generate", "-m", model, "-p", case["prompt"], "-n", str(len(ref_ids)), "--temp", "0", "--ignore-eos", "--json",
+             "--no-mmap"])
+    ids = json.loads(p.stdout)["ids"] if p.returncode == 0 else None
+    if model == HF:
+        check("--no-mmap: greedy ids == transformers' (HF bf16)", ids == ref_ids, p.stderr[-300:])
+    else:
+        q = run(["generate", "-m", model, "-p", case["prompt"], "-n", str(len(ref_ids)), "--temp", "0", "--ignore-eos", "--json"])
+        check("--no-mmap: same ids as the mapped file (GGUF Q4_K_M)", ids is not None and ids == json.loads(q.stdout)["ids"],
+              p.stderr[-300:])
+
 # perplexity --json fields and the progress line on stderr.
 with tempfile.TemporaryDirectory() as d:
     part = os.path.join(d, "part.txt")
