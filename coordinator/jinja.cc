@@ -166,12 +166,15 @@ struct Value {
 struct Object {
   std::vector<std::pair<std::string, Value>> items;
   bool is_namespace = false;
+  // Linear, as dicts here are small; charged, as a conversation's need not be.
   const Value* Find(std::string_view key) const {
+    Charge(static_cast<int64_t>(items.size()));
     for (const auto& [k, v] : items)
       if (k == key) return &v;
     return nullptr;
   }
   void Set(const std::string& key, Value v) {
+    Charge(static_cast<int64_t>(items.size()));
     for (auto& [k, old] : items)
       if (k == key) {
         old = std::move(v);
