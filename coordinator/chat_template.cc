@@ -1,6 +1,8 @@
 // Chat templates and the reasoning / answer split (rank 0).
 #include "coordinator/chat_template.h"
 
+#include "model/untrusted_json.h"
+
 namespace strata {
 
 Status CheckMessages(const nlohmann::ordered_json& messages) {
@@ -17,6 +19,9 @@ Status CheckMessages(const nlohmann::ordered_json& messages) {
 }
 
 Result<Conversation> ParseConversation(const std::string& text) {
+  // As for requests (openai_api.cc): nlohmann copies and dumps recursively.
+  if (JsonNestingDepth(text, kMaxJsonDepth) > kMaxJsonDepth)
+    return InvalidArgument("the conversation nests JSON deeper than " + std::to_string(kMaxJsonDepth) + " levels");
   nlohmann::ordered_json j = nlohmann::ordered_json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return InvalidArgument("the conversation is not valid JSON");
   Conversation c;

@@ -40,6 +40,57 @@ struct JinjaError {
   throw JinjaError{kind, line, msg};
 }
 
+// ───────────────────────────── limits ─────────────────────────────
+//
+// Templates come with model files and conversations with requests: neither
+// is trusted. jinja2 is bounded by Python (its recursion limit, the sandbox's
+// range() cap); here every resource is bounded explicitly, and running out is
+// an error naming the template line, never a crash, a hang or an exhausted
+// machine:
+//  - nesting while parsing (blocks and expressions inside each other, chains
+//    such as a + b + c ...), which bounds the syntax tree the renderer walks;
+//  - render depth: statements, expressions and macro calls inside each other
+//    (a macro calling itself);
+//  - nesting of lists and dicts, the conversation's included: printing,
+//    comparing and freeing them recurse;
+//  - the size of any one string, the output included;
+//  - work: one budget, in units of about a byte, charged per evaluation
+//    step and per byte of values created, copied or scanned, which bounds
+//    time and memory together ({% for %} over huge ranges, a string doubled
+//    in a loop, a large list copied again and again). It grows with the
+//    context, so that long conversations render: a real template uses about
+//    30 units per byte of conversation.
+constexpr int kMaxParseNesting = 200;
+constexpr int kMaxRenderDepth = 500;
+constexpr int kMaxValueDepth = 200;
+constexpr size_t kMaxStringBytes = size_t{32} << 20;
+constexpr int64_t kStepCost = 64;                    // per statement or expression evaluated
+constexpr int64_t kWorkBudget = int64_t{32} << 20;   // per render, plus:
+constexpr int64_t kWorkPerContextByte = 256;         // per byte of the context's values (its strings and nodes)
+
+std::string MiB(size_t bytes) { return std::to_string(bytes >> 20) + " MiB"; }
+
+// The running render's account (one per Render call, on its thread).
+struct Meter {
+  int64_t work = 0, budget = kWorkBudget;
+  int depth = 0;  // statements and expressions being evaluated
+  int line = 0;   // the template line being rendered
+};
+thread_local Meter* t_meter = nullptr;  // null while parsing: nothing is charged
+
+void Charge(int64_t units) {
+  Meter* m = t_meter;
+  if (m != nullptr && (m->work += units) > m->budget)
+    Fail(m->line, "rendering needs more work than its budget (" + std::to_string(m->budget) +
+                      " units: a loop too long, or strings or lists too large?)");
+}
+
+// A string about to become a value or the output: at most kMaxStringBytes.
+void CheckSize(size_t bytes, const char* what) {
+  if (bytes > kMaxStringBytes && t_meter != nullptr)
+    Fail(t_meter->line, std::string(what) + " larger than " + MiB(kMaxStringBytes));
+}
+
 // ───────────────────────────── values ─────────────────────────────
 
 struct Value;
@@ -53,12 +104,33 @@ struct Value {
   Kind kind = Kind::kUndefined;
   bool b = false;
   bool tuple = false;  // an array that Python would hold as a tuple (repr uses parentheses)
+  int depth = 0;       // lists and dicts nested in this one (0: not a container; a namespace counts 1)
   int64_t i = 0;
   double f = 0;
   std::string s;  // the string; for an undefined value, why it is undefined
   std::shared_ptr<Array> arr;
   std::shared_ptr<Object> obj;
   std::shared_ptr<Function> fn;
+
+  // Copies are charged (the string is copied; arrays and objects are shared).
+  Value() = default;
+  Value(const Value& o) { *this = o; }
+  Value& operator=(const Value& o) {
+    Charge(static_cast<int64_t>(sizeof(Value) + o.s.size()));
+    kind = o.kind;
+    b = o.b;
+    tuple = o.tuple;
+    depth = o.depth;
+    i = o.i;
+    f = o.f;
+    s = o.s;
+    arr = o.arr;
+    obj = o.obj;
+    fn = o.fn;
+    return *this;
+  }
+  Value(Value&&) noexcept = default;
+  Value& operator=(Value&&) noexcept = default;
 
   static Value Undefined(std::string why) {
     Value v;
@@ -69,15 +141,16 @@ struct Value {
   static Value Bool(bool x) { Value v; v.kind = Kind::kBool; v.b = x; return v; }
   static Value Int(int64_t x) { Value v; v.kind = Kind::kInt; v.i = x; return v; }
   static Value Float(double x) { Value v; v.kind = Kind::kFloat; v.f = x; return v; }
-  static Value Str(std::string x) { Value v; v.kind = Kind::kString; v.s = std::move(x); return v; }
-  static Value List(Array a, bool tuple = false) {
+  static Value Str(std::string x) {
+    CheckSize(x.size(), "a string");
+    Charge(static_cast<int64_t>(x.size()));
     Value v;
-    v.kind = Kind::kArray;
-    v.arr = std::make_shared<Array>(std::move(a));
-    v.tuple = tuple;
+    v.kind = Kind::kString;
+    v.s = std::move(x);
     return v;
   }
-  static Value Dict(std::shared_ptr<Object> o) { Value v; v.kind = Kind::kObject; v.obj = std::move(o); return v; }
+  static Value List(Array a, bool tuple = false);
+  static Value Dict(std::shared_ptr<Object> o);
   static Value Fn(Function f) { Value v; v.kind = Kind::kCallable; v.fn = std::make_shared<Function>(std::move(f)); return v; }
 
   bool undefined() const { return kind == Kind::kUndefined; }
@@ -93,12 +166,15 @@ struct Value {
 struct Object {
   std::vector<std::pair<std::string, Value>> items;
   bool is_namespace = false;
+  // Linear, as dicts here are small; charged, as a conversation's need not be.
   const Value* Find(std::string_view key) const {
+    Charge(static_cast<int64_t>(items.size()));
     for (const auto& [k, v] : items)
       if (k == key) return &v;
     return nullptr;
   }
   void Set(const std::string& key, Value v) {
+    Charge(static_cast<int64_t>(items.size()));
     for (auto& [k, old] : items)
       if (k == key) {
         old = std::move(v);
@@ -107,6 +183,42 @@ struct Object {
     items.emplace_back(key, std::move(v));
   }
 };
+
+// Containers know how deeply they nest: at most kMaxValueDepth. A
+// namespace() counts as one level whatever it holds (it is mutable, and
+// printing, comparing and tojson do not look inside it); the renderer frees
+// namespaces one by one (~Renderer), so none is freed recursively.
+int NestedDepth(const Value& v) { return v.depth; }
+void CheckDepth(int depth) {
+  if (depth > kMaxValueDepth)
+    Fail(t_meter ? t_meter->line : 0, "lists and dicts nested deeper than " + std::to_string(kMaxValueDepth) + " levels");
+}
+
+Value Value::List(Array a, bool tuple) {
+  Charge(static_cast<int64_t>(a.size() * sizeof(Value)));
+  int depth = 0;
+  for (const Value& x : a) depth = std::max(depth, NestedDepth(x));
+  CheckDepth(depth + 1);
+  Value v;
+  v.kind = Kind::kArray;
+  v.arr = std::make_shared<Array>(std::move(a));
+  v.tuple = tuple;
+  v.depth = depth + 1;
+  return v;
+}
+
+Value Value::Dict(std::shared_ptr<Object> o) {
+  Charge(static_cast<int64_t>(o->items.size() * (sizeof(Value) + 32)));
+  int depth = 0;
+  if (!o->is_namespace)
+    for (const auto& [k, x] : o->items) depth = std::max(depth, NestedDepth(x));
+  CheckDepth(depth + 1);
+  Value v;
+  v.kind = Kind::kObject;
+  v.obj = std::move(o);
+  v.depth = depth + 1;
+  return v;
+}
 
 struct Args {
   std::vector<Value> pos;
@@ -149,6 +261,7 @@ const char* TypeName(const Value& v) {
 // ── unicode helpers (Python strings are sequences of code points) ──
 
 std::u32string Decode(std::string_view s) {
+  Charge(static_cast<int64_t>(s.size()) * 4);  // writes four bytes per code point
   std::u32string out;
   out.reserve(s.size());
   size_t i = 0;
@@ -168,6 +281,7 @@ std::string Encode(std::u32string_view s) {
 }
 
 size_t CodePoints(std::string_view s) {
+  Charge(static_cast<int64_t>(s.size()));
   size_t n = 0;
   for (unsigned char c : s) n += (c & 0xC0) != 0x80;
   return n;
@@ -273,6 +387,7 @@ std::string PyFloat(double d) {
 std::string Repr(const Value& v);
 
 std::string PyStrRepr(const std::string& s) {
+  Charge(static_cast<int64_t>(s.size()));
   const bool has_single = s.find('\'') != std::string::npos, has_double = s.find('"') != std::string::npos;
   const char q = has_single && !has_double ? '"' : '\'';
   std::string out(1, q);
@@ -308,7 +423,11 @@ std::string Repr(const Value& v) {
     case Value::Kind::kString: return PyStrRepr(v.s);
     case Value::Kind::kArray: {
       std::string out = v.tuple ? "(" : "[";
-      for (size_t k = 0; k < v.arr->size(); ++k) out += (k ? ", " : "") + Repr((*v.arr)[k]);
+      for (size_t k = 0; k < v.arr->size(); ++k) {
+        out += (k ? ", " : "") + Repr((*v.arr)[k]);
+        CheckSize(out.size(), "a printed list");
+      }
+      Charge(static_cast<int64_t>(out.size()));
       if (v.tuple && v.arr->size() == 1) out += ",";
       return out + (v.tuple ? ")" : "]");
     }
@@ -318,8 +437,10 @@ std::string Repr(const Value& v) {
       bool first = true;
       for (const auto& [k, x] : v.obj->items) {
         out += (first ? "" : ", ") + PyStrRepr(k) + ": " + Repr(x);
+        CheckSize(out.size(), "a printed dict");
         first = false;
       }
+      Charge(static_cast<int64_t>(out.size()));
       return out + "}";
     }
     case Value::Kind::kCallable: return "<function>";
@@ -343,6 +464,7 @@ bool Truthy(const Value& v) {
 }
 
 bool Equal(const Value& a, const Value& b) {
+  Charge(1 + static_cast<int64_t>(std::min(a.s.size(), b.s.size())));
   if (a.numeric() && b.numeric()) {
     if (a.integral() && b.integral()) return a.AsInt() == b.AsInt();
     return a.AsDouble() == b.AsDouble();
@@ -377,6 +499,7 @@ bool Equal(const Value& a, const Value& b) {
 // a < b as Python orders numbers, strings (by code point: UTF-8 byte order
 // is the same) and lists.
 int Compare(const Value& a, const Value& b, int line) {
+  Charge(1 + static_cast<int64_t>(std::min(a.s.size(), b.s.size())));
   if (a.undefined()) FailUndefined(a, line);
   if (b.undefined()) FailUndefined(b, line);
   if (a.numeric() && b.numeric()) {
@@ -437,6 +560,7 @@ struct JsonStyle {
 };
 
 void JsonString(const std::string& s, bool ensure_ascii, std::string& out) {
+  Charge(static_cast<int64_t>(s.size()));
   out += '"';
   auto u16 = [&](unsigned v) {
     char b[16];
@@ -474,6 +598,8 @@ void JsonString(const std::string& s, bool ensure_ascii, std::string& out) {
 }
 
 void DumpJson(const Value& v, const JsonStyle& st, int depth, std::string& out, int line) {
+  Charge(1 + static_cast<int64_t>(st.indent_str.size()) * depth);
+  CheckSize(out.size(), "tojson's output");
   auto newline = [&](int d) {
     out += '\n';
     for (int k = 0; k < d; ++k) out += st.indent_str;
@@ -524,7 +650,11 @@ void DumpJson(const Value& v, const JsonStyle& st, int depth, std::string& out, 
   Fail(line, std::string("Object of type ") + TypeName(v) + " is not JSON serializable");
 }
 
-Value FromJson(const nlohmann::ordered_json& j) {
+// The context's values (the conversation): nested at most kMaxValueDepth.
+Value FromJson(const nlohmann::ordered_json& j, int depth = 0) {
+  if (depth >= kMaxValueDepth)
+    Fail(0, "the context (the conversation) nests lists and dicts deeper than " + std::to_string(kMaxValueDepth) + " levels");
+  if (t_meter != nullptr) t_meter->budget += kWorkPerContextByte * static_cast<int64_t>(sizeof(Value));
   switch (j.type()) {
     case nlohmann::ordered_json::value_t::null: return Value::None();
     case nlohmann::ordered_json::value_t::boolean: return Value::Bool(j.get<bool>());
@@ -535,15 +665,19 @@ Value FromJson(const nlohmann::ordered_json& j) {
                                                                            : Value::Int(static_cast<int64_t>(u));
     }
     case nlohmann::ordered_json::value_t::number_float: return Value::Float(j.get<double>());
-    case nlohmann::ordered_json::value_t::string: return Value::Str(j.get<std::string>());
+    case nlohmann::ordered_json::value_t::string: {
+      const std::string& x = j.get_ref<const std::string&>();
+      if (t_meter != nullptr) t_meter->budget += kWorkPerContextByte * static_cast<int64_t>(x.size());
+      return Value::Str(x);
+    }
     case nlohmann::ordered_json::value_t::array: {
       Array a;
-      for (const auto& x : j) a.push_back(FromJson(x));
+      for (const auto& x : j) a.push_back(FromJson(x, depth + 1));
       return Value::List(std::move(a));
     }
     case nlohmann::ordered_json::value_t::object: {
       auto o = std::make_shared<Object>();
-      for (auto it = j.begin(); it != j.end(); ++it) o->items.emplace_back(it.key(), FromJson(it.value()));
+      for (auto it = j.begin(); it != j.end(); ++it) o->items.emplace_back(it.key(), FromJson(it.value(), depth + 1));
       return Value::Dict(std::move(o));
     }
     default: return Value::None();
@@ -832,6 +966,7 @@ struct Expr {
   std::vector<std::pair<std::string, ExprP>> kwargs;
   std::vector<std::string> ops;  // comparison chain operators
   bool negated = false;          // `is not`
+  int depth = 1;                 // levels of this tree (at most kMaxParseNesting)
 };
 
 }  // namespace
@@ -875,6 +1010,21 @@ class Parser {
  public:
   explicit Parser(std::vector<Item> items) : items_(std::move(items)) {}
 
+  // Counts the recursion of the parser; at most kMaxParseNesting.
+  class Nest {
+   public:
+    Nest(Parser& p, int line) : p_(p) {
+      if (++p_.nesting_ > kMaxParseNesting)
+        Fail(line, "blocks or expressions nested deeper than " + std::to_string(kMaxParseNesting) + " levels");
+    }
+    ~Nest() { --p_.nesting_; }
+    Nest(const Nest&) = delete;
+    Nest& operator=(const Nest&) = delete;
+
+   private:
+    Parser& p_;
+  };
+
   NodeP ParseTemplate() {
     std::string end;
     NodeP body = ParseBody({}, &end);
@@ -886,6 +1036,7 @@ class Parser {
 
   // Parses until a block tag named in `ends` (consumed; its name in *end_tag).
   NodeP ParseBody(const std::vector<std::string>& ends, std::string* end_tag) {
+    Nest nest(*this, idx_ < items_.size() ? items_[idx_].line : 0);
     auto body = std::make_shared<TemplateNode>();
     body->kind = TemplateNode::kBody;
     while (idx_ < items_.size()) {
@@ -1111,6 +1262,18 @@ class Parser {
     e->line = line;
     e->items = std::move(items);
     e->name = std::move(name);
+    return Done(std::move(e));
+  }
+  // A finished node: its depth, at most kMaxParseNesting (chains such as
+  // a ~ b ~ c ... grow the tree without recursing in the parser).
+  ExprP Done(std::shared_ptr<Expr> e) {
+    int depth = 0;
+    for (const ExprP& x : e->items)
+      if (x) depth = std::max(depth, x->depth);
+    for (const auto& [k, x] : e->kwargs) depth = std::max(depth, x->depth);
+    e->depth = depth + 1;
+    if (e->depth > kMaxParseNesting)
+      Fail(e->line, "an expression nested deeper than " + std::to_string(kMaxParseNesting) + " levels");
     return e;
   }
 
@@ -1131,6 +1294,7 @@ class Parser {
   }
 
   ExprP ParseExpr(bool with_condexpr) {
+    Nest nest(*this, Peek().line);
     ExprP e = ParseOr();
     if (!with_condexpr) return e;
     while (IsName("if")) {
@@ -1167,6 +1331,7 @@ class Parser {
   ExprP ParseNot() {
     if (IsName("not")) {
       const int line = Peek().line;
+      Nest nest(*this, line);
       ++tpos_;
       return Make(Expr::kNot, line, {ParseNot()});
     }
@@ -1200,7 +1365,7 @@ class Parser {
     e->line = line;
     e->items = std::move(items);
     e->ops = std::move(ops);
-    return e;
+    return Done(std::move(e));
   }
   ExprP ParseMath1() {
     ExprP e = ParseConcat();
@@ -1242,9 +1407,11 @@ class Parser {
     const int line = Peek().line;
     ExprP e;
     if (IsOp("-")) {
+      Nest nest(*this, line);
       ++tpos_;
       e = Make(Expr::kNeg, line, {ParseUnary(false)});
     } else if (IsOp("+")) {
+      Nest nest(*this, line);
       ++tpos_;
       e = Make(Expr::kPos, line, {ParseUnary(false)});
     } else {
@@ -1394,7 +1561,7 @@ class Parser {
     e->line = line;
     e->items.push_back(callee);
     ParseArgs(*e, line);
-    return e;
+    return Done(std::move(e));
   }
   ExprP ParseFilterExpr(ExprP e) {
     while (true) {
@@ -1410,7 +1577,7 @@ class Parser {
         if (!KnownFilters().count(f->name)) Fail(line, "unknown filter '" + f->name + "'", ErrorKind::kUnimplemented);
         f->items.push_back(e);
         if (IsOp("(")) ParseArgs(*f, line);
-        e = f;
+        e = Done(std::move(f));
       } else if (IsName("is")) {
         const int line = Peek().line;
         ++tpos_;
@@ -1440,7 +1607,7 @@ class Parser {
           if (IsName("is")) Fail(line, "tests cannot be chained with 'is'");
           t->items.push_back(ParsePostfix(ParsePrimary()));
         }
-        e = t;
+        e = Done(std::move(t));
       } else if (IsOp("(")) {
         e = ParseCall(e, Peek().line);
       } else {
@@ -1451,6 +1618,7 @@ class Parser {
 
   std::vector<Item> items_;
   size_t idx_ = 0;
+  int nesting_ = 0;
   const std::vector<Tok>* toks_ = nullptr;
   size_t tpos_ = 0;
 };
@@ -1491,10 +1659,12 @@ std::vector<int64_t> SliceIndices(int64_t n, const Value& start, const Value& st
   const int64_t a = clamp(get(start, "start"), st > 0 ? 0 : n - 1);
   const int64_t b = clamp(get(stop, "stop"), st > 0 ? n : -1);
   std::vector<int64_t> out;
-  if (st > 0)
-    for (int64_t k = a; k < b; k += st) out.push_back(k);
-  else
-    for (int64_t k = a; k > b; k += st) out.push_back(k);
+  // a and b lie in [-1, n]: stepping past them cannot overflow unless the
+  // step is near the int64 limits, where one step ends the loop anyway.
+  for (int64_t k = a; st > 0 ? k < b : k > b;) {
+    out.push_back(k);
+    if (__builtin_add_overflow(k, st, &k)) break;
+  }
   return out;
 }
 
@@ -1506,6 +1676,7 @@ std::u32string CharsArg(const Value& v, int line) {
 
 // str.split(sep, maxsplit) (from the right when `right`).
 Array Split(const std::string& s, const Value& sep, int64_t maxsplit, bool right, int line) {
+  Charge(static_cast<int64_t>(s.size()));
   Array out;
   if (sep.undefined() || sep.none()) {
     std::u32string u = Decode(s);
@@ -1571,6 +1742,7 @@ Array Split(const std::string& s, const Value& sep, int64_t maxsplit, bool right
 }
 
 std::string Replace(const std::string& s, const std::string& from, const std::string& to, int64_t count) {
+  Charge(static_cast<int64_t>(s.size()));
   std::string out;
   if (from.empty()) {
     std::u32string u = Decode(s);
@@ -1581,6 +1753,7 @@ std::string Replace(const std::string& s, const std::string& from, const std::st
         ++n;
       }
       if (k < u.size()) out += Encode(std::u32string(1, u[k]));
+      CheckSize(out.size(), "replace()'s result");
     }
     return out;
   }
@@ -1590,6 +1763,7 @@ std::string Replace(const std::string& s, const std::string& from, const std::st
     size_t f = s.find(from, pos);
     if (f == std::string::npos) break;
     out += s.substr(pos, f - pos) + to;
+    CheckSize(out.size(), "replace()'s result");
     pos = f + from.size();
     ++n;
   }
@@ -1597,6 +1771,7 @@ std::string Replace(const std::string& s, const std::string& from, const std::st
 }
 
 std::string HtmlEscape(const std::string& s) {
+  Charge(static_cast<int64_t>(s.size()));
   std::string out;
   for (char c : s) {
     switch (c) {
@@ -1611,9 +1786,23 @@ std::string HtmlEscape(const std::string& s) {
   return out;
 }
 
+// Int arithmetic as Python's, within int64: beyond it (Python would grow the
+// integer) an Unimplemented error rather than a wrapped value.
+void CheckOverflow(bool overflow, const std::string& op, int line) {
+  if (overflow) Fail(line, "integer overflow in '" + op + "' (strata's integers are 64-bit)", ErrorKind::kUnimplemented);
+}
+
+// A float as an int (Python's int(x)): finite and within int64.
+int64_t FloatToInt(double d, int line) {
+  if (!(d > -9223372036854775808.0 && d < 9223372036854775808.0))
+    Fail(line, "cannot convert " + PyFloat(d) + " to a 64-bit integer", ErrorKind::kUnimplemented);
+  return static_cast<int64_t>(d);
+}
+
 class Renderer {
  public:
-  explicit Renderer(const nlohmann::ordered_json& context) {
+  // Rendering charges `meter` (the caller makes it the thread's t_meter).
+  Renderer(const nlohmann::ordered_json& context, Meter& meter) : meter_(meter) {
     globals_ = std::make_shared<Scope>();
     InstallGlobals();
     root_ = std::make_shared<Scope>();
@@ -1622,7 +1811,12 @@ class Renderer {
       for (auto it = context.begin(); it != context.end(); ++it) root_->vars[it.key()] = FromJson(it.value());
   }
 
+  // Breaks the reference cycles (a namespace holding itself, a macro held by
+  // the scope it captured). Namespaces are emptied in the order they were
+  // made and each is still held here while emptied, so freeing one never
+  // frees a chain of them recursively.
   ~Renderer() {
+    for (const auto& ns : namespaces_) ns->items.clear();
     for (const ScopeP& s : macro_scopes_) s->vars.clear();
   }
   Renderer(const Renderer&) = delete;
@@ -1638,8 +1832,32 @@ class Renderer {
  private:
   // ── statements ──
 
+  // Counts the statements and expressions being evaluated inside each other.
+  class Deeper {
+   public:
+    explicit Deeper(Meter& m) : m_(m) {
+      Charge(kStepCost);
+      if (++m_.depth > kMaxRenderDepth)
+        Fail(m_.line, "rendering nested deeper than " + std::to_string(kMaxRenderDepth) +
+                          " levels (a macro calling itself without end?)");
+    }
+    ~Deeper() { --m_.depth; }
+    Deeper(const Deeper&) = delete;
+    Deeper& operator=(const Deeper&) = delete;
+
+   private:
+    Meter& m_;
+  };
+
+  void Emit(std::string& out, const std::string& text) {
+    Charge(static_cast<int64_t>(text.size()));
+    if (out.size() + text.size() > kMaxStringBytes) Fail(meter_.line, "output larger than " + MiB(kMaxStringBytes));
+    out += text;
+  }
+
   Flow Exec(const TemplateNode& n, const ScopeP& scope, std::string& out) {
-    line_ = n.line;
+    meter_.line = n.line;
+    Deeper deeper(meter_);
     switch (n.kind) {
       case TemplateNode::kBody:
         for (const auto& c : n.children) {
@@ -1647,11 +1865,11 @@ class Renderer {
           if (f != Flow::kNormal) return f;
         }
         return Flow::kNormal;
-      case TemplateNode::kText: out += n.text; return Flow::kNormal;
+      case TemplateNode::kText: Emit(out, n.text); return Flow::kNormal;
       case TemplateNode::kOutput: {
         Value v = Eval(*n.expr, scope);
         if (v.kind == Value::Kind::kCallable) Fail(n.line, "cannot print a function (missing '()'?)");
-        out += Str(v);
+        Emit(out, v.is_string() ? v.s : Str(v));
         return Flow::kNormal;
       }
       case TemplateNode::kIf:
@@ -1760,9 +1978,9 @@ class Renderer {
         s->vars[node->params[k]] = v;
       }
       std::string out;
-      const int saved = line_;
+      const int saved = meter_.line;
       Exec(*node->body, s, out);
-      line_ = saved;
+      meter_.line = saved;
       return Value::Str(std::move(out));
     });
   }
@@ -1770,7 +1988,8 @@ class Renderer {
   // ── expressions ──
 
   Value Eval(const Expr& e, const ScopeP& scope) {
-    line_ = e.line;
+    meter_.line = e.line;
+    Deeper deeper(meter_);
     switch (e.kind) {
       case Expr::kLiteral: return e.literal;
       case Expr::kName: {
@@ -1824,7 +2043,12 @@ class Renderer {
         if (v.undefined()) FailUndefined(v, e.line);
         if (!v.numeric()) Fail(e.line, std::string("bad operand type for unary ") + (e.kind == Expr::kNeg ? "-" : "+") + ": '" + TypeName(v) + "'");
         if (e.kind == Expr::kPos) return v.integral() ? Value::Int(v.AsInt()) : v;
-        return v.integral() ? Value::Int(-v.AsInt()) : Value::Float(-v.f);
+        int64_t r = 0;
+        if (v.integral()) {
+          CheckOverflow(__builtin_sub_overflow(int64_t{0}, v.AsInt(), &r), "-", e.line);
+          return Value::Int(r);
+        }
+        return Value::Float(-v.f);
       }
       case Expr::kAnd: {
         Value a = Eval(*e.items[0], scope);
@@ -1858,7 +2082,7 @@ class Renderer {
     a.line = e.line;
     for (size_t k = first; k < e.items.size(); ++k) a.pos.push_back(Eval(*e.items[k], scope));
     for (const auto& [name, x] : e.kwargs) a.kw.emplace_back(name, Eval(*x, scope));
-    line_ = e.line;
+    meter_.line = e.line;
     return a;
   }
 
@@ -1887,6 +2111,7 @@ class Renderer {
       case Value::Kind::kString:
         if (x.undefined()) FailUndefined(x, line);
         if (!x.is_string()) Fail(line, std::string("'in <string>' requires string as left operand, not ") + TypeName(x));
+        Charge(static_cast<int64_t>(container.s.size()));
         return container.s.find(x.s) != std::string::npos;
       case Value::Kind::kArray:
         for (const Value& v : *container.arr)
@@ -1921,6 +2146,9 @@ class Renderer {
       if ((seq->is_string() || seq->kind == Value::Kind::kArray) && cnt->integral()) {
         const int64_t n = std::max<int64_t>(0, cnt->AsInt());
         if (n > (1 << 20)) Fail(line, "sequence repetition by " + std::to_string(n) + " is too large");
+        const size_t unit = seq->is_string() ? seq->s.size() : seq->arr->size() * sizeof(Value);
+        if (unit * static_cast<size_t>(n) > kMaxStringBytes)
+          Fail(line, "sequence repetition: result larger than " + MiB(kMaxStringBytes));
         if (seq->is_string()) {
           std::string r;
           for (int64_t k = 0; k < n; ++k) r += seq->s;
@@ -1937,21 +2165,35 @@ class Renderer {
     const bool ints = a.integral() && b.integral();
     if (ints) {
       const int64_t x = a.AsInt(), y = b.AsInt();
-      if (op == "+") return Value::Int(x + y);
-      if (op == "-") return Value::Int(x - y);
-      if (op == "*") return Value::Int(x * y);
+      int64_t r = 0;
+      if (op == "+" || op == "-" || op == "*") {
+        const bool overflow = op == "+"   ? __builtin_add_overflow(x, y, &r)
+                              : op == "-" ? __builtin_sub_overflow(x, y, &r)
+                                          : __builtin_mul_overflow(x, y, &r);
+        CheckOverflow(overflow, op, line);
+        return Value::Int(r);
+      }
       if (op == "//" || op == "%") {
         if (y == 0) Fail(line, "integer division or modulo by zero");
-        int64_t q = x / y, r = x % y;
+        CheckOverflow(x == std::numeric_limits<int64_t>::min() && y == -1, op, line);
+        int64_t q = x / y;
+        r = x % y;
         if (r != 0 && ((r < 0) != (y < 0))) {
           --q;
           r += y;
         }
         return Value::Int(op == "//" ? q : r);
       }
-      if (op == "**" && y >= 0) {
-        int64_t r = 1;
-        for (int64_t k = 0; k < y; ++k) r *= x;
+      if (op == "**" && y >= 0) {  // by squaring: log2(y) steps
+        int64_t base = x, e = y;
+        bool overflow = false;
+        r = 1;
+        while (e > 0 && !overflow) {
+          if (e & 1) overflow |= __builtin_mul_overflow(r, base, &r);
+          e >>= 1;
+          if (e > 0) overflow |= __builtin_mul_overflow(base, base, &base);
+        }
+        CheckOverflow(overflow, op, line);
         return Value::Int(r);
       }
     }
@@ -2102,6 +2344,7 @@ class Renderer {
   }
 
   Value StringMethod(const std::string& s, const std::string& name) {
+    Charge(static_cast<int64_t>(s.size()));  // the method holds a copy
     auto str_arg = [](const Args& a, size_t k, const char* what) -> const std::string& {
       if (k >= a.pos.size() || !a.pos[k].is_string()) Fail(a.line, std::string(what) + " needs a string argument");
       return a.pos[k].s;
@@ -2171,6 +2414,7 @@ class Renderer {
     if (name == "find" || name == "rfind" || name == "count")
       return Value::Fn([s, name, str_arg](Args& a) {
         a.Expect("str." + name + "()", 1, {});
+        Charge(static_cast<int64_t>(s.size()));
         const std::string& sub = str_arg(a, 0, "str.find()");
         if (name == "count") {
           if (sub.empty()) return Value::Int(static_cast<int64_t>(CodePoints(s)) + 1);
@@ -2191,6 +2435,7 @@ class Renderer {
         for (const Value& v : Iterate(a.pos[0], a.line)) {
           if (!v.is_string()) Fail(a.line, std::string("str.join(): expected str instance, ") + TypeName(v) + " found");
           out += (first ? "" : s) + v.s;
+          CheckSize(out.size(), "str.join()'s result");
           first = false;
         }
         return Value::Str(out);
@@ -2214,6 +2459,7 @@ class Renderer {
     if (name == "isdigit" || name == "isspace" || name == "isalpha" || name == "isalnum" || name == "islower" ||
         name == "isupper")
       return Value::Fn([s, name](Args& a) {
+        Charge(static_cast<int64_t>(s.size()));
         if (!IsAscii(s)) Fail(a.line, "str." + name + "() of non-ASCII text is not supported", ErrorKind::kUnimplemented);
         if (s.empty()) return Value::Bool(false);
         bool all = true, cased = false;
@@ -2252,7 +2498,8 @@ class Renderer {
           size_t d = path.find('.', p);
           std::string part = path.substr(p, d == std::string::npos ? std::string::npos : d - p);
           bool digits = !part.empty() && std::all_of(part.begin(), part.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); });
-          cur = GetItem(cur, digits ? Value::Int(std::stoll(part)) : Value::Str(part), line);
+          // digits: an index (18 digits at most fit an int64; longer ones index nothing)
+          cur = GetItem(cur, digits && part.size() <= 18 ? Value::Int(std::stoll(part)) : Value::Str(part), line);
           if (d == std::string::npos) break;
           p = d + 1;
         }
@@ -2284,7 +2531,9 @@ class Renderer {
       Value indent = kw_or(1, "indent", Value::None());
       if (indent.integral()) {
         st.indent = true;
-        st.indent_str = std::string(static_cast<size_t>(std::max<int64_t>(0, indent.AsInt())), ' ');
+        const int64_t n = std::max<int64_t>(0, indent.AsInt());
+        CheckSize(static_cast<uint64_t>(n), "tojson's indent");
+        st.indent_str = std::string(static_cast<size_t>(n), ' ');
       } else if (indent.is_string()) {
         st.indent = true;
         st.indent_str = indent.s;
@@ -2323,6 +2572,7 @@ class Renderer {
       bool first = true;
       for (const Value& x : Iterate(v, line)) {
         out += (first ? "" : Str(sep)) + Str(get(x));
+        CheckSize(out.size(), "join's result");
         first = false;
       }
       return Value::Str(out);
@@ -2455,7 +2705,9 @@ class Renderer {
       Value width = kw_or(0, "width", Value::Int(4));
       const bool first = Truthy(kw_or(1, "first", Value::Bool(false)));
       const bool blank = Truthy(kw_or(2, "blank", Value::Bool(false)));
-      const std::string ind = width.is_string() ? width.s : std::string(static_cast<size_t>(std::max<int64_t>(0, width.AsInt())), ' ');
+      const int64_t n = width.is_string() ? 0 : std::max<int64_t>(0, width.AsInt());
+      CheckSize(static_cast<uint64_t>(n), "indent's width");
+      const std::string ind = width.is_string() ? width.s : std::string(static_cast<size_t>(n), ' ');
       Value lines_v = StringMethod(Str(v) + "\n", "splitlines");
       Args none;
       none.line = line;
@@ -2473,7 +2725,7 @@ class Renderer {
     if (name == "int") {
       Value dflt = kw_or(0, "default", Value::Int(0));
       if (v.integral()) return Value::Int(v.AsInt());
-      if (v.kind == Value::Kind::kFloat) return Value::Int(static_cast<int64_t>(v.f));
+      if (v.kind == Value::Kind::kFloat) return Value::Int(FloatToInt(v.f, line));
       if (v.is_string()) {
         std::string t = Strip(v.s, nullptr, true, true);
         char* end = nullptr;
@@ -2481,7 +2733,7 @@ class Renderer {
         long long x = std::strtoll(t.c_str(), &end, 10);
         if (!t.empty() && *end == 0 && errno == 0) return Value::Int(x);
         double d = std::strtod(t.c_str(), &end);
-        if (!t.empty() && *end == 0 && std::isfinite(d)) return Value::Int(static_cast<int64_t>(d));
+        if (!t.empty() && *end == 0 && std::isfinite(d)) return Value::Int(FloatToInt(d, line));
       }
       return dflt;
     }
@@ -2498,7 +2750,11 @@ class Renderer {
     }
     if (name == "abs") {
       if (!v.numeric()) Fail(line, std::string("abs: bad operand type '") + TypeName(v) + "'");
-      return v.integral() ? Value::Int(std::llabs(v.AsInt())) : Value::Float(std::fabs(v.f));
+      if (v.integral()) {
+        CheckOverflow(v.AsInt() == std::numeric_limits<int64_t>::min(), "abs", line);
+        return Value::Int(v.AsInt() < 0 ? -v.AsInt() : v.AsInt());
+      }
+      return Value::Float(std::fabs(v.f));
     }
     if (name == "round") {
       a.Expect("round", 2, {"precision", "method"});
@@ -2626,16 +2882,19 @@ class Renderer {
       int64_t start = p.size() > 1 ? p[0] : 0, stop = p.size() > 1 ? p[1] : p[0], step = p.size() > 2 ? p[2] : 1;
       if (step == 0) Fail(a.line, "range() step must not be zero");
       Array r;
-      for (int64_t k = start; step > 0 ? k < stop : k > stop; k += step) {
+      for (int64_t k = start; step > 0 ? k < stop : k > stop;) {
         if (r.size() >= (1u << 20)) Fail(a.line, "range() is too long");
+        Charge(sizeof(Value));
         r.push_back(Value::Int(k));
+        if (__builtin_add_overflow(k, step, &k)) break;
       }
       return Value::List(std::move(r));
     });
-    auto make_dict = [](bool ns) {
-      return Value::Fn([ns](Args& a) {
+    auto make_dict = [this](bool ns) {
+      return Value::Fn([this, ns](Args& a) {
         auto o = std::make_shared<Object>();
         o->is_namespace = ns;
+        if (ns) namespaces_.push_back(o);
         for (const Value& v : a.pos) {
           if (v.kind != Value::Kind::kObject) Fail(a.line, std::string(ns ? "namespace" : "dict") + "() positional arguments must be dicts");
           for (const auto& [k, x] : v.obj->items) o->Set(k, x);
@@ -2648,9 +2907,10 @@ class Renderer {
     globals_->vars["dict"] = make_dict(false);
   }
 
+  Meter& meter_;
   ScopeP globals_, root_;
-  std::vector<ScopeP> macro_scopes_;  // scopes that define macros (cycles to break)
-  int line_ = 0;
+  std::vector<ScopeP> macro_scopes_;                // scopes that define macros (cycles to break)
+  std::vector<std::shared_ptr<Object>> namespaces_;  // every namespace() made (cycles to break)
 };
 
 Status ToStatus(const JinjaError& e, const char* stage) {
@@ -2675,8 +2935,15 @@ Result<Template> Template::Parse(const std::string& source) {
 
 Result<std::string> Template::Render(const nlohmann::ordered_json& context) const {
   if (!root_) return FailedPrecondition("rendering a template that was not parsed");
+  Meter meter;
+  Meter* const outer = t_meter;
+  t_meter = &meter;
+  struct Restore {
+    Meter* outer;
+    ~Restore() { t_meter = outer; }
+  } restore{outer};
   try {
-    Renderer r(context);
+    Renderer r(context, meter);
     return r.Run(*root_);
   } catch (const JinjaError& e) {
     return ToStatus(e, "");

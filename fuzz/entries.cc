@@ -14,6 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "coordinator/chat_template.h"
 #include "model/gguf.h"
 #include "model/gguf_writer.h"
 #include "model/model_files.h"
@@ -328,6 +329,57 @@ std::vector<uint8_t> TinySafetensors() {
 
 }  // namespace
 
+namespace {
+
+// ---------------------------------------------------------------------------
+// Chat templates
+
+constexpr const char* kSmallConversation = R"({"messages": [
+  {"role": "system", "content": "Be brief."},
+  {"role": "user", "content": "Hi \u00e9 <think>"},
+  {"role": "assistant", "content": "", "reasoning_content": "hmm", "tool_calls": [
+    {"type": "function", "function": {"name": "f", "arguments": {"x": 1, "y": [true, null, 2.5]}}}]},
+  {"role": "tool", "content": [{"type": "text", "text": "42"}]},
+  {"role": "assistant", "content": "<think>\nr\n</think>\n\nDone."}],
+ "tools": [{"type": "function", "function": {"name": "f", "description": "d",
+   "parameters": {"type": "object", "properties": {"x": {"type": "integer"}}, "required": ["x"]}}}]})";
+
+// Most of the subset at once: loops with loop.*, namespaces, macros, slices,
+// filters, tests, tojson, string methods, whitespace control.
+constexpr const char* kFeatureTemplate = R"J({%- macro render(m, depth=0) -%}
+{{ m.role | upper }}{% if m.content is string %}: {{ m.content | trim }}{% else %}{% for p in m.content %}[{{ p.text }}]{% endfor %}{% endif %}
+{%- endmacro -%}
+{{ bos_token }}{% set ns = namespace(n=0, last='') %}
+{%- if tools %}{% for t in tools %}{{ t | tojson(indent=2) }}{{ t.function.name ~ '|' ~ (t.function.parameters.required | join(',')) }}{% endfor %}{% endif %}
+{%- for m in messages[::-1] if m.role != 'tool' %}{% set ns.n = ns.n + 1 %}{% set ns.last = m.role %}{% endfor %}
+{%- for m in messages %}
+  {%- if loop.first and m.role == 'system' %}<sys>{{ m.content }}</sys>{% continue %}{% endif %}
+  {{- render(m) }}{{ '
+' if not loop.last }}
+  {%- if m.tool_calls is defined %}{% for c in m.tool_calls %}{{ c.function.arguments | tojson(sort_keys=true) }}{{ c.function.arguments.items() | list }}{% endfor %}{% endif %}
+  {%- if m.content is string and '</think>' in m.content %}{{ m.content.split('</think>')[-1].lstrip('
+') }}{% endif %}
+{%- endfor %}
+{%- set a, b = ns.n, ns.last %}{{ a }}{{ b[:3] }}{{ range(3) | map('string') | join('-') }}{{ messages | map(attribute='role') | unique | list }}
+{%- if add_generation_prompt %}<assistant>{% if enable_thinking is defined and not enable_thinking %}<think>
+
+</think>{% endif %}{% endif %}
+{{- eos_token })J";
+
+std::vector<uint8_t> ChatTemplateInput(const std::string& source, const std::string& conversation) {
+  std::vector<uint8_t> b(source.begin(), source.end());
+  b.push_back(0);
+  b.insert(b.end(), conversation.begin(), conversation.end());
+  return b;
+}
+
+// A template error names its line.
+void CheckTemplateError(const Status& st) {
+  STRATA_CHECK_MSG(st.message().rfind("chat template line ", 0) == 0, "template error without a line: " + st.ToString());
+}
+
+}  // namespace
+
 std::vector<Seed> Seeds() {
   return {
       {"gguf", "tiny_smollm3", TinyGguf()},
@@ -336,6 +388,7 @@ std::vector<Seed> Seeds() {
       {"json_config", "generation_config", Bytes(1, SmallGenerationConfigJson())},
       {"json_config", "tokenizer_config", Bytes(2, SmallTokenizerConfigJson())},
       {"json_config", "tokenizer", Bytes(3, SmallTokenizerJson())},
+      {"chat_template", "features", ChatTemplateInput(kFeatureTemplate, kSmallConversation)},
   };
 }
 
@@ -381,9 +434,35 @@ int JsonConfigEntry(const uint8_t* data, size_t size) {
   return 0;
 }
 
+int ChatTemplateEntry(const uint8_t* data, size_t size) {
+  const std::string_view in(reinterpret_cast<const char*>(data), size);
+  const size_t nul = in.find('\0');
+  const std::string source(in.substr(0, nul));
+  const std::string conv_text = nul == std::string_view::npos ? std::string(kSmallConversation) : std::string(in.substr(nul + 1));
+  auto conv = ParseConversation(conv_text);
+  if (!conv.ok()) return 0;
+  auto t = ChatTemplate::Create(source, "<|begin_of_text|>", "<|end_of_text|>");
+  if (!t.ok()) {
+    CheckTemplateError(t.status());
+    return 0;
+  }
+  const ChatOptions kOptions[] = {{.add_generation_prompt = true, .enable_thinking = std::nullopt},
+                                  {.add_generation_prompt = false, .enable_thinking = true},
+                                  {.add_generation_prompt = true, .enable_thinking = false}};
+  for (const ChatOptions& opts : kOptions) {
+    auto prompt = t->Apply(*conv, opts);
+    if (!prompt.ok()) CheckTemplateError(prompt.status());
+    else (void)PromptOpensThinking(*prompt);
+  }
+  return 0;
+}
+
 const std::vector<Target>& Targets() {
-  static const std::vector<Target> targets = {
-      {"gguf", GgufEntry}, {"safetensors", SafetensorsEntry}, {"tokenizer", TokenizerEntry}, {"json_config", JsonConfigEntry}};
+  static const std::vector<Target> targets = {{"gguf", GgufEntry},
+                                              {"safetensors", SafetensorsEntry},
+                                              {"tokenizer", TokenizerEntry},
+                                              {"json_config", JsonConfigEntry},
+                                              {"chat_template", ChatTemplateEntry}};
   return targets;
 }
 

@@ -30,10 +30,20 @@ int TokenizerEntry(const uint8_t* data, size_t size);
 // becomes (0: config.json, 1: generation_config.json, 2: tokenizer_config.json,
 // 3: tokenizer.json); the others are small valid ones.
 int JsonConfigEntry(const uint8_t* data, size_t size);
+// A chat template and a conversation, split at the first NUL byte: the
+// template's Jinja source before it, the conversation's JSON (a message list
+// or {"messages", "tools"}) after it; with no NUL, the whole input is the
+// template and the conversation a small fixed one. ChatTemplate::Create, then
+// Apply with the generation prompt on and off and enable_thinking unset /
+// true / false: every failure is a Status (a template error names its line),
+// and rendering stays within the renderer's bounds on time, memory, output
+// size and recursion (coordinator/jinja.cc), whatever the template does.
+int ChatTemplateEntry(const uint8_t* data, size_t size);
 
 // Small valid inputs built in code (seeds for the corpus): a tiny smollm3
-// GGUF with a byte-level vocabulary, a tiny safetensors file, and the
-// JSON files JsonConfigEntry completes a directory with (kind byte first).
+// GGUF with a byte-level vocabulary, a tiny safetensors file, the JSON files
+// JsonConfigEntry completes a directory with (kind byte first), and a chat
+// template using most of the Jinja subset with a conversation.
 struct Seed {
   std::string target, name;
   std::vector<uint8_t> bytes;

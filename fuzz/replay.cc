@@ -64,7 +64,7 @@ int main(int argc, char** argv) {
     std::sort(files.begin(), files.end());
     int n = 0;
     for (const fs::path& p : files) n += RunOne(t, p);
-    std::printf("%-12s %d inputs ok\n", t.name, n);
+    std::printf("%-14s %d inputs ok\n", t.name, n);
     total += n;
   }
   if (total == 0) {

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets (clang, ASan + UBSan, STRATA_FUZZ=ON) into
 # build-fuzz/ and runs each for SECONDS (default 30): gguf, safetensors,
-# tokenizer, json_config. The corpus grows in build-fuzz/corpus/<target>/,
-# seeded from the shared model files (small ones whole, big ones' headers) and
-# the built-in seeds of fuzz/entries.cc; fuzz/regressions/<target>/ is
-# replayed first. A crash leaves its input in build-fuzz/artifacts/<target>/:
-# fix the bug, then keep the input in fuzz/regressions/<target>/.
+# tokenizer, json_config, chat_template. The corpus grows in
+# build-fuzz/corpus/<target>/, seeded from the shared model files (small ones
+# whole, big ones' headers), the shared chat templates (each with a small
+# conversation, after a NUL byte) and the built-in seeds of fuzz/entries.cc;
+# fuzz/regressions/<target>/ is replayed first. A crash leaves its input in
+# build-fuzz/artifacts/<target>/: fix the bug, then keep the input in
+# fuzz/regressions/<target>/.
 # Writes a summary (seconds, executions, corpus size per target) to
 # build-fuzz/summary.txt. Exit status 1 when any target found a crash.
 #
@@ -15,7 +17,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-30}
 root=$(pwd)
 shared=$(cd .. && pwd)/shared
-targets=(gguf safetensors tokenizer json_config)
+targets=(gguf safetensors tokenizer json_config chat_template)
 
 command -v clang++ >/dev/null || { echo "fuzz: needs the Debian package 'clang' (launch/setup.sh)" >&2; exit 1; }
 echo "fuzz: building build-fuzz/ (clang, -fsanitize=fuzzer,address,undefined)"
@@ -50,10 +52,21 @@ for pair in 0:config.json 1:generation_config.json 2:tokenizer_config.json; do
   kind=${pair%%:*} file=${pair#*:}
   [ -f "$hf/$file" ] && { printf "\\x0$kind"; cat "$hf/$file"; } > "$seeds/json_config/shared_$file" || true
 done
+# Chat templates: the shared ones and the model's, each with a conversation
+# (template, NUL, JSON: see ChatTemplateEntry).
+conv='{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+ {"role": "assistant", "content": "<think>\nr\n</think>\n\nHello.", "tool_calls": [{"type": "function",
+  "function": {"name": "f", "arguments": {"x": 1}}}]}, {"role": "tool", "content": "42"},
+ {"role": "user", "content": "Thanks"}],
+ "tools": [{"type": "function", "function": {"name": "f", "description": "d", "parameters": {"type": "object",
+  "properties": {"x": {"type": "integer"}}, "required": ["x"]}}}]}'
+for f in "$shared"/templates/*.jinja "$hf/chat_template.jinja"; do
+  [ -f "$f" ] && { cat "$f"; printf '\0%s' "$conv"; } > "$seeds/chat_template/$(basename "$(dirname "$f")")_$(basename "$f")" || true
+done
 
 status=0
 summary=build-fuzz/summary.txt
-printf '%-12s %8s %12s %10s %8s\n' target seconds executions exec/s corpus > "$summary"
+printf '%-14s %8s %12s %10s %8s\n' target seconds executions exec/s corpus > "$summary"
 for t in "${targets[@]}"; do
   bin=build-fuzz/bin/fuzz_$t
   mkdir -p "build-fuzz/corpus/$t" "build-fuzz/artifacts/$t"
@@ -73,7 +86,7 @@ for t in "${targets[@]}"; do
   execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo 0)
   rate=$(grep -o 'stat::average_exec_per_sec: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo 0)
   corpus=$(ls "build-fuzz/corpus/$t" | wc -l)
-  printf '%-12s %8s %12s %10s %8s\n' "$t" "$secs" "$execs" "$rate" "$corpus" >> "$summary"
+  printf '%-14s %8s %12s %10s %8s\n' "$t" "$secs" "$execs" "$rate" "$corpus" >> "$summary"
 done
 cat "$summary"
 exit $status

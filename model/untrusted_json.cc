@@ -22,8 +22,9 @@ std::string Quote(std::string_view s) {
   return out + "'";
 }
 
-// Deepest nesting of [ and { outside strings (stops counting past `limit`).
-int JsonDepth(std::string_view s, int limit) {
+}  // namespace
+
+int JsonNestingDepth(std::string_view s, int limit) {
   int depth = 0, max_depth = 0;
   bool in_string = false, escaped = false;
   for (char c : s) {
@@ -39,8 +40,6 @@ int JsonDepth(std::string_view s, int limit) {
   }
   return max_depth;
 }
-
-}  // namespace
 
 bool IsValidUtf8(const uint8_t* p, uint64_t n, uint64_t* bad_at) {
   uint64_t i = 0;
@@ -73,7 +72,7 @@ Result<nlohmann::json> ParseUntrustedJson(std::string_view text, const std::stri
   // follow it; raw NULs are never valid JSON (strings must escape them).
   if (size_t nul = text.find('\0'); nul != std::string_view::npos)
     return DataLoss(what + " contains a NUL byte at offset " + std::to_string(nul));
-  if (JsonDepth(text, max_depth) > max_depth)
+  if (JsonNestingDepth(text, max_depth) > max_depth)
     return DataLoss(what + " nests JSON deeper than " + std::to_string(max_depth) + " levels");
   std::vector<std::set<std::string>> open_objects;
   std::string duplicate;

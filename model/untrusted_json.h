@@ -40,6 +40,11 @@ Result<nlohmann::json> ParseUntrustedJson(std::string_view text, const std::stri
 Result<nlohmann::json> ReadUntrustedJsonFile(const std::string& path, const std::string& kind,
                                              uint64_t max_bytes = kMaxJsonFileBytes);
 
+// Deepest nesting of [ and { outside strings in JSON text (counting stops
+// past `limit`): a check before parsing, for callers that cannot use
+// ParseUntrustedJson (a top level that is not an object).
+int JsonNestingDepth(std::string_view text, int limit);
+
 // True when [p, p+n) is well-formed UTF-8 (no overlong forms, no surrogates,
 // nothing above U+10FFFF); else *bad_at is the offset of the first bad byte.
 bool IsValidUtf8(const uint8_t* p, uint64_t n, uint64_t* bad_at);

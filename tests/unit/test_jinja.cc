@@ -171,6 +171,55 @@ TEST(Jinja, ErrorsNameTheLine) {
   EXPECT_NE(st.message().find("unpack"), std::string::npos) << st.message();
 }
 
+// Hostile templates and conversations end in an error naming the line, in
+// bounded time and memory (the limits of coordinator/jinja.cc), never in a
+// crash or a hang.
+TEST(Jinja, BoundsHostileTemplates) {
+  auto expect_error = [](const std::string& source, const std::string& want, const std::string& context = "{}") {
+    SCOPED_TRACE(source.substr(0, 120));
+    Status st = RenderError(source, context);
+    ASSERT_FALSE(st.ok());
+    EXPECT_NE(st.message().find(want), std::string::npos) << st.message();
+    EXPECT_EQ(st.message().rfind("chat template line ", 0), 0u) << st.message();
+  };
+  expect_error("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}\n{{ f(0) }}", "rendering nested deeper than");
+  expect_error("{{ " + std::string(1000, '(') + "1" + std::string(1000, ')') + " }}", "nested deeper than 200");
+  expect_error("{{ " + std::string(1000, '[') + std::string(1000, ']') + " }}", "nested deeper than 200");
+  std::string chain = "{{ 1";
+  for (int k = 0; k < 5000; ++k) chain += " + 1";
+  expect_error(chain + " }}", "an expression nested deeper than 200");
+  std::string blocks;
+  for (int k = 0; k < 1000; ++k) blocks += "{% if true %}";
+  expect_error(blocks, "blocks or expressions nested deeper than 200");
+  expect_error("{% for i in range(1000000) %}{% for j in range(1000000) %}{% endfor %}{% endfor %}", "work than its budget");
+  expect_error("{% set ns = namespace(s='ab') %}{% for i in range(100) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}",
+               "work than its budget");
+  expect_error("{% for i in range(100000) %}{{ 'x' * 1000 }}{% endfor %}", "work than its budget");
+  expect_error("{{ 'x' * 1000000 * 1000 }}", "larger than 32 MiB");
+  // A long conversation raises the work budget; sizes stay bounded.
+  const std::string big = R"({"s": ")" + std::string(20 << 20, 'x') + R"("})";
+  expect_error("{{ s ~ s }}", "a string larger than 32 MiB", big);
+  expect_error("{{ s }}\n{{ s }}", "line 2: output larger than 32 MiB", big);
+  expect_error("{% set ns = namespace(x=[]) %}{% for i in range(1000) %}{% set ns.x = [ns.x] %}{% endfor %}",
+               "nested deeper than 200 levels");
+  expect_error("{{ m }}", "deeper than 200 levels",
+               "{\"m\": " + std::string(1000, '[') + std::string(1000, ']') + "}");
+  expect_error("{% set s = 'x' * 1000000 %}{% for i in range(100000) %}{% set t = s %}{% endfor %}",
+               "work than its budget");
+  expect_error("{{ 9223372036854775807 + 1 }}", "integer overflow");
+  expect_error("{{ 2 ** 64 }}", "integer overflow");
+  expect_error("{{ -(-9223372036854775807 - 1) }}", "integer overflow");
+  expect_error("{{ (-9223372036854775807 - 1) // -1 }}", "integer overflow");
+  expect_error("{{ 1e300 | int }}", "64-bit integer");
+  EXPECT_EQ(RenderError("{{ 2 ** 9223372036854775807 }}").kind(), ErrorKind::kUnimplemented);  // fast
+  EXPECT_EQ(Render("{{ 2 ** 62 }}|{{ (-2) ** 63 }}|{{ -9223372036854775807 - 1 }}"),
+            "4611686018427387904|-9223372036854775808|-9223372036854775808");
+  EXPECT_EQ(Render("{{ range(9223372036854775806, 9223372036854775807, 1000) | list }}"), "[9223372036854775806]");
+  EXPECT_EQ(Render("{{ [1, 2, 3][::9223372036854775807] }}"), "[1]");
+  // A namespace holding itself is freed (the sanitizer builds check leaks).
+  EXPECT_EQ(Render("{% set ns = namespace() %}{% set ns.me = ns %}{% set ns.l = [ns, dict(n=ns)] %}ok"), "ok");
+}
+
 TEST(Jinja, UndefinedIsLenient) {
   // Jinja's default Undefined: prints as nothing, is false, iterates as empty.
   EXPECT_EQ(Render("[{{ nope }}]{% if nope %}x{% endif %}{% for a in nope %}y{% endfor %}{{ nope | length }}"), "[]0");
