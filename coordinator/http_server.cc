@@ -221,6 +221,21 @@ struct HttpServer::Impl {
     return {{"index", 0}, {"delta", delta}, {"finish_reason", finish}};
   }
 
+  // Waits up to 50 ms (or the deadline) for tokens, appends their text to
+  // *out, and ends the sequence once a stop string is met. True when the
+  // request has ended.
+  static bool NextText(ServingRequest& r, CompletionText& text, Clock::time_point deadline, TextDelta* out) {
+    std::vector<int32_t> ids;
+    const bool ended = r.Wait(&ids, std::min(deadline, Clock::now() + std::chrono::milliseconds(50)));
+    for (int32_t t : ids) {
+      TextDelta d = text.Push(t);
+      out->content += d.content;
+      out->reasoning += d.reasoning;
+      if (text.stopped()) r.Cancel();
+    }
+    return ended;
+  }
+
   void Completion(const httplib::Request& http, httplib::Response& res, ApiKind kind) {
     const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
                                              std::chrono::duration<double>(opts.request_timeout_s));
@@ -241,18 +256,8 @@ struct HttpServer::Impl {
 
     if (!p.req.stream) {
       TextDelta all;
-      std::vector<int32_t> ids;
-      bool ended = false;
-      while (!ended) {
-        ended = r->Wait(&ids, std::min(deadline, Clock::now() + std::chrono::milliseconds(50)));
-        for (int32_t t : ids) {
-          TextDelta d = text->Push(t);
-          all.content += d.content;
-          all.reasoning += d.reasoning;
-          if (text->stopped()) r->Cancel();
-        }
-        ids.clear();
-        if (ended) break;
+      for (;;) {
+        if (NextText(*r, *text, deadline, &all)) break;
         if (PeerClosed(fd)) {
           r->Cancel();
           Count(499, true);
@@ -302,18 +307,10 @@ struct HttpServer::Impl {
           if (kind == ApiKind::kChat &&
               !send(Chunk(kind, id, {{"index", 0}, {"delta", {{"role", "assistant"}, {"content", ""}}}, {"finish_reason", nullptr}})))
             return gone();
-          std::vector<int32_t> ids;
           bool ended = false;
           while (!ended) {
-            ended = r->Wait(&ids, std::min(deadline, Clock::now() + std::chrono::milliseconds(50)));
             TextDelta d;
-            for (int32_t t : ids) {
-              TextDelta piece = text->Push(t);
-              d.content += piece.content;
-              d.reasoning += piece.reasoning;
-              if (text->stopped()) r->Cancel();
-            }
-            ids.clear();
+            ended = NextText(*r, *text, deadline, &d);
             if (!d.empty() && !send(Chunk(kind, id, DeltaChoice(kind, d, nullptr)))) return gone();
             if (ended) break;
             if (PeerClosed(fd)) return gone();
@@ -374,20 +371,17 @@ struct HttpServer::Impl {
       s.set_content(Dump(j), "application/json");
     });
     // Known paths with the wrong method: 405 rather than 404.
-    for (const char* path : {"/v1/chat/completions", "/v1/completions"})
-      svr.Get(path, [this](const httplib::Request& q, httplib::Response& s) {
+    auto wrong_method = [this](const char* allowed) {
+      return [this, allowed](const httplib::Request& q, httplib::Response& s) {
         ApiError e;
         e.status = 405;
-        e.message = q.path + " takes POST";
+        e.message = q.path + " takes " + allowed;
+        s.set_header("Allow", allowed);
         SendError(s, e);
-      });
-    for (const char* path : {"/v1/models", "/health"})
-      svr.Post(path, [this](const httplib::Request& q, httplib::Response& s) {
-        ApiError e;
-        e.status = 405;
-        e.message = q.path + " takes GET";
-        SendError(s, e);
-      });
+      };
+    };
+    for (const char* path : {"/v1/chat/completions", "/v1/completions"}) svr.Get(path, wrong_method("POST"));
+    for (const char* path : {"/v1/models", "/health"}) svr.Post(path, wrong_method("GET"));
     // httplib's own refusals (unknown path, body too large, unreadable
     // request) get an OpenAI-style body too.
     svr.set_error_handler([this](const httplib::Request& q, httplib::Response& s) {

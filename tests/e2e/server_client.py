@@ -111,6 +111,17 @@ class Server:
             pass
         return r.status, dict(r.getheaders()), data
 
+    def wait_idle(self, timeout):
+        """Polls /health until nothing runs or waits; returns (idle, last health)."""
+        deadline = time.time() + timeout
+        h = None
+        while time.time() < deadline:
+            st, _, h = self.request("GET", "/health")
+            if st == 200 and h.get("running") == 0 and h.get("queued") == 0:
+                return True, h
+            time.sleep(0.1)
+        return False, h
+
     def post(self, path, body, timeout=120):
         return self.request("POST", path, body, timeout=timeout)
 

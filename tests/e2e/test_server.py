@@ -125,14 +125,7 @@ def check_disconnect(srv, label):
     body = {"prompt": PLAIN[0]["prompt"], "max_tokens": 3000, "temperature": 0, "ignore_eos": True}
     st, events = srv.stream("/v1/completions", body, stop_after=3)
     check(f"{label}: disconnect after 3 events", st == 200 and len(events) == 3, events)
-    idle = False
-    deadline = time.time() + 15
-    while time.time() < deadline:
-        st, _, h = srv.request("GET", "/health")
-        if st == 200 and h.get("running") == 0 and h.get("queued") == 0:
-            idle = True
-            break
-        time.sleep(0.1)
+    idle, h = srv.wait_idle(15)
     check(f"{label}: the disconnected sequence ends (health: running 0)", idle, h)
     st, _, j = srv.post("/v1/completions", {"prompt": PLAIN[0]["prompt"], "max_tokens": 8, "temperature": 0})
     check(f"{label}: the server answers after the disconnect", st == 200 and j["choices"][0]["text"], j)

@@ -123,15 +123,8 @@ def run_load(srv, label):
     check(f"{label}: every well-formed answer == its single-request answer ({len(lat)} requests)", not wrong, wrong[:3])
     check(f"{label}: every malformed request got a 4xx with an error ({len(bad_ok)})", not errors, errors[:5])
     # Idle again: nothing running, memory back to the warm level.
-    idle = None
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        st, _, h = srv.request("GET", "/health")
-        if st == 200 and h.get("running") == 0 and h.get("queued") == 0:
-            idle = h
-            break
-        time.sleep(0.2)
-    check(f"{label}: idle after the load (disconnected sequences ended)", idle is not None, h)
+    idle, h = srv.wait_idle(30)
+    check(f"{label}: idle after the load (disconnected sequences ended)", idle, h)
     time.sleep(0.5)
     rss_after = srv.rss_kib()
     # The server trims the allocator when idle; allow its per-thread arenas a
