@@ -6,14 +6,14 @@
 // vpmaddwd. Everything here lives in an unnamed namespace so the two
 // instantiations never merge at link time.
 //
-// Blocking: a micro-kernel computes R rows x T tokens of (row, token) pairs
-// held in registers, in groups of 8 pairs (8 x 1 for decode, so one pass over
-// the weights keeps 8 rows in flight; 4 x 2 for prefill, so each unpacked
-// weight vector feeds 2 tokens and each activation vector 4 rows; 4 x 4 where
-// AVX-512VL gives 32 registers). Per weight block every pair accumulates its
-// exact int32 sums in one ymm; each group's 8 ymm are reduced together (a
-// hadd tree, exact in integers) into one vector whose lane p is pair p's block
-// sum, and that vector enters a per-lane f32 FMA chain: acc = fma(d_w * d_x, float(A), acc) (Q4_K/Q5_K then
+// Blocking: a micro-kernel computes a group of 8 (row, token) pairs held in
+// registers: R rows x T tokens with R * T = 8 (8 x 1 for decode, so one pass
+// over the weights keeps 8 rows in flight; 4 x 2 for prefill, so each
+// unpacked weight vector feeds 2 tokens and each activation vector 4 rows).
+// Per weight block every pair accumulates its exact int32 sums in one ymm;
+// the 8 ymm are reduced together (a hadd tree, exact in integers) into one
+// vector whose lane p is pair p's block sum, and that vector enters a per-lane
+// f32 FMA chain: acc = fma(d_w * d_x, float(A), acc) (Q4_K/Q5_K then
 // acc = fma(-(dmin_w * d_x), float(B), acc)). Lane p sees exactly the
 // operations of kernels_ref.cc for its pair, so results are bit-identical to
 // the reference and independent of which micro-kernel, tile or thread
@@ -118,16 +118,16 @@ inline Act ActAt(const uint8_t* act, const ActLayout& l) {
           reinterpret_cast<const int16_t*>(act + l.off_sums)};
 }
 
-// f32 lanes p = d_w[r] * d_x[t] for the pairs 8g + p = r * T + t of group g,
-// from fp16 d_w.
+// f32 lanes p = d_w[r(p)] * d_x[t(p)] with p = r * T + t, from fp16 d_w.
 template <int R, int T>
-inline __m256 PairScales(const uint16_t (&dw)[R], const float (&dx)[T], int g) {
+inline __m256 PairScales(const uint16_t (&dw)[R], const float (&dx)[T]) {
   alignas(16) uint16_t wh[8];
   alignas(32) float xf[8];
-  for (int p = 0; p < 8; ++p) {
-    wh[p] = dw[(8 * g + p) / T];
-    xf[p] = dx[(8 * g + p) % T];
-  }
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < T; ++t) {
+      wh[r * T + t] = dw[r];
+      xf[r * T + t] = dx[t];
+    }
   return _mm256_mul_ps(_mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(wh))), _mm256_load_ps(xf));
 }
 
@@ -159,10 +159,8 @@ inline __m128i UnpackScalesMinsK4(const uint8_t* s) {
 template <bool kHighBits, int R, int T>
 void MicroKScaleMin(const uint8_t* const (&rows)[R], const Act (&xs)[T], int64_t nb, int64_t next_group, float* out) {
   using Block = std::conditional_t<kHighBits, BlockQ5_K, BlockQ4_K>;
-  constexpr int kGroups = R * T / 8;
   const __m256i low4 = _mm256_set1_epi8(0x0F);
-  __m256 acc[kGroups];
-  for (int g = 0; g < kGroups; ++g) acc[g] = _mm256_setzero_ps();
+  __m256 acc = _mm256_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
     PrefetchAhead<R, (sizeof(Block) + 63) / 64>(rows, b, nb, sizeof(Block), next_group);
     alignas(32) int16_t sc[R][16];  // [0..8) scales, [8..16) mins
@@ -212,13 +210,11 @@ void MicroKScaleMin(const uint8_t* const (&rows)[R], const Act (&xs)[T], int64_t
       const __m128i m = _mm_load_si128(reinterpret_cast<const __m128i*>(sc[r] + 8));
       for (int t = 0; t < T; ++t) bi[r * T + t] = _mm_madd_epi16(m, bp[t]);
     }
-    for (int g = 0; g < kGroups; ++g) {
-      const __m256 fa = _mm256_cvtepi32_ps(Reduce8(ai + 8 * g)), fb = _mm256_cvtepi32_ps(Reduce8x4(bi + 8 * g));
-      acc[g] = _mm256_fmadd_ps(PairScales<R, T>(dw, dx, g), fa, acc[g]);
-      acc[g] = _mm256_fnmadd_ps(PairScales<R, T>(dmin, dx, g), fb, acc[g]);
-    }
+    const __m256 fa = _mm256_cvtepi32_ps(Reduce8(ai)), fb = _mm256_cvtepi32_ps(Reduce8x4(bi));
+    acc = _mm256_fmadd_ps(PairScales<R, T>(dw, dx), fa, acc);
+    acc = _mm256_fnmadd_ps(PairScales<R, T>(dmin, dx), fb, acc);
   }
-  for (int g = 0; g < kGroups; ++g) _mm256_storeu_ps(out + 8 * g, acc[g]);
+  _mm256_storeu_ps(out, acc);
 }
 
 template <int R, int T>
@@ -227,9 +223,7 @@ void MicroQ6K(const uint8_t* const (&rows)[R], const Act (&xs)[T], int64_t nb, i
   // Spreads an int32 holding int16 scales (a, b) to a in lanes 0..7, b in 8..15.
   const __m256i spread = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1,  //
                                           2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3);
-  constexpr int kGroups = R * T / 8;
-  __m256 acc[kGroups];
-  for (int g = 0; g < kGroups; ++g) acc[g] = _mm256_setzero_ps();
+  __m256 acc = _mm256_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
     PrefetchAhead<R, (sizeof(BlockQ6_K) + 63) / 64>(rows, b, nb, sizeof(BlockQ6_K), next_group);
     alignas(32) int16_t sc[R][16];
@@ -272,10 +266,9 @@ void MicroQ6K(const uint8_t* const (&rows)[R], const Act (&xs)[T], int64_t nb, i
       for (int t = 0; t < T; ++t)
         ai[r * T + t] = _mm256_sub_epi32(ai[r * T + t], _mm256_slli_epi32(_mm256_madd_epi16(s16, bs[t]), 5));
     }
-    for (int g = 0; g < kGroups; ++g)
-      acc[g] = _mm256_fmadd_ps(PairScales<R, T>(dw, dx, g), _mm256_cvtepi32_ps(Reduce8(ai + 8 * g)), acc[g]);
+    acc = _mm256_fmadd_ps(PairScales<R, T>(dw, dx), _mm256_cvtepi32_ps(Reduce8(ai)), acc);
   }
-  for (int g = 0; g < kGroups; ++g) _mm256_storeu_ps(out + 8 * g, acc[g]);
+  _mm256_storeu_ps(out, acc);
 }
 
 // The legacy 32-blocks: the unsigned weight bytes u and the offset subtracted
@@ -326,16 +319,14 @@ inline __m256i UnpackLegacy(const typename LegacyTraits<kType>::Block* blk) {
 template <Legacy kType, int R, int T>
 void MicroLegacy(const uint8_t* const (&rows)[R], const Act (&xs)[T], int64_t nb, int64_t next_group, float* out) {
   using Block = typename LegacyTraits<kType>::Block;
-  constexpr int kGroups = R * T / 8;
-  __m256 acc[kGroups];
-  for (int g = 0; g < kGroups; ++g) acc[g] = _mm256_setzero_ps();
+  __m256 acc = _mm256_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
     // 32-element blocks are small: one line per row every other block, about
     // the same distance in bytes as the K-quants' prefetch.
     if ((b & 1) == 0) PrefetchAhead<R, 1, 8 * kPrefetchBlocks>(rows, b, nb, sizeof(Block), next_group);
     __m256i x[T];
     float dx[T];
-    alignas(32) int32_t off[R * T];
+    alignas(32) int32_t off[8];
     for (int t = 0; t < T; ++t) {
       x[t] = Load256(xs[t].q + b * kQK);
       dx[t] = xs[t].d[b];
@@ -354,14 +345,12 @@ void MicroLegacy(const uint8_t* const (&rows)[R], const Act (&xs)[T], int64_t nb
           ai[r * T + t] = DotU8I8(_mm256_setzero_si256(), w, x[t]);
       }
     }
-    for (int g = 0; g < kGroups; ++g) {
-      __m256i a = Reduce8(ai + 8 * g);
-      if constexpr (LegacyTraits<kType>::kOffset != 0)
-        a = _mm256_sub_epi32(a, _mm256_load_si256(reinterpret_cast<const __m256i*>(off + 8 * g)));
-      acc[g] = _mm256_fmadd_ps(PairScales<R, T>(dw, dx, g), _mm256_cvtepi32_ps(a), acc[g]);
-    }
+    __m256i a = Reduce8(ai);
+    if constexpr (LegacyTraits<kType>::kOffset != 0)
+      a = _mm256_sub_epi32(a, _mm256_load_si256(reinterpret_cast<const __m256i*>(off)));
+    acc = _mm256_fmadd_ps(PairScales<R, T>(dw, dx), _mm256_cvtepi32_ps(a), acc);
   }
-  for (int g = 0; g < kGroups; ++g) _mm256_storeu_ps(out + 8 * g, acc[g]);
+  _mm256_storeu_ps(out, acc);
 }
 
 // ---------------------------------------------------------------------------
@@ -381,7 +370,7 @@ void RunGroups(MicroFn<R, T> micro, const uint8_t* w, uint64_t row_bytes, int64_
     for (int64_t t0 = 0; t0 < n_tok; t0 += T) {
       Act xs[T];
       for (int t = 0; t < T; ++t) xs[t] = ActAt(act + std::min<int64_t>(t0 + t, n_tok - 1) * l.stride, l);
-      alignas(32) float out[R * T];
+      alignas(32) float out[8];
       micro(rows, xs, nb, R * static_cast<int64_t>(row_bytes), out);
       for (int r = 0; r < R && r0 + r < n_rows; ++r)
         for (int t = 0; t < T && t0 + t < n_tok; ++t) y[(t0 + t) * ys + r0 + r] = out[r * T + t];
@@ -389,24 +378,13 @@ void RunGroups(MicroFn<R, T> micro, const uint8_t* w, uint64_t row_bytes, int64_
   }
 }
 
-// Decode (one token): 8 rows per group. Otherwise 4 rows x 2 tokens, or
-// 4 x 4 where AVX-512VL gives 32 vector registers (16 pair accumulators then
-// fit beside the activations, and each unpacked weight vector feeds 4
-// tokens). A pair's operations are the same in every shape.
-#if defined(__AVX512VL__)
-constexpr int kPrefillTokens = 4;
-#else
-constexpr int kPrefillTokens = 2;
-#endif
-
+// Decode (one token): 8 rows per group. Otherwise 4 rows x 2 tokens.
 template <class Micro>
 void QDotTile(const uint8_t* w, uint64_t row_bytes, int64_t n_rows, const uint8_t* act, const ActLayout& l,
               int64_t n_tok, float* y, int64_t ys) {
   const int64_t nb = l.n / l.block;
   if (n_tok == 1)
     RunGroups<8, 1>(Micro::template Fn<8, 1>, w, row_bytes, n_rows, act, l, n_tok, nb, y, ys);
-  else if (kPrefillTokens == 4 && n_tok >= 3)
-    RunGroups<4, 4>(Micro::template Fn<4, 4>, w, row_bytes, n_rows, act, l, n_tok, nb, y, ys);
   else
     RunGroups<4, 2>(Micro::template Fn<4, 2>, w, row_bytes, n_rows, act, l, n_tok, nb, y, ys);
 }
