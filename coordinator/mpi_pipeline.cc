@@ -210,7 +210,7 @@ Result<BatchOutput> MpiPipeline::Wait() {
       const uint64_t n = res.outputs(i).logit_rows() * static_cast<uint64_t>(cfg_.vocab);
       if (offset + n * sizeof(float) > m.payload.size()) return DataLoss("result payload is shorter than its logits");
       out.results[i].logits.resize(n);
-      std::memcpy(out.results[i].logits.data(), m.payload.data() + offset, n * sizeof(float));
+      if (n > 0) std::memcpy(out.results[i].logits.data(), m.payload.data() + offset, n * sizeof(float));
       offset += n * sizeof(float);
     }
     return out;
