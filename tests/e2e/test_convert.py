@@ -88,8 +88,14 @@ def greedy(model, prompt, n=24):
     return j["prompt_ids"], j["ids"]
 
 
-def ppl(model):
-    p = run(["perplexity", "-m", model, "-f", VAL, "--ctx", "256", "--json", "-t", "2"])
+# STRATA_E2E_SANITIZER (the sanitizer build, launch/sanitize.sh): perplexity
+# over the first 8000 characters only, so the comparison with llama.cpp's
+# figure (for the whole text) is left to the normal build.
+SANITIZER = bool(os.environ.get("STRATA_E2E_SANITIZER"))
+
+
+def ppl(model, text):
+    p = run(["perplexity", "-m", model, "-f", text, "--ctx", "256", "--json", "-t", "2"])
     if p.returncode != 0:
         raise RuntimeError(p.stderr[-300:])
     return json.loads(p.stdout)["ppl"]
@@ -116,12 +122,17 @@ with tempfile.TemporaryDirectory() as d:
             check(f"{t} file continues prompts exactly as the HF directory", False, str(e))
 
     try:
-        base = ppl(out["bf16"])
-        q8, q4 = ppl(out["q8_0"]), ppl(out["q4_k_m"])
-        want = REF["perplexity"]["q4_k_m"]
+        text = VAL
+        if SANITIZER:
+            text = os.path.join(d, "val-part.txt")
+            open(text, "w").write(open(VAL).read()[:8000])
+        base = ppl(out["bf16"], text)
+        q8, q4 = ppl(out["q8_0"], text), ppl(out["q4_k_m"], text)
         check("q8_0 perplexity within 0.5% of bf16", abs(q8 / base - 1) <= 0.005, f"{q8:.4f} vs {base:.4f}")
         check("q4_k_m perplexity within 1.5% of bf16", abs(q4 / base - 1) <= 0.015, f"{q4:.4f} vs {base:.4f}")
-        check("q4_k_m perplexity within 1% of llama.cpp's Q4_K_M", abs(q4 / want - 1) <= 0.01, f"{q4:.4f} vs {want:.4f}")
+        if not SANITIZER:
+            want = REF["perplexity"]["q4_k_m"]
+            check("q4_k_m perplexity within 1% of llama.cpp's Q4_K_M", abs(q4 / want - 1) <= 0.01, f"{q4:.4f} vs {want:.4f}")
     except Exception as e:  # noqa: BLE001
         check("perplexity of the converted files", False, str(e))
 
