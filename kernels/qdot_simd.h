@@ -118,17 +118,28 @@ inline Act ActAt(const uint8_t* act, const ActLayout& l) {
           reinterpret_cast<const int16_t*>(act + l.off_sums)};
 }
 
-// f32 lanes p = d_w[r(p)] * d_x[t(p)] with p = r * T + t, from fp16 d_w.
+// f32 lanes p = d_w[r(p)] * d_x[t(p)] with p = r * T + t, from fp16 d_w: one
+// product per lane whichever way the lanes are filled (the two groups the
+// tiles use are built in registers, any other lane by lane).
 template <int R, int T>
 inline __m256 PairScales(const uint16_t (&dw)[R], const float (&dx)[T]) {
-  alignas(16) uint16_t wh[8];
-  alignas(32) float xf[8];
-  for (int r = 0; r < R; ++r)
-    for (int t = 0; t < T; ++t) {
-      wh[r * T + t] = dw[r];
-      xf[r * T + t] = dx[t];
-    }
-  return _mm256_mul_ps(_mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(wh))), _mm256_load_ps(xf));
+  if constexpr (R == 8 && T == 1) {
+    return _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(dw))), _mm256_set1_ps(dx[0]));
+  } else if constexpr (R == 4 && T == 2) {
+    const __m128 w4 = _mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(dw)));
+    const __m256 w = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(w4), _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3));
+    const __m128 x2 = _mm_unpacklo_ps(_mm_set_ss(dx[0]), _mm_set_ss(dx[1]));
+    return _mm256_mul_ps(w, _mm256_castpd_ps(_mm256_broadcastsd_pd(_mm_castps_pd(x2))));  // x: [x0, x1, x0, x1, ..]
+  } else {
+    alignas(16) uint16_t wh[8];
+    alignas(32) float xf[8];
+    for (int r = 0; r < R; ++r)
+      for (int t = 0; t < T; ++t) {
+        wh[r * T + t] = dw[r];
+        xf[r * T + t] = dx[t];
+      }
+    return _mm256_mul_ps(_mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(wh))), _mm256_load_ps(xf));
+  }
 }
 
 inline uint16_t LoadU16(const uint8_t* p) {
@@ -144,15 +155,14 @@ inline uint16_t LoadU16(const uint8_t* p) {
 // The 8 6-bit scales (bytes 0..7) and mins (bytes 8..15) of a Q4_K/Q5_K
 // block, unpacked from its 12 packed bytes (quant_blocks.h) as 32-bit words.
 inline __m128i UnpackScalesMinsK4(const uint8_t* s) {
-  uint32_t w0, w1, w2;
-  std::memcpy(&w0, s, 4);
-  std::memcpy(&w1, s + 4, 4);
-  std::memcpy(&w2, s + 8, 4);
-  const uint32_t sc_lo = w0 & 0x3f3f3f3f, m_lo = w1 & 0x3f3f3f3f;
-  const uint32_t sc_hi = (w2 & 0x0f0f0f0f) | (((w0 >> 6) & 0x03030303) << 4);
-  const uint32_t m_hi = ((w2 >> 4) & 0x0f0f0f0f) | (((w1 >> 6) & 0x03030303) << 4);
-  return _mm_setr_epi32(static_cast<int>(sc_lo), static_cast<int>(sc_hi), static_cast<int>(m_lo),
-                        static_cast<int>(m_hi));
+  // Dwords [w0, w1, w2, -]: 16 bytes read, the block goes on after its scales.
+  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s));
+  const __m128i lo = _mm_and_si128(v, _mm_set1_epi32(0x3f3f3f3f));  // [sc_lo, m_lo, .. ]
+  // [w2 & 0x0f.., (w2 >> 4) & 0x0f..] | [((w0 >> 6) & 3) << 4, ((w1 >> 6) & 3) << 4] per byte.
+  const __m128i w2 = _mm_shuffle_epi32(v, _MM_SHUFFLE(2, 2, 2, 2));
+  const __m128i nib = _mm_and_si128(_mm_srlv_epi32(w2, _mm_setr_epi32(0, 4, 0, 0)), _mm_set1_epi32(0x0f0f0f0f));
+  const __m128i top = _mm_and_si128(_mm_srli_epi32(v, 2), _mm_set1_epi32(0x30303030));
+  return _mm_unpacklo_epi32(lo, _mm_or_si128(nib, top));  // [sc_lo, sc_hi, m_lo, m_hi]
 }
 
 // Q4_K (kHighBits = false) and Q5_K (true).
