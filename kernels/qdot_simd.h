@@ -117,27 +117,18 @@ inline Act ActAt(const uint8_t* act, const ActLayout& l) {
           reinterpret_cast<const int16_t*>(act + l.off_sums)};
 }
 
-// f32 lanes p = d_w[r(p)] * d_x[t(p)] with p = r * T + t, from fp16 d_w: one
-// product per lane whichever way the lanes are filled (the two groups the
-// tiles use are built in registers, any other lane by lane).
+// f32 lanes p = d_w[r(p)] * d_x[t(p)] with p = r * T + t, from fp16 d_w,
+// built in registers for the two groups the tiles use (QDotTile).
 template <int R, int T>
 inline __m256 PairScales(const uint16_t (&dw)[R], const float (&dx)[T]) {
-  if constexpr (R == 8 && T == 1) {
+  static_assert((R == 8 && T == 1) || (R == 4 && T == 2), "QDotTile runs 8 x 1 and 4 x 2 groups only");
+  if constexpr (T == 1) {
     return _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(dw))), _mm256_set1_ps(dx[0]));
-  } else if constexpr (R == 4 && T == 2) {
+  } else {
     const __m128 w4 = _mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(dw)));
     const __m256 w = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(w4), _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3));
     const __m128 x2 = _mm_unpacklo_ps(_mm_set_ss(dx[0]), _mm_set_ss(dx[1]));
     return _mm256_mul_ps(w, _mm256_castpd_ps(_mm256_broadcastsd_pd(_mm_castps_pd(x2))));  // x: [x0, x1, x0, x1, ..]
-  } else {
-    alignas(16) uint16_t wh[8];
-    alignas(32) float xf[8];
-    for (int r = 0; r < R; ++r)
-      for (int t = 0; t < T; ++t) {
-        wh[r * T + t] = dw[r];
-        xf[r * T + t] = dx[t];
-      }
-    return _mm256_mul_ps(_mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(wh))), _mm256_load_ps(xf));
   }
 }
 
@@ -330,8 +321,6 @@ void MicroLegacy(const uint8_t* const (&rows)[R], const Act (&xs)[T], int64_t nb
   using Block = typename LegacyTraits<kType>::Block;
   __m256 acc = _mm256_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
-    // 32-element blocks are small: one line per row every other block, about
-    // the same distance in bytes as the K-quants' prefetch.
     PrefetchAhead<R>(rows, b, sizeof(Block), next_group);
     __m256i x[T];
     float dx[T];
