@@ -5,7 +5,8 @@
 // compare bytes/s with the machine's measured read bandwidth for decode.
 // BM_MatVecCold is decode as a model runs it: it cycles through copies of the
 // matrix that together far exceed the last-level cache, so every weight byte
-// comes from DRAM.
+// comes from DRAM. The x8 argument runs the row-interleaved layout
+// (kernels/interleave.h) of the types that have one, as a loaded rank does.
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "common/thread_pool.h"
+#include "kernels/interleave.h"
 #include "kernels/isa.h"
 #include "kernels/matmul.h"
 #include "kernels/quant.h"
@@ -27,6 +29,18 @@ const TensorType kBenchTypes[] = {TensorType::kF32, TensorType::kF16,  TensorTyp
 ThreadPool& Pool(int threads) {
   static ThreadPool one(1), two(2);
   return threads == 1 ? one : two;
+}
+
+// The matrix as MatMul will read it: w itself, or its interleaved copy in x8.
+MatrixView LayoutView(const MatrixView& w, bool interleaved, std::vector<uint8_t>* x8) {
+  if (!interleaved) return w;
+  x8->resize(InterleavedBytes(w.type, w.n_in, w.n_out));
+  return InterleaveRows(w, x8->data());
+}
+
+std::string Label(TensorType type, const MatrixView& view, const ThreadPool& pool) {
+  return std::string(TypeName(type)) + (view.layout == MatrixLayout::kInterleaved8 ? " x8 " : " ") + ActiveIsa() +
+         " t=" + std::to_string(pool.size());
 }
 
 void BM_MatMul(benchmark::State& state) {
@@ -50,23 +64,25 @@ void BM_MatMul(benchmark::State& state) {
     std::normal_distribution<float> dist(0.0f, 1.0f);
     for (float& v : x) v = dist(rng);
   }
-  const MatrixView view{type, w.data(), n_in, n_out, rb};
+  std::vector<uint8_t> x8;
+  const MatrixView view = LayoutView(MatrixView{type, w.data(), n_in, n_out, rb}, state.range(5) != 0, &x8);
   for (auto _ : state) {
     MatMul(view, x.data(), n_tok, y.data(), &pool);
     benchmark::DoNotOptimize(y.data());
   }
-  state.SetLabel(std::string(TypeName(type)) + " " + ActiveIsa() + " t=" + std::to_string(pool.size()));
+  state.SetLabel(Label(type, view, pool));
   state.counters["bytes/s"] = benchmark::Counter(static_cast<double>(w.size()), benchmark::Counter::kIsIterationInvariantRate);
   state.counters["FLOP/s"] =
       benchmark::Counter(2.0 * n_in * n_out * n_tok, benchmark::Counter::kIsIterationInvariantRate);
 }
 
 void MatMulArgs(benchmark::internal::Benchmark* b) {
-  b->ArgNames({"type", "n_in", "n_out", "n_tok", "threads"});
+  b->ArgNames({"type", "n_in", "n_out", "n_tok", "threads", "x8"});
   for (TensorType t : kBenchTypes)
-    for (auto [n_in, n_out] : {std::pair<int64_t, int64_t>{2048, 2048}, {2048, 11008}, {11008, 2048}})
-      for (int64_t n_tok : {1, 64})
-        for (int64_t threads : {1, 2}) b->Args({static_cast<int64_t>(t), n_in, n_out, n_tok, threads});
+    for (int64_t x8 = 0; x8 <= (CanInterleave(t, 8) ? 1 : 0); ++x8)
+      for (auto [n_in, n_out] : {std::pair<int64_t, int64_t>{2048, 2048}, {2048, 11008}, {11008, 2048}})
+        for (int64_t n_tok : {1, 64})
+          for (int64_t threads : {1, 2}) b->Args({static_cast<int64_t>(t), n_in, n_out, n_tok, threads, x8});
 }
 
 BENCHMARK(BM_MatMul)->Apply(MatMulArgs)->UseRealTime()->Unit(benchmark::kMicrosecond);
@@ -79,7 +95,7 @@ void BM_MatVecCold(benchmark::State& state) {
   constexpr uint64_t kColdBytes = uint64_t{512} << 20;  // well past any L3
   const uint64_t matrix_bytes = rb * n_out;
   const int64_t copies = static_cast<int64_t>((kColdBytes + matrix_bytes - 1) / matrix_bytes);
-  std::vector<uint8_t> w(matrix_bytes * copies);  // [copies][n_out][rb]
+  std::vector<uint8_t> w(matrix_bytes * copies);  // [copies][n_out][rb], or their interleaved copies
   {
     std::mt19937 rng(1);
     std::normal_distribution<float> dist(0.0f, 0.02f);
@@ -88,8 +104,14 @@ void BM_MatVecCold(benchmark::State& state) {
       for (float& v : row) v = dist(rng);
       QuantizeRow(type, row.data(), w.data() + r * rb, n_in);
     }
-    for (int64_t c = 1; c < copies; ++c) std::copy(w.begin(), w.begin() + matrix_bytes, w.begin() + c * matrix_bytes);
   }
+  const bool interleaved = state.range(4) != 0;
+  std::vector<uint8_t> x8;
+  const MatrixView first = LayoutView(MatrixView{type, w.data(), n_in, n_out, rb}, interleaved, &x8);
+  const uint64_t stored_bytes = interleaved ? x8.size() : matrix_bytes;
+  if (interleaved) w.resize(stored_bytes * copies);
+  if (interleaved) std::copy(x8.begin(), x8.end(), w.begin());
+  for (int64_t c = 1; c < copies; ++c) std::copy(w.begin(), w.begin() + stored_bytes, w.begin() + c * stored_bytes);
   std::vector<float> x(n_in), y(n_out);
   {
     std::mt19937 rng(2);
@@ -98,20 +120,22 @@ void BM_MatVecCold(benchmark::State& state) {
   }
   int64_t c = 0;
   for (auto _ : state) {
-    const MatrixView view{type, w.data() + c * matrix_bytes, n_in, n_out, rb};
+    MatrixView view = first;
+    view.data = w.data() + c * stored_bytes;
     MatMul(view, x.data(), 1, y.data(), &pool);
     benchmark::DoNotOptimize(y.data());
     c = (c + 1) % copies;
   }
-  state.SetLabel(std::string(TypeName(type)) + " " + ActiveIsa() + " t=" + std::to_string(pool.size()));
-  state.counters["bytes/s"] = benchmark::Counter(static_cast<double>(matrix_bytes), benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(Label(type, first, pool));
+  state.counters["bytes/s"] = benchmark::Counter(static_cast<double>(stored_bytes), benchmark::Counter::kIsIterationInvariantRate);
 }
 
 void MatVecColdArgs(benchmark::internal::Benchmark* b) {
-  b->ArgNames({"type", "n_in", "n_out", "threads"});
+  b->ArgNames({"type", "n_in", "n_out", "threads", "x8"});
   for (TensorType t : {TensorType::kQ8_0, TensorType::kQ4_0, TensorType::kQ4_K, TensorType::kQ5_K, TensorType::kQ6_K})
-    for (auto [n_in, n_out] : {std::pair<int64_t, int64_t>{2048, 11008}, {11008, 2048}})
-      for (int64_t threads : {1, 2}) b->Args({static_cast<int64_t>(t), n_in, n_out, threads});
+    for (int64_t x8 = 0; x8 <= (CanInterleave(t, 8) ? 1 : 0); ++x8)
+      for (auto [n_in, n_out] : {std::pair<int64_t, int64_t>{2048, 11008}, {11008, 2048}})
+        for (int64_t threads : {1, 2}) b->Args({static_cast<int64_t>(t), n_in, n_out, threads, x8});
 }
 
 BENCHMARK(BM_MatVecCold)->Apply(MatVecColdArgs)->UseRealTime()->Unit(benchmark::kMicrosecond);

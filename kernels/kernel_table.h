@@ -73,6 +73,17 @@ inline int QDotSlot(TensorType type) {
   }
 }
 
+// Slot of a type with a row-interleaved layout (interleave.h) in
+// KernelTable::qdot_x8, or -1.
+inline int QDotX8Slot(TensorType type) {
+  switch (type) {
+    case TensorType::kQ4_K: return 0;
+    case TensorType::kQ8_0: return 1;
+    case TensorType::kQ6_K: return 2;
+    default: return -1;
+  }
+}
+
 struct KernelTable {
   Isa isa;
   DotTileFn dot_tile;
@@ -82,6 +93,10 @@ struct KernelTable {
   // QDotSlot(type), the quantized dot tiles.
   QuantizeActFn quantize_act;
   QDotTileFn qdot[6];
+  // Indexed by QDotX8Slot(type): the same products on the row-interleaved
+  // layout, bit-identical to qdot's. w is the group holding the first row,
+  // n_rows a multiple of 8, row_bytes unused.
+  QDotTileFn qdot_x8[3];
 };
 
 // Slot of a computable type in KernelTable::dequant, or -1.

@@ -248,6 +248,7 @@ const KernelTable* Avx2KernelTable() {
                      {ref::DequantF32, DequantF16Avx2, DequantBf16Avx2, DequantQ8_0Avx2, DequantQ4_0Avx2,
                       DequantQ5_0Avx2, DequantQ4KAvx2, DequantQ5KAvx2, DequantQ6KAvx2},
                      nullptr,
+                     {},
                      {}};
     FillQDot(&t);  // qdot_simd.h built with AVX2 (vpmaddubsw + vpmaddwd)
     return t;

@@ -12,8 +12,10 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #include "kernels/fp16.h"
+#include "kernels/interleave.h"
 #include "kernels/kernel_table.h"
 #include "kernels/quant_blocks.h"
 
@@ -187,6 +189,20 @@ void QDotTileRef(const uint8_t* w, uint64_t row_bytes, int64_t n_rows, const uin
   }
 }
 
+// The row-interleaved layouts (interleave.h): each group's 8 rows restored
+// to the file's layout, then the row kernel above. This is the definition the
+// SIMD x8 kernels reproduce bit for bit.
+template <RowDotRef kDot, TensorType kType>
+void QDotTileX8Ref(const uint8_t* w, uint64_t /*row_bytes*/, int64_t n_rows, const uint8_t* act, const ActLayout& l,
+                   int64_t n_tok, float* y, int64_t ys) {
+  const uint64_t row_bytes = *RowBytes(kType, l.n), group_bytes = InterleavedGroupBytes(kType, l.n);
+  std::vector<uint8_t> rows(8 * row_bytes);
+  for (int64_t g = 0; g < n_rows / 8; ++g) {
+    DeinterleaveGroup(kType, w + g * group_bytes, l.n, rows.data());
+    QDotTileRef<kDot>(rows.data(), row_bytes, 8, act, l, n_tok, y + 8 * g, ys);
+  }
+}
+
 void DotTileRef(const float* w, int64_t w_stride, int64_t n_rows, const float* x, int64_t x_stride, int64_t n_tok,
                 int64_t n, float* y, int64_t y_stride) {
   for (int64_t t = 0; t < n_tok; ++t) {
@@ -209,6 +225,8 @@ const KernelTable kRefTable = {
     {QDotTileRef<DotQ8_0Ref>, QDotTileRef<DotQ4_0Ref>, QDotTileRef<DotQ5_0Ref>,
      QDotTileRef<DotKScaleMinRef<false, BlockQ4_K>>, QDotTileRef<DotKScaleMinRef<true, BlockQ5_K>>,
      QDotTileRef<DotQ6KRef>},
+    {QDotTileX8Ref<DotKScaleMinRef<false, BlockQ4_K>, TensorType::kQ4_K>, QDotTileX8Ref<DotQ8_0Ref, TensorType::kQ8_0>,
+     QDotTileX8Ref<DotQ6KRef, TensorType::kQ6_K>},
 };
 
 }  // namespace

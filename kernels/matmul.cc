@@ -8,9 +8,10 @@
 // weights and, per tile, the tokens in blocks whose quantized activations
 // take about 256 KiB, handing each (tile, block) to the ISA's quantized dot
 // tile (qdot_simd.h / kernels_ref.cc: 8 rows per pass for one token, 4 rows x
-// 2 tokens in registers otherwise). Decode therefore reads every weight byte
-// once. Each element is the same fixed integer-sum-then-FMA-chain sequence
-// whatever the split.
+// 2 tokens in registers otherwise; on the row-interleaved layout of
+// interleave.h, groups of 8 rows against up to 4 tokens). Decode therefore
+// reads every weight byte once. Each element is the same fixed
+// integer-sum-then-FMA-chain sequence whatever the split or layout.
 //
 // Float types (F32, F16, BF16): threads take chunks of rows in turn, multiples
 // of a row tile when the matrix is large enough. A thread dequantizes one tile of rows (about
@@ -28,6 +29,7 @@
 #include <memory>
 
 #include "common/status.h"
+#include "kernels/interleave.h"
 #include "kernels/kernel_table.h"
 
 namespace strata {
@@ -91,18 +93,23 @@ constexpr int64_t kQTileBytes = 256 * 1024;  // stored weight rows per tile
 constexpr int64_t kQActBlockBytes = 256 * 1024;  // quantized activations per token block
 constexpr int64_t kQRowGrain = 8;  // rows per decode pass of the micro-kernels
 
+// Rows [r_begin, r_end) (multiples of 8 for the interleaved layout, whose
+// rows start at their group: 8 rows per InterleavedGroupBytes).
 void QMatMulRows(const internal::KernelTable& k, const MatrixView& w, const uint8_t* act,
                  const internal::ActLayout& l, int64_t n_tok, float* y, int64_t r_begin, int64_t r_end) {
-  const internal::QDotTileFn qdot = k.qdot[internal::QDotSlot(w.type)];
+  const bool x8 = w.layout == MatrixLayout::kInterleaved8;
+  const internal::QDotTileFn qdot = x8 ? k.qdot_x8[internal::QDotX8Slot(w.type)] : k.qdot[internal::QDotSlot(w.type)];
+  const uint64_t group_bytes = x8 ? InterleavedGroupBytes(w.type, w.n_in) : 0;
   const int64_t tile_rows =
       std::max<int64_t>(kQRowGrain, kQTileBytes / static_cast<int64_t>(std::max<uint64_t>(w.row_bytes, 1)) /
                                         kQRowGrain * kQRowGrain);
   const int64_t tok_block = std::max<int64_t>(2, kQActBlockBytes / l.stride / 2 * 2);
   for (int64_t r0 = r_begin; r0 < r_end; r0 += tile_rows) {
     const int64_t nr = std::min(tile_rows, r_end - r0);
+    const uint8_t* rows = x8 ? w.data + static_cast<uint64_t>(r0 / 8) * group_bytes : w.data + r0 * w.row_bytes;
     for (int64_t t0 = 0; t0 < n_tok; t0 += tok_block) {
       const int64_t nt = std::min(tok_block, n_tok - t0);
-      qdot(w.data + r0 * w.row_bytes, w.row_bytes, nr, act + t0 * l.stride, l, nt, y + t0 * w.n_out + r0, w.n_out);
+      qdot(rows, w.row_bytes, nr, act + t0 * l.stride, l, nt, y + t0 * w.n_out + r0, w.n_out);
     }
   }
 }
@@ -130,6 +137,8 @@ void QMatMul(const internal::KernelTable& k, const MatrixView& w, const float* x
 
 void CheckView(const MatrixView& w) {
   const TypeTraits& t = Traits(w.type);
+  STRATA_CHECK_MSG(w.layout == MatrixLayout::kRows || CanInterleave(w.type, w.n_out),
+                   std::string("MatMul: no interleaved layout for ") + t.name + " with this row count");
   STRATA_CHECK_MSG(internal::DequantSlot(w.type) >= 0, std::string("MatMul: no kernel for ") + t.name);
   STRATA_CHECK_MSG(w.n_in >= 0 && w.n_in % t.block_elems == 0, "MatMul: n_in is not a multiple of the block");
   STRATA_CHECK_MSG(w.row_bytes >= static_cast<uint64_t>(w.n_in / t.block_elems * t.block_bytes),

@@ -7,8 +7,8 @@
 // DETERMINISM CONTRACT (the pipeline's bit-identical-output guarantee rests on
 // it): each output element's bits depend only on its weight row, its token's
 // x vector and the ISA in use (isa.h) -- never on n_tok, the token's position
-// in the batch, the thread count or how rows / tokens are tiled or split
-// between threads. MatMul's element equals DotRow(type, row, x_t, n_in) bit
+// in the batch, the thread count, how rows / tokens are tiled or split
+// between threads, or the matrix's layout (kRows or kInterleaved8). MatMul's element equals DotRow(type, row, x_t, n_in) bit
 // for bit. This holds because an element is always computed the same way:
 //   F32 / F16 / BF16: dequantize the row exactly to f32, then one dot product
 //     with the ISA's fixed accumulation order (ref: sequential sum;
@@ -33,16 +33,25 @@
 
 namespace strata {
 
-// n_out rows of n_in elements; row r at data + r * row_bytes.
+// How a matrix's rows are stored.
+enum class MatrixLayout {
+  kRows,          // row r at data + r * row_bytes, as in the file
+  kInterleaved8,  // groups of 8 rows interleaved block by block (kernels/interleave.h)
+};
+
+// n_out rows of n_in elements. row_bytes is the size of one row as stored in
+// the file, whatever the layout.
 struct MatrixView {
   TensorType type;
   const uint8_t* data;
   int64_t n_in;
   int64_t n_out;
   uint64_t row_bytes;
+  MatrixLayout layout = MatrixLayout::kRows;
 };
 
-// dot(row, x) for one stored row of n elements (n a multiple of the block).
+// dot(row, x) for one stored row of n elements (n a multiple of the block),
+// in the file's layout.
 float DotRow(TensorType type, const void* row, const float* x, int64_t n);
 
 // y[t * n_out + r] = dot(row r of w, x + t * n_in) for t < n_tok, r < n_out.

@@ -20,6 +20,12 @@
 // computed the pair. Missing rows / tokens of a partial group repeat the last
 // valid one and are not stored.
 //
+// The row-interleaved layouts (Q4_K, Q6_K, Q8_0 as a loaded rank holds them,
+// interleave.h) have their own micro-kernels further down: 8 rows in the 8
+// lanes of every vector, so no reduction across lanes, and up to 4 tokens per
+// pass. They are what runs the models; the row-layout kernels serve the other
+// types and matrices whose row count is not a multiple of 8.
+//
 // Include only from a *_avx2.cc / *_avx512.cc file, inside no namespace.
 #pragma once
 
@@ -29,6 +35,7 @@
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
+#include <utility>
 
 #include "kernels/fp16.h"
 #include "kernels/kernel_table.h"
@@ -414,6 +421,282 @@ struct KLegacy {
 };
 
 // ---------------------------------------------------------------------------
+// Row-interleaved layouts (quant_blocks.h: BlockQ4_Kx8, BlockQ8_0x8)
+// ---------------------------------------------------------------------------
+// One pass over a group of 8 rows for T tokens. Each 32-byte weight vector
+// holds 4 consecutive weights of every row, so one dot instruction against
+// the token's broadcast activation dword advances all 8 rows (lane r = row
+// r), and the per-row scales apply as vectors once per sub-block: about half
+// the instructions per weight of the row-layout kernels above, no reduction
+// across lanes, and one ascending stream of weight bytes. Lane r computes row
+// r's exact integer sums and then the reference's FMA chain, so the results
+// equal qdot's (and kernels_ref.cc's) bit for bit. out[t * 8 + r].
+
+// A group is one ascending stream of bytes; the first token tile over it
+// fetches the bytes kStreamAhead past its position into L2 as it goes (one
+// block's worth per block step). Later tiles find the group in cache.
+constexpr int64_t kStreamAhead = 4096;
+
+inline void PrefetchStream(const uint8_t* group, int64_t b, int64_t block_bytes) {
+  const uintptr_t from = reinterpret_cast<uintptr_t>(group) + static_cast<uintptr_t>(kStreamAhead + b * block_bytes);
+  for (uintptr_t line = from & ~uintptr_t{63}; line < from + static_cast<uintptr_t>(block_bytes); line += 64)
+    _mm_prefetch(reinterpret_cast<const char*>(line), _MM_HINT_T1);
+}
+
+inline __m256i Broadcast32(const int8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return _mm256_set1_epi32(v);
+}
+
+// acc + per int32 lane the sum of its two int16 products a * b.
+inline __m256i DotI16(__m256i acc, __m256i a, __m256i b) {
+#if STRATA_QDOT_VNNI
+  return _mm256_dpwssd_epi32(acc, a, b);
+#else
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(a, b));
+#endif
+}
+
+// Independent accumulators per dot sum: with few tokens one chain would wait
+// on each vpdpbusd's latency; the chains are added exactly at the end.
+template <int T>
+constexpr int kX8Chains = T >= 4 ? 1 : 4 / T;
+
+template <int T>
+inline __m256i SumChains(const __m256i (&chains)[kX8Chains<T>]) {
+  __m256i s = chains[0];
+  for (int k = 1; k < kX8Chains<T>; ++k) s = _mm256_add_epi32(s, chains[k]);
+  return s;
+}
+
+template <int T>
+void MicroQ4Kx8(const uint8_t* group, const Act (&xs)[T], int64_t nb, bool prefetch, float* out) {
+  const __m256i low4 = _mm256_set1_epi8(0x0F);
+  __m256 acc[T];
+  for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    if (prefetch) PrefetchStream(group, b, sizeof(BlockQ4_Kx8));
+    const BlockQ4_Kx8* blk = reinterpret_cast<const BlockQ4_Kx8*>(group) + b;
+    // A = sum_s sc_s * (sum of q * qx over sub-block s), per row.
+    __m256i a[T];
+    for (int t = 0; t < T; ++t) a[t] = _mm256_setzero_si256();
+    for (int c = 0; c < 4; ++c) {
+      __m256i lo_sum[T][kX8Chains<T>], hi_sum[T][kX8Chains<T>];  // sub-blocks 2c and 2c + 1
+      for (int t = 0; t < T; ++t)
+        for (int k = 0; k < kX8Chains<T>; ++k) lo_sum[t][k] = hi_sum[t][k] = _mm256_setzero_si256();
+      for (int j = 0; j < 8; ++j) {
+        const __m256i q = Load256(blk->qs[c][j]);
+        const __m256i lo = _mm256_and_si256(q, low4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
+        const int k = j % kX8Chains<T>;
+        for (int t = 0; t < T; ++t) {
+          const int8_t* xq = xs[t].q + b * kQKK + 64 * c + 4 * j;
+          lo_sum[t][k] = DotU8I8(lo_sum[t][k], lo, Broadcast32(xq));
+          hi_sum[t][k] = DotU8I8(hi_sum[t][k], hi, Broadcast32(xq + 32));
+        }
+      }
+      const __m256i sc_lo = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk->scales[2 * c])));
+      const __m256i sc_hi = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk->scales[2 * c + 1])));
+      for (int t = 0; t < T; ++t)
+        a[t] = _mm256_add_epi32(a[t], _mm256_add_epi32(_mm256_mullo_epi32(SumChains<T>(lo_sum[t]), sc_lo),
+                                                       _mm256_mullo_epi32(SumChains<T>(hi_sum[t]), sc_hi)));
+    }
+    // B = sum_s m_s * (qx sum of sub-block s): int16 (m_2i, m_2i+1) per row
+    // against the broadcast (sum_2i, sum_2i+1).
+    __m256i m[4];
+    for (int i = 0; i < 4; ++i) m[i] = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk->mins[i])));
+    const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk->d)));
+    const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk->dmin)));
+    for (int t = 0; t < T; ++t) {
+      const __m256i s16 = Load256(xs[t].sums + 16 * b);
+      const __m256i sub = _mm256_broadcastsi128_si256(_mm_hadd_epi16(_mm256_castsi256_si128(s16), _mm256_extracti128_si256(s16, 1)));
+      __m256i bm = _mm256_madd_epi16(m[0], _mm256_shuffle_epi32(sub, 0x00));
+      bm = DotI16(bm, m[1], _mm256_shuffle_epi32(sub, 0x55));
+      bm = DotI16(bm, m[2], _mm256_shuffle_epi32(sub, 0xAA));
+      bm = DotI16(bm, m[3], _mm256_shuffle_epi32(sub, 0xFF));
+      const __m256 dx = _mm256_set1_ps(xs[t].d[b]);
+      acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dw, dx), _mm256_cvtepi32_ps(a[t]), acc[t]);
+      acc[t] = _mm256_fnmadd_ps(_mm256_mul_ps(dmin, dx), _mm256_cvtepi32_ps(bm), acc[t]);
+    }
+  }
+  for (int t = 0; t < T; ++t) _mm256_storeu_ps(out + 8 * t, acc[t]);
+}
+
+template <int T>
+void MicroQ8_0x8(const uint8_t* group, const Act (&xs)[T], int64_t nb, bool prefetch, float* out) {
+  __m256 acc[T];
+  for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    if (prefetch) PrefetchStream(group, b, sizeof(BlockQ8_0x8));
+    const BlockQ8_0x8* blk = reinterpret_cast<const BlockQ8_0x8*>(group) + b;
+    __m256i sum[T][kX8Chains<T>];
+    for (int t = 0; t < T; ++t)
+      for (int k = 0; k < kX8Chains<T>; ++k) sum[t][k] = _mm256_setzero_si256();
+    for (int j = 0; j < 8; ++j) {
+      const __m256i w = Load256(blk->qs[j]);
+      const int k = j % kX8Chains<T>;
+#if STRATA_QDOT_VNNI
+      // vpdpbusd takes unsigned weights: w + 128, and 128 * sum qx comes off below.
+      const __m256i u = _mm256_xor_si256(w, _mm256_set1_epi8(static_cast<char>(0x80)));
+      for (int t = 0; t < T; ++t) sum[t][k] = DotU8I8(sum[t][k], u, Broadcast32(xs[t].q + b * kQK + 4 * j));
+#else
+      // vpmaddubsw's int16 pair sums would saturate with w + 128: |w| * sign(x, w).
+      const __m256i u = _mm256_abs_epi8(w);
+      for (int t = 0; t < T; ++t)
+        sum[t][k] = DotU8I8(sum[t][k], u, _mm256_sign_epi8(Broadcast32(xs[t].q + b * kQK + 4 * j), w));
+#endif
+    }
+    const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk->d)));
+    for (int t = 0; t < T; ++t) {
+      __m256i a = SumChains<T>(sum[t]);
+#if STRATA_QDOT_VNNI
+      a = _mm256_sub_epi32(a, _mm256_set1_epi32(128 * xs[t].sums[b]));
+#endif
+      acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(xs[t].d[b])), _mm256_cvtepi32_ps(a), acc[t]);
+    }
+  }
+  for (int t = 0; t < T; ++t) _mm256_storeu_ps(out + 8 * t, acc[t]);
+}
+
+// The unsigned 6-bit weights of part p (elements 32p .. 32p + 31 of a half)
+// for 4 elements of 8 rows: ql = the ql vector holding them (ql[h][n] for
+// parts 0 and 2, ql[h][n + 8] for 1 and 3), qh = qh[h][n] (bits 2p, 2p + 1).
+template <int p>
+inline __m256i Q6Part(__m256i ql, __m256i qh) {
+  const __m256i low4 = _mm256_set1_epi8(0x0F), bits45 = _mm256_set1_epi8(0x30);
+  const __m256i nib = p < 2 ? _mm256_and_si256(ql, low4) : _mm256_and_si256(_mm256_srli_epi16(ql, 4), low4);
+  // Bits 2p, 2p + 1 of qh moved to bits 4, 5.
+  const __m256i high = p == 0 ? _mm256_slli_epi16(qh, 4) : p == 1 ? _mm256_slli_epi16(qh, 2) : p == 2 ? qh : _mm256_srli_epi16(qh, 2);
+  return _mm256_or_si256(nib, _mm256_and_si256(high, bits45));
+}
+
+// Passes over a quad's parts: 4 tokens keep 2 parts' sums each in registers.
+template <int T>
+constexpr int kQ6Passes = T >= 4 ? 2 : 1;
+
+template <int T>
+void MicroQ6Kx8(const uint8_t* group, const Act (&xs)[T], int64_t nb, bool prefetch, float* out) {
+  __m256 acc[T];
+  for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    if (prefetch) PrefetchStream(group, b, sizeof(BlockQ6_Kx8));
+    const BlockQ6_Kx8* blk = reinterpret_cast<const BlockQ6_Kx8*>(group) + b;
+    // Per row the int16 scale pairs (sc_2i, sc_2i+1), i = 0..7.
+    __m256i sc_pair[8];
+    for (int i = 0; i < 8; ++i) sc_pair[i] = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk->scales[i])));
+    // A = sum_s sc_s * (sum of q * qx over sub-block s), q the unsigned 6-bit value.
+    __m256i a[T];
+    for (int t = 0; t < T; ++t) a[t] = _mm256_setzero_si256();
+    for (int h = 0; h < 2; ++h) {
+      for (int nh = 0; nh < 2; ++nh) {
+        // Quads n = 4 nh .. 4 nh + 3 of the 32-element parts p of half h
+        // (sub-block 8h + 2p + nh). A pass takes parts kFirst, kFirst +
+        // kStep, ..: all 4 for few tokens, else 0, 2 then 1, 3 so that the
+        // sums of 4 tokens stay in registers.
+        auto pass = [&]<int kFirst, int kStep>() {
+          constexpr int kPer = 4 / kQ6Passes<T>;
+          __m256i dot[T][kPer];
+          for (int t = 0; t < T; ++t)
+            for (int k = 0; k < kPer; ++k) dot[t][k] = _mm256_setzero_si256();
+          for (int n = 4 * nh; n < 4 * nh + 4; ++n) {
+            const __m256i qh = Load256(blk->qh[h][n]);
+            [&]<int... kK>(std::integer_sequence<int, kK...>) {
+              (
+                  [&] {
+                    constexpr int p = kFirst + kStep * kK;
+                    const __m256i u = Q6Part<p>(Load256(blk->ql[h][n + 8 * (p % 2)]), qh);
+                    for (int t = 0; t < T; ++t)
+                      dot[t][kK] = DotU8I8(dot[t][kK], u, Broadcast32(xs[t].q + b * kQKK + 128 * h + 32 * p + 4 * n));
+                  }(),
+                  ...);
+            }(std::make_integer_sequence<int, kPer>{});
+          }
+          for (int k = 0; k < kPer; ++k) {
+            // int32 sc of sub-block 8h + 2p + nh: the low or high int16 of
+            // scale pair 4h + p.
+            const __m256i pair = sc_pair[4 * h + kFirst + kStep * k];
+            const __m256i sc = nh == 0 ? _mm256_srai_epi32(_mm256_slli_epi32(pair, 16), 16) : _mm256_srai_epi32(pair, 16);
+            for (int t = 0; t < T; ++t) a[t] = _mm256_add_epi32(a[t], _mm256_mullo_epi32(dot[t][k], sc));
+          }
+        };
+        if constexpr (kQ6Passes<T> == 2) {
+          pass.template operator()<0, 2>();
+          pass.template operator()<1, 2>();
+        } else {
+          pass.template operator()<0, 1>();
+        }
+      }
+    }
+    // A -= 32 * sum_s sc_s * (qx sum of sub-block s): the scale pairs against
+    // the broadcast pairs of sums.
+    const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk->d)));
+    for (int t = 0; t < T; ++t) {
+      const __m256i sums = Load256(xs[t].sums + 16 * b);
+      __m256i off = _mm256_madd_epi16(sc_pair[0], _mm256_permutevar8x32_epi32(sums, _mm256_set1_epi32(0)));
+      for (int i = 1; i < 8; ++i) off = DotI16(off, sc_pair[i], _mm256_permutevar8x32_epi32(sums, _mm256_set1_epi32(i)));
+      const __m256i at = _mm256_sub_epi32(a[t], _mm256_slli_epi32(off, 5));
+      acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(xs[t].d[b])), _mm256_cvtepi32_ps(at), acc[t]);
+    }
+  }
+  for (int t = 0; t < T; ++t) _mm256_storeu_ps(out + 8 * t, acc[t]);
+}
+
+template <int T>
+using MicroX8Fn = void (*)(const uint8_t* group, const Act (&xs)[T], int64_t nb, bool prefetch, float* out);
+
+// Tokens [t0, t1) of one group in tiles of T (t1 - t0 a multiple of T).
+template <int T>
+void GroupTokensX8(MicroX8Fn<T> micro, const uint8_t* group, const uint8_t* act,
+                   const ActLayout& l, int64_t t0, int64_t t1, int64_t nb, float* y, int64_t ys) {
+  for (int64_t t = t0; t < t1; t += T) {
+    Act xs[T];
+    for (int k = 0; k < T; ++k) xs[k] = ActAt(act + (t + k) * l.stride, l);
+    alignas(32) float out[8 * T];
+    micro(group, xs, nb, t == 0, out);
+    for (int k = 0; k < T; ++k) std::memcpy(y + (t + k) * ys, out + 8 * k, 8 * sizeof(float));
+  }
+}
+
+// The micro-kernel of each interleaved block type.
+template <class Block>
+struct MicroX8;
+template <>
+struct MicroX8<BlockQ4_Kx8> {
+  template <int T>
+  static constexpr MicroX8Fn<T> kFn = MicroQ4Kx8<T>;
+};
+template <>
+struct MicroX8<BlockQ6_Kx8> {
+  template <int T>
+  static constexpr MicroX8Fn<T> kFn = MicroQ6Kx8<T>;
+};
+template <>
+struct MicroX8<BlockQ8_0x8> {
+  template <int T>
+  static constexpr MicroX8Fn<T> kFn = MicroQ8_0x8<T>;
+};
+
+// The widest token tile whose sums stay in registers (AVX-512 has 32 vector
+// registers, AVX2 16); leftover tokens run in tiles of 2 and 1.
+constexpr int kX8Tokens = STRATA_QDOT_VNNI ? 4 : 2;
+
+// Groups outer: a group's bytes stay in L1/L2 while the tokens stream past.
+template <class Block>
+void QDotTileX8(const uint8_t* w, uint64_t /*row_bytes*/, int64_t n_rows, const uint8_t* act, const ActLayout& l,
+                int64_t n_tok, float* y, int64_t ys) {
+  using Micro = MicroX8<Block>;
+  const int64_t nb = l.n / l.block;
+  const int64_t group_bytes = nb * static_cast<int64_t>(sizeof(Block));
+  const int64_t wide = n_tok / kX8Tokens * kX8Tokens, pairs = wide + (n_tok - wide) / 2 * 2;
+  for (int64_t g = 0; g < n_rows / 8; ++g) {
+    const uint8_t* group = w + g * group_bytes;
+    GroupTokensX8<kX8Tokens>(Micro::template kFn<kX8Tokens>, group, act, l, 0, wide, nb, y + 8 * g, ys);
+    if constexpr (kX8Tokens > 2) GroupTokensX8<2>(Micro::template kFn<2>, group, act, l, wide, pairs, nb, y + 8 * g, ys);
+    GroupTokensX8<1>(Micro::template kFn<1>, group, act, l, pairs, n_tok, nb, y + 8 * g, ys);
+  }
+}
+
+// ---------------------------------------------------------------------------
 // Activation quantization (same operations as ref::QuantizeAct)
 // ---------------------------------------------------------------------------
 
@@ -467,6 +750,9 @@ inline void FillQDot(KernelTable* t) {
   t->qdot[3] = qdot::QDotTile<qdot::KQ4>;
   t->qdot[4] = qdot::QDotTile<qdot::KQ5>;
   t->qdot[5] = qdot::QDotTile<qdot::KQ6>;
+  t->qdot_x8[0] = qdot::QDotTileX8<BlockQ4_Kx8>;
+  t->qdot_x8[1] = qdot::QDotTileX8<BlockQ8_0x8>;
+  t->qdot_x8[2] = qdot::QDotTileX8<BlockQ6_Kx8>;
 }
 
 }  // namespace

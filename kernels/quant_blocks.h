@@ -98,4 +98,49 @@ struct BlockQ6_K {
 };
 static_assert(sizeof(BlockQ6_K) == 210, "Q6_K block must be 210 bytes");
 
+// ---------------------------------------------------------------------------
+// Row-interleaved layouts (never in a file: a rank builds them from the
+// file's rows at load, kernels/interleave.h)
+// ---------------------------------------------------------------------------
+// A group of 8 consecutive rows is stored block by block (block b of all 8
+// rows, then block b + 1, ...), with the quants of the 8 rows interleaved 4
+// bytes at a time, so that one 32-byte vector holds 4 consecutive weights of
+// each row and one vpdpbusd against a broadcast activation dword serves all
+// 8 rows (lane r = row r). Per-row scales sit side by side as vectors of 8.
+
+// Q4_K x 8 rows: block b of rows r = 0..7.
+//   d[r], dmin[r]: block b's fp16 super-scales of row r.
+//   scales[s][r]: the 6-bit scale of sub-block s (unpacked to a byte).
+//   mins[i][r][k]: the 6-bit min of sub-block 2i + k.
+//   qs[c][j][r][k]: qs[32c + 4j + k] of row r (chunk c, low nibbles =
+//     sub-block 2c, high nibbles = sub-block 2c + 1, as in BlockQ4_K).
+struct BlockQ4_Kx8 {
+  uint16_t d[8];
+  uint16_t dmin[8];
+  uint8_t scales[8][8];
+  uint8_t mins[4][8][2];
+  uint8_t qs[4][8][8][4];
+};
+static_assert(sizeof(BlockQ4_Kx8) == 1184, "Q4_K x8 block must be 1184 bytes");
+
+// Q6_K x 8 rows: block b of rows r = 0..7 (same size as 8 Q6_K blocks).
+//   scales[i][r][k]: the int8 scale of sub-block 2i + k of row r.
+//   ql[h][m][r][k]: ql[64h + 4m + k] of row r (m < 16: low nibbles are
+//     elements 128h + 4m + k, high nibbles 128h + 64 + 4m + k).
+//   qh[h][n][r][k]: qh[32h + 4n + k] of row r (n < 8).
+struct BlockQ6_Kx8 {
+  uint16_t d[8];
+  int8_t scales[8][8][2];
+  uint8_t ql[2][16][8][4];
+  uint8_t qh[2][8][8][4];
+};
+static_assert(sizeof(BlockQ6_Kx8) == 8 * sizeof(BlockQ6_K), "Q6_K x8 block must be 8 Q6_K blocks");
+
+// Q8_0 x 8 rows: block b of rows r = 0..7; qs[j][r][k] = qs[4j + k] of row r.
+struct BlockQ8_0x8 {
+  uint16_t d[8];
+  int8_t qs[8][8][4];
+};
+static_assert(sizeof(BlockQ8_0x8) == 8 * sizeof(BlockQ8_0), "Q8_0 x8 block must be 8 Q8_0 blocks");
+
 }  // namespace strata

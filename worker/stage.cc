@@ -11,6 +11,7 @@
 
 #include "common/npy.h"
 #include "common/trace.h"
+#include "kernels/interleave.h"
 #include "kernels/ops.h"
 #include "kernels/quant.h"
 
@@ -64,7 +65,7 @@ Result<std::unique_ptr<Stage>> Stage::Load(const ModelFiles& model, const StageO
       s->weight_bytes_ += t.nbytes;
     }
   }
-  if (opts.copy_weights) STRATA_RETURN_IF_ERROR(s->CopyWeights());
+  STRATA_RETURN_IF_ERROR(s->PlaceWeights());
   return s;
 }
 
@@ -80,37 +81,58 @@ Status Stage::Embed(std::span<const int32_t> ids, float* x) const {
   return Status::Ok();
 }
 
-// The slice's matrices copied into one anonymous buffer backed by
-// transparent huge pages: streaming weights from it reads faster than from a
-// file mapping of 4 KiB pages (decode is bound by that bandwidth).
-Status Stage::CopyWeights() {
-  std::vector<MatrixView*> views;
+// Matrices that leave the file mapping go to one anonymous buffer backed by
+// transparent huge pages: with --no-mmap all of them (streaming weights from
+// it reads faster than from a mapping of 4 KiB pages, and decode is bound by
+// that bandwidth), and those rebuilt in the interleaved layout in any case.
+// The embedding stays in the file's row layout: lookups read single rows.
+Status Stage::PlaceWeights() {
+  struct Placement {
+    MatrixView* view;
+    bool interleave;
+  };
+  std::vector<Placement> moves;
+  auto consider = [&](MatrixView* m, bool may_interleave) {
+    const bool interleave = may_interleave && opts_.interleave_weights && CanInterleave(m->type, m->n_out);
+    if (interleave || opts_.copy_weights) moves.push_back({m, interleave});
+  };
   for (LayerWeights& w : layers_)
-    for (MatrixView* m : {&w.wq, &w.wk, &w.wv, &w.wo, &w.gate, &w.up, &w.down}) views.push_back(m);
-  if (embedding_.data != nullptr) views.push_back(&embedding_);
+    for (MatrixView* m : {&w.wq, &w.wk, &w.wv, &w.wo, &w.gate, &w.up, &w.down}) consider(m, true);
+  if (embedding_.data != nullptr) consider(&embedding_, false);
   const bool tied_output = output_.data != nullptr && output_.data == embedding_.data;
-  if (output_.data != nullptr && !tied_output) views.push_back(&output_);
+  if (output_.data != nullptr && !tied_output) consider(&output_, true);
   constexpr uint64_t kHugePage = 2ull << 20;
+  auto stored_bytes = [](const Placement& p) {
+    const MatrixView& m = *p.view;
+    return p.interleave ? InterleavedBytes(m.type, m.n_in, m.n_out) : static_cast<uint64_t>(m.n_out) * m.row_bytes;
+  };
   uint64_t total = 0;
-  for (const MatrixView* m : views) total += (static_cast<uint64_t>(m->n_out) * m->row_bytes + 63) & ~uint64_t{63};
+  for (const Placement& p : moves) total += (stored_bytes(p) + 63) & ~uint64_t{63};
   total = (total + kHugePage - 1) & ~(kHugePage - 1);
   if (total == 0) return Status::Ok();
   void* buf = std::aligned_alloc(kHugePage, total);
   if (buf == nullptr)
-    return FailedPrecondition("cannot allocate " + std::to_string(total >> 20) + " MiB for the weights (--no-mmap); map them instead");
+    return FailedPrecondition("cannot allocate " + std::to_string(total >> 20) + " MiB for the weights" +
+                              (opts_.copy_weights ? " (--no-mmap); map them instead" : ""));
   madvise(buf, total, MADV_HUGEPAGE);
   weight_copy_.reset(static_cast<uint8_t*>(buf));
   uint8_t* at = weight_copy_.get();
-  for (MatrixView* m : views) {
+  for (const Placement& p : moves) {
+    MatrixView* m = p.view;
+    const uint8_t* source = m->data;
     const uint64_t n = static_cast<uint64_t>(m->n_out) * m->row_bytes;
-    std::memcpy(at, m->data, n);
+    if (p.interleave) {
+      *m = InterleaveRows(*m, at);
+    } else {
+      std::memcpy(at, source, n);
+      m->data = at;
+    }
     // The mapped pages are no longer needed by this process (they stay in
     // the page cache): drop them from its resident set.
-    const uintptr_t page = 4096, b = (reinterpret_cast<uintptr_t>(m->data) + page - 1) & ~(page - 1),
-                    e = (reinterpret_cast<uintptr_t>(m->data) + n) & ~(page - 1);
+    const uintptr_t page = 4096, b = (reinterpret_cast<uintptr_t>(source) + page - 1) & ~(page - 1),
+                    e = (reinterpret_cast<uintptr_t>(source) + n) & ~(page - 1);
     if (e > b) madvise(reinterpret_cast<void*>(b), e - b, MADV_DONTNEED);
-    m->data = at;
-    at += (n + 63) & ~uint64_t{63};
+    at += (stored_bytes(p) + 63) & ~uint64_t{63};
   }
   if (tied_output) output_ = embedding_;
   return Status::Ok();

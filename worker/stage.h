@@ -31,6 +31,11 @@ struct StageOptions {
   int64_t n_ctx = 4096;  // maximum positions per sequence
   int max_sequences = 1;  // alive at once; Load refuses a KV cache that cannot fit in memory
   bool copy_weights = false;  // --no-mmap: the slice's matrices in huge-page memory, not the file mapping
+  // Q4_K / Q8_0 layer matrices (and an untied lm_head) rebuilt in the
+  // row-interleaved layout the kernels read fastest (kernels/interleave.h);
+  // same results bit for bit. They then live in anonymous memory even when
+  // the rest is mapped.
+  bool interleave_weights = true;
 };
 
 // One sequence's run of tokens in a forward batch.
@@ -115,8 +120,10 @@ class Stage {
   struct FreeBytes {
     void operator()(uint8_t* p) const { std::free(p); }
   };
-  std::unique_ptr<uint8_t, FreeBytes> weight_copy_;  // --no-mmap: every matrix of the slice
-  Status CopyWeights();
+  // The matrices held in anonymous memory: every one with --no-mmap,
+  // otherwise the interleaved ones.
+  std::unique_ptr<uint8_t, FreeBytes> weight_copy_;
+  Status PlaceWeights();
   std::map<uint64_t, SequenceCache> caches_;
   DecoderScratch scratch_;
   std::vector<float> norm_rows_;

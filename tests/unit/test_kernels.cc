@@ -16,6 +16,7 @@
 
 #include "common/thread_pool.h"
 #include "kernels/fp16.h"
+#include "kernels/interleave.h"
 #include "kernels/isa.h"
 #include "kernels/kernel_table.h"
 #include "kernels/matmul.h"
@@ -411,6 +412,61 @@ TEST_P(KernelIsaTest, MatMulBitEqualsDotRowForAnyBatchAndThreads) {
         MatMul(isa(), view, x.data() + t0 * n_in, n_tok, y.data(), threads == 1 ? nullptr : &pool);
         ASSERT_EQ(std::memcmp(y.data(), expect.data() + t0 * n_out, y.size() * sizeof(float)), 0)
             << "threads=" << threads << " n_tok=" << n_tok << " t0=" << t0;
+      }
+    }
+  }
+}
+
+// The row-interleaved layout (interleave.h) holds the same bytes: undoing it
+// gives the file's rows back, including scale bits the quantizer never writes.
+TEST_P(KernelIsaTest, InterleavedLayoutRoundTrips) {
+  if (!CanInterleave(type(), 8) || isa() != Isa::kRef) GTEST_SKIP() << "no interleaved layout, or not the ref pass";
+  for (int64_t n_in : Lengths()) {
+    const uint64_t rb = Bytes(type(), n_in);
+    const int64_t n_out = 24;
+    std::vector<uint8_t> w(rb * n_out);
+    for (int64_t r = 0; r < n_out; ++r) {
+      std::vector<uint8_t> row = RandomRow(type(), n_in, static_cast<uint32_t>(5000 + r));
+      for (uint8_t& b : row) b ^= static_cast<uint8_t>(r * 37);  // every bit of every field, scales too
+      std::memcpy(w.data() + r * rb, row.data(), rb);
+    }
+    std::vector<uint8_t> x8(InterleavedBytes(type(), n_in, n_out)), back(8 * rb);
+    const MatrixView view = InterleaveRows(MatrixView{type(), w.data(), n_in, n_out, rb}, x8.data());
+    EXPECT_EQ(view.layout, MatrixLayout::kInterleaved8);
+    for (int64_t g = 0; g < n_out / 8; ++g) {
+      DeinterleaveGroup(type(), x8.data() + g * InterleavedGroupBytes(type(), n_in), n_in, back.data());
+      ASSERT_EQ(std::memcmp(back.data(), w.data() + 8 * g * rb, 8 * rb), 0) << "n_in=" << n_in << " group " << g;
+    }
+  }
+}
+
+// MatMul on the interleaved layout equals the reference on the file's rows bit
+// for bit, for every token count (tiles of 4, 2 and 1 tokens) and thread split.
+TEST_P(KernelIsaTest, InterleavedMatMulBitEqualsReference) {
+  if (!CanInterleave(type(), 8)) GTEST_SKIP() << "no interleaved layout for this type";
+  for (int64_t n_in : Lengths()) {
+    const uint64_t rb = Bytes(type(), n_in);
+    for (int64_t n_out : {8, 40}) {
+      std::vector<uint8_t> w(rb * n_out);
+      for (int64_t r = 0; r < n_out; ++r) {
+        std::vector<uint8_t> row = RandomRow(type(), n_in, static_cast<uint32_t>(r * 11 + n_out + n_in));
+        std::memcpy(w.data() + r * rb, row.data(), rb);
+      }
+      const MatrixView rows{type(), w.data(), n_in, n_out, rb};
+      std::vector<uint8_t> x8(InterleavedBytes(type(), n_in, n_out));
+      const MatrixView view = InterleaveRows(rows, x8.data());
+      for (int64_t n_tok : {1, 2, 3, 4, 5, 6, 7, 9, 33}) {
+        std::vector<float> x = Gaussian(n_in * n_tok, 700 + static_cast<uint32_t>(n_tok));
+        std::vector<float> expect(n_out * n_tok);
+        MatMul(Isa::kRef, rows, x.data(), n_tok, expect.data(), nullptr);
+        for (int threads : {1, 2}) {
+          ThreadPool pool(threads);
+          Guarded y(n_out * n_tok);
+          MatMul(isa(), view, x.data(), n_tok, y.data(), threads == 1 ? nullptr : &pool);
+          EXPECT_TRUE(y.GuardsIntact());
+          ASSERT_EQ(std::memcmp(y.data(), expect.data(), expect.size() * sizeof(float)), 0)
+              << "n_in=" << n_in << " n_out=" << n_out << " n_tok=" << n_tok << " threads=" << threads;
+        }
       }
     }
   }
