@@ -230,5 +230,46 @@ TEST(ReferenceHiddenStates, EveryLayerWithinRelativeL2OneE4) {
   }
 }
 
+// The interleaved weight layout a stage builds at load (kernels/interleave.h)
+// changes no bit of the output: every layer's hidden state and the logits of
+// the Q4_K_M model (Q4_K, Q6_K matrices) equal those of the file's row layout,
+// mapped and copied (--no-mmap) alike.
+TEST(InterleavedWeights, BitIdenticalToTheFileLayout) {
+  auto model = ModelFiles::Open(kQ4km);
+  ASSERT_TRUE(model.ok()) << model.status().ToString();
+  const ModelConfig& cfg = (*model)->config();
+  std::vector<int32_t> ids = Reference()["cases"][0]["prompt_ids"].get<std::vector<int32_t>>();
+  const int64_t n_tok = static_cast<int64_t>(ids.size());
+  ThreadPool pool(2);
+  auto run = [&](bool interleave, bool copy, std::vector<float>* states, std::vector<float>* logits) {
+    StageOptions opts;
+    opts.layers = {0, cfg.n_layers - 1};
+    opts.n_ctx = 256;
+    opts.interleave_weights = interleave;
+    opts.copy_weights = copy;
+    auto stage = Stage::Load(**model, opts, &pool);
+    ASSERT_TRUE(stage.ok()) << stage.status().ToString();
+    std::vector<float> x(n_tok * cfg.hidden);
+    ASSERT_TRUE((*stage)->Embed(ids, x.data()).ok());
+    auto st = (*stage)->ForwardObserved({{1, 0, n_tok}}, x.data(), [&](int, const float* h, int64_t n) {
+      states->insert(states->end(), h, h + n * cfg.hidden);
+    });
+    ASSERT_TRUE(st.ok()) << st.ToString();
+    std::vector<int64_t> rows(n_tok);
+    for (int64_t t = 0; t < n_tok; ++t) rows[t] = t;
+    logits->resize(n_tok * cfg.vocab);
+    ASSERT_TRUE((*stage)->Logits(x.data(), rows, logits->data()).ok());
+  };
+  std::vector<float> rows_states, rows_logits;
+  run(false, false, &rows_states, &rows_logits);
+  for (bool copy : {false, true}) {
+    std::vector<float> states, logits;
+    run(true, copy, &states, &logits);
+    ASSERT_EQ(states.size(), rows_states.size());
+    EXPECT_EQ(std::memcmp(states.data(), rows_states.data(), states.size() * sizeof(float)), 0) << "copy=" << copy;
+    EXPECT_EQ(std::memcmp(logits.data(), rows_logits.data(), logits.size() * sizeof(float)), 0) << "copy=" << copy;
+  }
+}
+
 }  // namespace
 }  // namespace strata
