@@ -85,7 +85,7 @@ Status Stage::Embed(std::span<const int32_t> ids, float* x) const {
 // transparent huge pages: with --no-mmap all of them (streaming weights from
 // it reads faster than from a mapping of 4 KiB pages, and decode is bound by
 // that bandwidth), and those rebuilt in the interleaved layout in any case.
-// The embedding stays in the file's row layout: lookups read single rows.
+// The embedding keeps the file's row layout (lookups read single rows).
 Status Stage::PlaceWeights() {
   struct Placement {
     MatrixView* view;
@@ -98,9 +98,18 @@ Status Stage::PlaceWeights() {
   };
   for (LayerWeights& w : layers_)
     for (MatrixView* m : {&w.wq, &w.wk, &w.wv, &w.wo, &w.gate, &w.up, &w.down}) consider(m, true);
-  if (embedding_.data != nullptr) consider(&embedding_, false);
-  const bool tied_output = output_.data != nullptr && output_.data == embedding_.data;
-  if (output_.data != nullptr && !tied_output) consider(&output_, true);
+  bool tied_output = output_.data != nullptr && output_.data == embedding_.data;
+  if (tied_output && opts_.interleave_weights && CanInterleave(output_.type, output_.n_out)) {
+    // A tied lm_head gets its own interleaved copy. The embedding rows stay
+    // in the file mapping: a lookup reads one row per token, so the first
+    // stage keeps only the rows it touches resident, and a last stage none.
+    consider(&output_, true);
+    if (!opts_.first) embedding_ = MatrixView{};
+    tied_output = false;
+  } else {
+    if (embedding_.data != nullptr) consider(&embedding_, false);
+    if (output_.data != nullptr && !tied_output) consider(&output_, true);
+  }
   constexpr uint64_t kHugePage = 2ull << 20;
   auto stored_bytes = [](const Placement& p) {
     const MatrixView& m = *p.view;
