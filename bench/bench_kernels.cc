@@ -1,6 +1,7 @@
 // Google Benchmark of MatMul at SmolLM3-3B projection shapes, per type, for
-// decode (n_tok = 1) and a prefill chunk (n_tok = 64), on 1 and 2 threads.
-//   strata_kernel_bench --benchmark_filter='type:12/' --benchmark_min_time=0.3s
+// decode (n_tok = 1), small decode batches (2, 4) and a prefill chunk
+// (n_tok = 64), on 1 and 2 threads.
+//   strata_kernel_bench --benchmark_filter='type:12/' --benchmark_min_time=0.3
 // Counters: weight bytes read per second and FLOP/s (2 per multiply-add);
 // compare bytes/s with the machine's measured read bandwidth for decode.
 // BM_MatVecCold is decode as a model runs it: it cycles through copies of the
@@ -81,7 +82,7 @@ void MatMulArgs(benchmark::internal::Benchmark* b) {
   for (TensorType t : kBenchTypes)
     for (int64_t x8 = 0; x8 <= (CanInterleave(t, 8) ? 1 : 0); ++x8)
       for (auto [n_in, n_out] : {std::pair<int64_t, int64_t>{2048, 2048}, {2048, 11008}, {11008, 2048}})
-        for (int64_t n_tok : {1, 64})
+        for (int64_t n_tok : {1, 2, 4, 64})
           for (int64_t threads : {1, 2}) b->Args({static_cast<int64_t>(t), n_in, n_out, n_tok, threads, x8});
 }
 

@@ -83,8 +83,9 @@ void AddCommon(CLI::App* cmd, CommonFlags* f, bool ctx_required) {
                   "under mpirun: seconds rank 0 waits for a batch before it declares a stage stuck and aborts the job")
       ->check(CLI::Range(0.1, 1e6));
   cmd->add_flag("--no-mmap", f->no_mmap,
-                "copy each rank's weight slice into huge-page memory instead of reading the mapped file (faster decode; "
-                "the load reads the slice once)");
+                "copy every matrix of each rank's slice into huge-page memory instead of reading the mapped file; "
+                "Q4_K / Q6_K / Q8_0 matrices are rebuilt there in the kernels' interleaved layout in any case, so this "
+                "moves only the others");
   cmd->add_flag("--coordinator-only", f->coordinator_only, "under mpirun: rank 0 only coordinates; stages run on ranks 1..N-1");
 }
 
