@@ -110,8 +110,10 @@ void BM_MatVecCold(benchmark::State& state) {
   std::vector<uint8_t> x8;
   const MatrixView first = LayoutView(MatrixView{type, w.data(), n_in, n_out, rb}, interleaved, &x8);
   const uint64_t stored_bytes = interleaved ? x8.size() : matrix_bytes;
-  if (interleaved) w.resize(stored_bytes * copies);
-  if (interleaved) std::copy(x8.begin(), x8.end(), w.begin());
+  if (interleaved) {
+    w.resize(stored_bytes * copies);
+    std::copy(x8.begin(), x8.end(), w.begin());
+  }
   for (int64_t c = 1; c < copies; ++c) std::copy(w.begin(), w.begin() + stored_bytes, w.begin() + c * stored_bytes);
   std::vector<float> x(n_in), y(n_out);
   {

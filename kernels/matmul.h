@@ -8,8 +8,9 @@
 // it): each output element's bits depend only on its weight row, its token's
 // x vector and the ISA in use (isa.h) -- never on n_tok, the token's position
 // in the batch, the thread count, how rows / tokens are tiled or split
-// between threads, or the matrix's layout (kRows or kInterleaved8). MatMul's element equals DotRow(type, row, x_t, n_in) bit
-// for bit. This holds because an element is always computed the same way:
+// between threads, or the matrix's layout (kRows or kInterleaved8). MatMul's
+// element equals DotRow(type, row, x_t, n_in) bit for bit. This holds because
+// an element is always computed the same way:
 //   F32 / F16 / BF16: dequantize the row exactly to f32, then one dot product
 //     with the ISA's fixed accumulation order (ref: sequential sum;
 //     avx2/avx512: 16 lanes, FMA chain per lane, fixed reduction tree -- these

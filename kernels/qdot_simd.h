@@ -102,12 +102,17 @@ inline __m256i Reduce8x4(const __m128i v[8]) {
 // revisits rows already fetched (the second and later token pairs of
 // prefill) passes next_group = 0, so its prefetches touch the lines it is
 // reading anyway. Prefetches past the matrix are harmless: they never fault.
+// Addresses as integers: they may lie past the buffer.
+inline void PrefetchL2(const uint8_t* base, int64_t offset, int64_t bytes) {
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(base) + static_cast<uintptr_t>(offset);
+  const uintptr_t end = begin + static_cast<uintptr_t>(bytes);
+  for (uintptr_t line = begin & ~uintptr_t{63}; line < end; line += 64)
+    _mm_prefetch(reinterpret_cast<const char*>(line), _MM_HINT_T1);
+}
+
 template <int R>
 inline void PrefetchAhead(const uint8_t* const (&rows)[R], int64_t b, int64_t block_bytes, int64_t next_group) {
-  const int64_t step = R * block_bytes;
-  const uintptr_t from = reinterpret_cast<uintptr_t>(rows[0]) + static_cast<uintptr_t>(2 * next_group + b * step);
-  for (uintptr_t line = from & ~uintptr_t{63}; line < from + static_cast<uintptr_t>(step); line += 64)
-    _mm_prefetch(reinterpret_cast<const char*>(line), _MM_HINT_T1);
+  PrefetchL2(rows[0], 2 * next_group + b * R * block_bytes, R * block_bytes);
 }
 
 inline __m256i Load256(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
@@ -441,9 +446,7 @@ struct KLegacy {
 // decode, 1 and 2 threads, runs alternated).
 template <int64_t kAhead>
 inline void PrefetchStream(const uint8_t* group, int64_t b, int64_t block_bytes) {
-  const uintptr_t from = reinterpret_cast<uintptr_t>(group) + static_cast<uintptr_t>(kAhead + b * block_bytes);
-  for (uintptr_t line = from & ~uintptr_t{63}; line < from + static_cast<uintptr_t>(block_bytes); line += 64)
-    _mm_prefetch(reinterpret_cast<const char*>(line), _MM_HINT_T1);
+  PrefetchL2(group, kAhead + b * block_bytes, block_bytes);
 }
 constexpr int64_t kStreamAheadK = 32 * 1024;  // Q4_K, Q6_K
 constexpr int64_t kStreamAheadQ8 = 4 * 1024;  // Q8_0

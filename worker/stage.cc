@@ -90,16 +90,20 @@ Status Stage::PlaceWeights() {
   struct Placement {
     MatrixView* view;
     bool interleave;
+    uint64_t bytes;  // as stored here, 64-byte aligned
   };
   std::vector<Placement> moves;
+  auto interleaves = [&](const MatrixView& m) { return opts_.interleave_weights && CanInterleave(m.type, m.n_out); };
   auto consider = [&](MatrixView* m, bool may_interleave) {
-    const bool interleave = may_interleave && opts_.interleave_weights && CanInterleave(m->type, m->n_out);
-    if (interleave || opts_.copy_weights) moves.push_back({m, interleave});
+    const bool interleave = may_interleave && interleaves(*m);
+    const uint64_t bytes =
+        interleave ? InterleavedBytes(m->type, m->n_in, m->n_out) : static_cast<uint64_t>(m->n_out) * m->row_bytes;
+    if (interleave || opts_.copy_weights) moves.push_back({m, interleave, (bytes + 63) & ~uint64_t{63}});
   };
   for (LayerWeights& w : layers_)
     for (MatrixView* m : {&w.wq, &w.wk, &w.wv, &w.wo, &w.gate, &w.up, &w.down}) consider(m, true);
   bool tied_output = output_.data != nullptr && output_.data == embedding_.data;
-  if (tied_output && opts_.interleave_weights && CanInterleave(output_.type, output_.n_out)) {
+  if (tied_output && interleaves(output_)) {
     // A tied lm_head gets its own interleaved copy. The embedding rows stay
     // in the file mapping: a lookup reads one row per token, so the first
     // stage keeps only the rows it touches resident, and a last stage none.
@@ -111,12 +115,8 @@ Status Stage::PlaceWeights() {
     if (output_.data != nullptr && !tied_output) consider(&output_, true);
   }
   constexpr uint64_t kHugePage = 2ull << 20;
-  auto stored_bytes = [](const Placement& p) {
-    const MatrixView& m = *p.view;
-    return p.interleave ? InterleavedBytes(m.type, m.n_in, m.n_out) : static_cast<uint64_t>(m.n_out) * m.row_bytes;
-  };
   uint64_t total = 0;
-  for (const Placement& p : moves) total += (stored_bytes(p) + 63) & ~uint64_t{63};
+  for (const Placement& p : moves) total += p.bytes;
   total = (total + kHugePage - 1) & ~(kHugePage - 1);
   if (total == 0) return Status::Ok();
   void* buf = std::aligned_alloc(kHugePage, total);
@@ -141,7 +141,7 @@ Status Stage::PlaceWeights() {
     const uintptr_t page = 4096, b = (reinterpret_cast<uintptr_t>(source) + page - 1) & ~(page - 1),
                     e = (reinterpret_cast<uintptr_t>(source) + n) & ~(page - 1);
     if (e > b) madvise(reinterpret_cast<void*>(b), e - b, MADV_DONTNEED);
-    at += (stored_bytes(p) + 63) & ~uint64_t{63};
+    at += p.bytes;
   }
   if (tied_output) output_ = embedding_;
   return Status::Ok();

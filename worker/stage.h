@@ -31,7 +31,7 @@ struct StageOptions {
   int64_t n_ctx = 4096;  // maximum positions per sequence
   int max_sequences = 1;  // alive at once; Load refuses a KV cache that cannot fit in memory
   bool copy_weights = false;  // --no-mmap: the slice's matrices in huge-page memory, not the file mapping
-  // Q4_K / Q8_0 layer matrices (and an untied lm_head) rebuilt in the
+  // Q4_K / Q6_K / Q8_0 layer matrices and lm_head rebuilt in the
   // row-interleaved layout the kernels read fastest (kernels/interleave.h);
   // same results bit for bit. They then live in anonymous memory even when
   // the rest is mapped.
