@@ -4,13 +4,18 @@
 //   strata_kernel_bench --benchmark_filter='type:12/' --benchmark_min_time=0.3
 // Counters: weight bytes read per second and FLOP/s (2 per multiply-add);
 // compare bytes/s with the machine's measured read bandwidth for decode.
-// BM_MatVecCold is decode as a model runs it: it cycles through copies of the
-// matrix that together far exceed the last-level cache, so every weight byte
-// comes from DRAM. The x8 argument runs the row-interleaved layout
+// BM_MatMulCold is decode as a model runs it (1 token, or a micro-batch of 2
+// or 4): it cycles through copies of the matrix that together far exceed the
+// last-level cache, so every weight byte comes from DRAM. The x8 argument runs the row-interleaved layout
 // (kernels/interleave.h) of the types that have one, as a loaded rank does.
 #include <benchmark/benchmark.h>
 
+#include <sys/mman.h>
+
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
 #include <random>
 #include <vector>
 
@@ -39,6 +44,28 @@ MatrixView LayoutView(const MatrixView& w, bool interleaved, std::vector<uint8_t
   return InterleaveRows(w, x8->data());
 }
 
+// n_out rows of n_in weights ~ N(0, 0.02), quantized to type.
+std::vector<uint8_t> RandomMatrix(TensorType type, int64_t n_in, int64_t n_out) {
+  const uint64_t rb = RowBytes(type, n_in).value();
+  std::vector<uint8_t> w(rb * n_out);
+  std::mt19937 rng(1);
+  std::normal_distribution<float> dist(0.0f, 0.02f);
+  std::vector<float> row(n_in);
+  for (int64_t r = 0; r < n_out; ++r) {
+    for (float& v : row) v = dist(rng);
+    QuantizeRow(type, row.data(), w.data() + r * rb, n_in);
+  }
+  return w;
+}
+
+std::vector<float> RandomActivations(int64_t n) {
+  std::vector<float> x(n);
+  std::mt19937 rng(2);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  for (float& v : x) v = dist(rng);
+  return x;
+}
+
 std::string Label(TensorType type, const MatrixView& view, const ThreadPool& pool) {
   return std::string(TypeName(type)) + (view.layout == MatrixLayout::kInterleaved8 ? " x8 " : " ") + ActiveIsa() +
          " t=" + std::to_string(pool.size());
@@ -49,22 +76,9 @@ void BM_MatMul(benchmark::State& state) {
   const int64_t n_in = state.range(1), n_out = state.range(2), n_tok = state.range(3);
   ThreadPool& pool = Pool(static_cast<int>(state.range(4)));
   const uint64_t rb = RowBytes(type, n_in).value();
-  std::vector<uint8_t> w(rb * n_out);
-  {
-    std::mt19937 rng(1);
-    std::normal_distribution<float> dist(0.0f, 0.02f);
-    std::vector<float> row(n_in);
-    for (int64_t r = 0; r < n_out; ++r) {
-      for (float& v : row) v = dist(rng);
-      QuantizeRow(type, row.data(), w.data() + r * rb, n_in);
-    }
-  }
-  std::vector<float> x(n_in * n_tok), y(n_out * n_tok);
-  {
-    std::mt19937 rng(2);
-    std::normal_distribution<float> dist(0.0f, 1.0f);
-    for (float& v : x) v = dist(rng);
-  }
+  const std::vector<uint8_t> w = RandomMatrix(type, n_in, n_out);
+  const std::vector<float> x = RandomActivations(n_in * n_tok);
+  std::vector<float> y(n_out * n_tok);
   std::vector<uint8_t> x8;
   const MatrixView view = LayoutView(MatrixView{type, w.data(), n_in, n_out, rb}, state.range(5) != 0, &x8);
   for (auto _ : state) {
@@ -88,44 +102,43 @@ void MatMulArgs(benchmark::internal::Benchmark* b) {
 
 BENCHMARK(BM_MatMul)->Apply(MatMulArgs)->UseRealTime()->Unit(benchmark::kMicrosecond);
 
-void BM_MatVecCold(benchmark::State& state) {
+// Bytes on transparent huge pages, as a loaded rank keeps its weights
+// (worker/stage.cc): with 4 KiB pages the TLB misses cut the DRAM stream.
+struct FreeDeleter {
+  void operator()(uint8_t* p) const { std::free(p); }
+};
+std::unique_ptr<uint8_t[], FreeDeleter> HugePageBytes(uint64_t n) {
+  constexpr uint64_t kHugePage = 2ull << 20;
+  n = (n + kHugePage - 1) & ~(kHugePage - 1);
+  auto* p = static_cast<uint8_t*>(std::aligned_alloc(kHugePage, n));
+  if (p == nullptr) std::abort();
+  madvise(p, n, MADV_HUGEPAGE);
+  return std::unique_ptr<uint8_t[], FreeDeleter>(p);
+}
+
+void BM_MatMulCold(benchmark::State& state) {
   const TensorType type = static_cast<TensorType>(state.range(0));
-  const int64_t n_in = state.range(1), n_out = state.range(2);
-  ThreadPool& pool = Pool(static_cast<int>(state.range(3)));
+  const int64_t n_in = state.range(1), n_out = state.range(2), n_tok = state.range(3);
+  ThreadPool& pool = Pool(static_cast<int>(state.range(4)));
   const uint64_t rb = RowBytes(type, n_in).value();
   constexpr uint64_t kColdBytes = uint64_t{512} << 20;  // well past any L3
   const uint64_t matrix_bytes = rb * n_out;
   const int64_t copies = static_cast<int64_t>((kColdBytes + matrix_bytes - 1) / matrix_bytes);
-  std::vector<uint8_t> w(matrix_bytes * copies);  // [copies][n_out][rb], or their interleaved copies
-  {
-    std::mt19937 rng(1);
-    std::normal_distribution<float> dist(0.0f, 0.02f);
-    std::vector<float> row(n_in);
-    for (int64_t r = 0; r < n_out; ++r) {
-      for (float& v : row) v = dist(rng);
-      QuantizeRow(type, row.data(), w.data() + r * rb, n_in);
-    }
-  }
-  const bool interleaved = state.range(4) != 0;
+  const std::vector<uint8_t> w = RandomMatrix(type, n_in, n_out);
+  const bool interleaved = state.range(5) != 0;
   std::vector<uint8_t> x8;
   const MatrixView first = LayoutView(MatrixView{type, w.data(), n_in, n_out, rb}, interleaved, &x8);
   const uint64_t stored_bytes = interleaved ? x8.size() : matrix_bytes;
-  if (interleaved) {
-    w.resize(stored_bytes * copies);
-    std::copy(x8.begin(), x8.end(), w.begin());
-  }
-  for (int64_t c = 1; c < copies; ++c) std::copy(w.begin(), w.begin() + stored_bytes, w.begin() + c * stored_bytes);
-  std::vector<float> x(n_in), y(n_out);
-  {
-    std::mt19937 rng(2);
-    std::normal_distribution<float> dist(0.0f, 1.0f);
-    for (float& v : x) v = dist(rng);
-  }
+  const uint8_t* stored = interleaved ? x8.data() : w.data();
+  auto copies_buf = HugePageBytes(stored_bytes * copies);  // [copies][the matrix as stored]
+  for (int64_t c = 0; c < copies; ++c) std::memcpy(copies_buf.get() + c * stored_bytes, stored, stored_bytes);
+  const std::vector<float> x = RandomActivations(n_in * n_tok);
+  std::vector<float> y(n_out * n_tok);
   int64_t c = 0;
   for (auto _ : state) {
     MatrixView view = first;
-    view.data = w.data() + c * stored_bytes;
-    MatMul(view, x.data(), 1, y.data(), &pool);
+    view.data = copies_buf.get() + c * stored_bytes;
+    MatMul(view, x.data(), n_tok, y.data(), &pool);
     benchmark::DoNotOptimize(y.data());
     c = (c + 1) % copies;
   }
@@ -133,15 +146,16 @@ void BM_MatVecCold(benchmark::State& state) {
   state.counters["bytes/s"] = benchmark::Counter(static_cast<double>(stored_bytes), benchmark::Counter::kIsIterationInvariantRate);
 }
 
-void MatVecColdArgs(benchmark::internal::Benchmark* b) {
-  b->ArgNames({"type", "n_in", "n_out", "threads", "x8"});
+void MatMulColdArgs(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"type", "n_in", "n_out", "n_tok", "threads", "x8"});
   for (TensorType t : {TensorType::kQ8_0, TensorType::kQ4_0, TensorType::kQ4_K, TensorType::kQ5_K, TensorType::kQ6_K})
     for (int64_t x8 = 0; x8 <= (CanInterleave(t, 8) ? 1 : 0); ++x8)
       for (auto [n_in, n_out] : {std::pair<int64_t, int64_t>{2048, 11008}, {11008, 2048}})
-        for (int64_t threads : {1, 2}) b->Args({static_cast<int64_t>(t), n_in, n_out, threads, x8});
+        for (int64_t n_tok : {1, 2, 4})
+          for (int64_t threads : {1, 2}) b->Args({static_cast<int64_t>(t), n_in, n_out, n_tok, threads, x8});
 }
 
-BENCHMARK(BM_MatVecCold)->Apply(MatVecColdArgs)->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_MatMulCold)->Apply(MatMulColdArgs)->UseRealTime()->Unit(benchmark::kMicrosecond);
 
 }  // namespace
 }  // namespace strata

@@ -437,19 +437,20 @@ struct KLegacy {
 // r's exact integer sums and then the reference's FMA chain, so the results
 // equal qdot's (and kernels_ref.cc's) bit for bit. out[t * 8 + r].
 
-// A group is one ascending stream of bytes; the first token tile over it
-// fetches the bytes kAhead past its position into L2 as it goes (one block's
-// worth per block step). Later tiles find the group in cache. The hardware
-// prefetcher alone leaves decode at 8 tok/s (Q4_K_M, 1 thread) where these
-// prefetches reach 11 (4 KiB ahead) and 13-14 (32 KiB ahead); Q8_0, whose
-// kernel runs through its bytes faster, measured best at 4 KiB (strata bench,
-// decode, 1 and 2 threads, runs alternated).
-template <int64_t kAhead>
+// A group is one ascending stream of bytes; the first token tile over a
+// Q4_K or Q6_K group fetches the bytes 32 KiB past its position into L2 as it
+// goes (one block's worth per block step). Later tiles find the group in
+// cache. The hardware prefetcher alone leaves decode at 8.8 tok/s (Q4_K_M, 1
+// thread) where these prefetches reach 14.7 (4 KiB ahead: 11; 64 and 128 KiB:
+// the same as 32). Q8_0's kernel runs through its bytes with little work per
+// byte, and there the hardware prefetcher alone is fastest: decode 7.2 tok/s
+// (1 thread) against 5.3 with 4 KiB and 5.6-6.5 with 32 KiB software
+// prefetches, 11.5-13.6 against 9.6-10.7 with 2 threads (strata bench on the
+// 3B files, huge pages, runs alternated).
 inline void PrefetchStream(const uint8_t* group, int64_t b, int64_t block_bytes) {
+  constexpr int64_t kAhead = 32 * 1024;
   PrefetchL2(group, kAhead + b * block_bytes, block_bytes);
 }
-constexpr int64_t kStreamAheadK = 32 * 1024;  // Q4_K, Q6_K
-constexpr int64_t kStreamAheadQ8 = 4 * 1024;  // Q8_0
 
 inline __m256i Broadcast32(const int8_t* p) {
   int32_t v;
@@ -484,7 +485,7 @@ void MicroQ4Kx8(const uint8_t* group, const Act (&xs)[T], int64_t nb, bool prefe
   __m256 acc[T];
   for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
-    if (prefetch) PrefetchStream<kStreamAheadK>(group, b, sizeof(BlockQ4_Kx8));
+    if (prefetch) PrefetchStream(group, b, sizeof(BlockQ4_Kx8));
     const BlockQ4_Kx8* blk = reinterpret_cast<const BlockQ4_Kx8*>(group) + b;
     // A = sum_s sc_s * (sum of q * qx over sub-block s), per row.
     __m256i a[T];
@@ -531,11 +532,10 @@ void MicroQ4Kx8(const uint8_t* group, const Act (&xs)[T], int64_t nb, bool prefe
 }
 
 template <int T>
-void MicroQ8_0x8(const uint8_t* group, const Act (&xs)[T], int64_t nb, bool prefetch, float* out) {
+void MicroQ8_0x8(const uint8_t* group, const Act (&xs)[T], int64_t nb, bool /*prefetch: see PrefetchStream*/, float* out) {
   __m256 acc[T];
   for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
-    if (prefetch) PrefetchStream<kStreamAheadQ8>(group, b, sizeof(BlockQ8_0x8));
     const BlockQ8_0x8* blk = reinterpret_cast<const BlockQ8_0x8*>(group) + b;
     __m256i sum[T][kX8Chains<T>];
     for (int t = 0; t < T; ++t)
@@ -587,7 +587,7 @@ void MicroQ6Kx8(const uint8_t* group, const Act (&xs)[T], int64_t nb, bool prefe
   __m256 acc[T];
   for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
-    if (prefetch) PrefetchStream<kStreamAheadK>(group, b, sizeof(BlockQ6_Kx8));
+    if (prefetch) PrefetchStream(group, b, sizeof(BlockQ6_Kx8));
     const BlockQ6_Kx8* blk = reinterpret_cast<const BlockQ6_Kx8*>(group) + b;
     // Per row the int16 scale pairs (sc_2i, sc_2i+1), i = 0..7.
     __m256i sc_pair[8];
