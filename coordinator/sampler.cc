@@ -140,11 +140,25 @@ int32_t SampleToken(const float* logits, int32_t n_vocab, const SamplingParams& 
   STRATA_CHECK(logits != nullptr && n_vocab > 0);
   STRATA_CHECK_MSG(ValidateSamplingParams(p).ok(), ValidateSamplingParams(p).message());
 
+  // Greedy without penalties reads the logits in place: no copy of the
+  // vocabulary on the last stage's critical path (argmax of the sanitised
+  // values, ties -> lowest id, as below).
+  const bool penalised = p.repeat_penalty != 1.0f && p.repeat_last_n > 0 && !history.empty();
+  if (p.temperature <= 0.0f && !penalised) {
+    int32_t best = 0;
+    float best_logit = Sanitize(logits[0]);
+    for (int32_t i = 1; i < n_vocab; ++i) {
+      const float l = Sanitize(logits[i]);
+      if (l > best_logit) best = i, best_logit = l;
+    }
+    return best;
+  }
+
   // --- Working copy of the logits [n_vocab] f32, sanitised and penalised. ---
   std::vector<float> work(static_cast<size_t>(n_vocab));
   for (int32_t i = 0; i < n_vocab; ++i) work[i] = Sanitize(logits[i]);
 
-  if (p.repeat_penalty != 1.0f && p.repeat_last_n > 0 && !history.empty()) {
+  if (penalised) {
     const size_t n_last = std::min(history.size(), static_cast<size_t>(p.repeat_last_n));
     std::vector<int32_t> ids;
     ids.reserve(n_last);
