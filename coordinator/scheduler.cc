@@ -89,18 +89,25 @@ Status Scheduler::Add(SequenceJob* job, TokenFn on_token, DoneFn on_done) {
   return Status::Ok();
 }
 
-// The next micro-batch: prefill pieces first (up to one chunk of tokens),
-// else a group of decoding sequences. `members` gets each request's entry
-// and whether it samples a token.
+// The next micro-batch: prefill pieces first (up to one chunk of tokens,
+// and no more than an even share of the waiting prompt tokens among the free
+// pipeline slots, so that many short prompts fill every stage instead of
+// riding in one batch), else a group of decoding sequences. `members` gets
+// each request's entry and whether it samples a token.
 void Scheduler::NextBatch(std::vector<SequenceRequest>* batch, std::vector<std::pair<Entry*, bool>>* members) {
   batch->clear();
   members->clear();
+  int64_t waiting_prompt = 0;
+  for (const auto& e : entries_)
+    if (!e->done) waiting_prompt += static_cast<int64_t>(e->job->prompt.size()) - e->prompt_sent;
+  const int64_t free_slots = std::max<int64_t>(1, inflight_ - pipeline_.in_flight());
+  const int64_t share = (waiting_prompt + free_slots - 1) / free_slots;
   int64_t budget = -1;
   for (auto& ep : entries_) {
     Entry& e = *ep;
     if (e.done || e.prompt_sent_all()) continue;
     const SequenceJob& j = *e.job;
-    if (budget < 0) budget = e.chunk;
+    if (budget < 0) budget = std::min(e.chunk, share);
     if (budget == 0) break;
     const int64_t left = static_cast<int64_t>(j.prompt.size()) - e.prompt_sent;
     const int64_t n = std::min(left, budget);

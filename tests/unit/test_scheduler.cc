@@ -102,6 +102,26 @@ TEST(SchedulerTest, ChunksPromptsAndKeepsInflightBatches) {
   }
 }
 
+// Short prompts of many sequences (the first step of a decode batch) are
+// shared among the free pipeline slots: two stages each get a batch at once
+// instead of one batch of all eight and an idle stage.
+TEST(SchedulerTest, ShortPromptsFillEveryFreeSlot) {
+  FakePipeline p(2);
+  std::vector<SequenceJob> jobs(8);
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    jobs[i].seq_id = 10 + i;
+    jobs[i].prompt = {7};
+    jobs[i].n_predict = 3;
+    jobs[i].sampling.temperature = 0;
+  }
+  ASSERT_TRUE(RunSequences(p, jobs, {}, nullptr).ok());
+  ASSERT_GE(p.batches_.size(), 2u);
+  EXPECT_EQ(p.batches_[0].size(), 4u);
+  EXPECT_EQ(p.batches_[1].size(), 4u);
+  EXPECT_EQ(p.max_in_flight_, 2);
+  for (const SequenceJob& j : jobs) EXPECT_EQ(j.ids.size(), 3u);
+}
+
 TEST(SchedulerTest, StopsAtEosAndAtTheContext) {
   FakePipeline p(1);
   std::vector<SequenceJob> jobs = Jobs(2, 10, 50);
