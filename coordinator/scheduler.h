@@ -4,7 +4,9 @@
 //
 //   prefill   a prompt is cut into chunks of `chunk` tokens that follow each
 //             other down the stages (stage 1 runs chunk 2 while stage 2 runs
-//             chunk 1); chunks of several prompts may share a micro-batch.
+//             chunk 1); chunks of several prompts may share a micro-batch,
+//             up to an even share of the waiting prompt tokens per free
+//             slot (many short prompts fill every slot, not one batch).
 //             Prefill goes first: it sets the time to the first token.
 //   decode    the sequences past their prompt are grouped into `inflight`
 //             micro-batches of one token each; when a micro-batch's tokens
