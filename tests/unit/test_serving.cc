@@ -219,7 +219,7 @@ TEST_F(ServingTest, RequestsFromManyThreadsEqualTheirSoloRuns) {
   std::vector<std::vector<int32_t>> solo;
   for (const SequenceJob& j : jobs) {
     std::vector<SequenceJob> one{j};
-    ASSERT_TRUE(RunSequences(**pipeline, one, {.n_ctx = 256}, nullptr).ok());
+    ASSERT_TRUE(RunSequences(**pipeline, one, {.n_ctx = 256, .eos_ids = {}}, nullptr).ok());
     solo.push_back(one[0].ids);
   }
   ServingOptions so;
