@@ -10,15 +10,12 @@
 // (kernels/interleave.h) of the types that have one, as a loaded rank does.
 #include <benchmark/benchmark.h>
 
-#include <sys/mman.h>
-
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
-#include <memory>
 #include <random>
 #include <vector>
 
+#include "common/huge_pages.h"
 #include "common/thread_pool.h"
 #include "kernels/interleave.h"
 #include "kernels/isa.h"
@@ -102,20 +99,6 @@ void MatMulArgs(benchmark::internal::Benchmark* b) {
 
 BENCHMARK(BM_MatMul)->Apply(MatMulArgs)->UseRealTime()->Unit(benchmark::kMicrosecond);
 
-// Bytes on transparent huge pages, as a loaded rank keeps its weights
-// (worker/stage.cc): with 4 KiB pages the TLB misses cut the DRAM stream.
-struct FreeDeleter {
-  void operator()(uint8_t* p) const { std::free(p); }
-};
-std::unique_ptr<uint8_t[], FreeDeleter> HugePageBytes(uint64_t n) {
-  constexpr uint64_t kHugePage = 2ull << 20;
-  n = (n + kHugePage - 1) & ~(kHugePage - 1);
-  auto* p = static_cast<uint8_t*>(std::aligned_alloc(kHugePage, n));
-  if (p == nullptr) std::abort();
-  madvise(p, n, MADV_HUGEPAGE);
-  return std::unique_ptr<uint8_t[], FreeDeleter>(p);
-}
-
 void BM_MatMulCold(benchmark::State& state) {
   const TensorType type = static_cast<TensorType>(state.range(0));
   const int64_t n_in = state.range(1), n_out = state.range(2), n_tok = state.range(3);
@@ -130,7 +113,12 @@ void BM_MatMulCold(benchmark::State& state) {
   const MatrixView first = LayoutView(MatrixView{type, w.data(), n_in, n_out, rb}, interleaved, &x8);
   const uint64_t stored_bytes = interleaved ? x8.size() : matrix_bytes;
   const uint8_t* stored = interleaved ? x8.data() : w.data();
-  auto copies_buf = HugePageBytes(stored_bytes * copies);  // [copies][the matrix as stored]
+  // On huge pages, as a loaded rank keeps its weights (worker/stage.cc).
+  HugePageBuffer copies_buf = AllocHugePages(stored_bytes * copies);  // [copies][the matrix as stored]
+  if (copies_buf == nullptr) {
+    state.SkipWithError("cannot allocate the cold copies");
+    return;
+  }
   for (int64_t c = 0; c < copies; ++c) std::memcpy(copies_buf.get() + c * stored_bytes, stored, stored_bytes);
   const std::vector<float> x = RandomActivations(n_in * n_tok);
   std::vector<float> y(n_out * n_tok);

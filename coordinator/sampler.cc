@@ -39,6 +39,17 @@ inline float Sanitize(float x) {
   return x;
 }
 
+// Greedy: the argmax of the sanitised logits, ties -> lowest id.
+int32_t GreedyToken(const float* logits, int32_t n_vocab) {
+  int32_t best = 0;
+  float best_logit = Sanitize(logits[0]);
+  for (int32_t i = 1; i < n_vocab; ++i) {
+    const float l = Sanitize(logits[i]);
+    if (l > best_logit) best = i, best_logit = l;
+  }
+  return best;
+}
+
 // splitmix64 finaliser (Steele, Lea, Flood 2014): a bijective 64-bit mixer.
 inline uint64_t Mix64(uint64_t z) {
   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
@@ -144,15 +155,7 @@ int32_t SampleToken(const float* logits, int32_t n_vocab, const SamplingParams& 
   // vocabulary on the last stage's critical path (argmax of the sanitised
   // values, ties -> lowest id, as below).
   const bool penalised = p.repeat_penalty != 1.0f && p.repeat_last_n > 0 && !history.empty();
-  if (p.temperature <= 0.0f && !penalised) {
-    int32_t best = 0;
-    float best_logit = Sanitize(logits[0]);
-    for (int32_t i = 1; i < n_vocab; ++i) {
-      const float l = Sanitize(logits[i]);
-      if (l > best_logit) best = i, best_logit = l;
-    }
-    return best;
-  }
+  if (p.temperature <= 0.0f && !penalised) return GreedyToken(logits, n_vocab);
 
   // --- Working copy of the logits [n_vocab] f32, sanitised and penalised. ---
   std::vector<float> work(static_cast<size_t>(n_vocab));
@@ -174,13 +177,7 @@ int32_t SampleToken(const float* logits, int32_t n_vocab, const SamplingParams& 
     }
   }
 
-  // --- Greedy: argmax, ties -> lowest id. ---
-  if (p.temperature <= 0.0f) {
-    int32_t best = 0;
-    for (int32_t i = 1; i < n_vocab; ++i)
-      if (work[i] > work[best]) best = i;
-    return best;
-  }
+  if (p.temperature <= 0.0f) return GreedyToken(work.data(), n_vocab);  // Sanitize is idempotent
 
   // --- Top-k. After this, `sorted` says whether cands is in Better order. ---
   std::vector<Candidate> cands;

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "common/status.h"
+#include "kernels/kernel_table.h"
 #include "kernels/quant_blocks.h"
 
 namespace strata {
@@ -36,7 +37,8 @@ void PackScalesMinsK4(const int (&sc)[8], const int (&m)[8], uint8_t* scales) {
   }
 }
 
-void DeinterleaveQ4K(const BlockQ4_Kx8& in, BlockQ4_K* const (&rows)[8]) {
+void DeinterleaveQ4K(BlockQ4_K* const (&rows)[8], const BlockQ4_Kx8* group) {
+  const BlockQ4_Kx8& in = *group;
   for (int r = 0; r < 8; ++r) {
     BlockQ4_K& b = *rows[r];
     b.d = in.d[r];
@@ -64,7 +66,8 @@ void InterleaveQ6K(const BlockQ6_K* const (&rows)[8], BlockQ6_Kx8* out) {
   }
 }
 
-void DeinterleaveQ6K(const BlockQ6_Kx8& in, BlockQ6_K* const (&rows)[8]) {
+void DeinterleaveQ6K(BlockQ6_K* const (&rows)[8], const BlockQ6_Kx8* group) {
+  const BlockQ6_Kx8& in = *group;
   for (int r = 0; r < 8; ++r) {
     BlockQ6_K& b = *rows[r];
     b.d = in.d[r];
@@ -83,7 +86,8 @@ void InterleaveQ8_0(const BlockQ8_0* const (&rows)[8], BlockQ8_0x8* out) {
   }
 }
 
-void DeinterleaveQ8_0(const BlockQ8_0x8& in, BlockQ8_0* const (&rows)[8]) {
+void DeinterleaveQ8_0(BlockQ8_0* const (&rows)[8], const BlockQ8_0x8* group) {
+  const BlockQ8_0x8& in = *group;
   for (int r = 0; r < 8; ++r) {
     rows[r]->d = in.d[r];
     for (int j = 0; j < 8; ++j) std::memcpy(rows[r]->qs + 4 * j, in.qs[j][r], 4);
@@ -103,8 +107,7 @@ void ForEachBlock(RowPtr rows_base, uint64_t row_bytes, GroupPtr group, int64_t 
 }  // namespace
 
 bool CanInterleave(TensorType type, int64_t n_out) {
-  return (type == TensorType::kQ4_K || type == TensorType::kQ6_K || type == TensorType::kQ8_0) && n_out > 0 &&
-         n_out % 8 == 0;
+  return internal::QDotX8Slot(type) >= 0 && n_out > 0 && n_out % 8 == 0;
 }
 
 uint64_t InterleavedGroupBytes(TensorType type, int64_t n_in) {
@@ -122,7 +125,7 @@ uint64_t InterleavedBytes(TensorType type, int64_t n_in, int64_t n_out) {
 
 MatrixView InterleaveRows(const MatrixView& w, uint8_t* dst) {
   STRATA_CHECK_MSG(w.layout == MatrixLayout::kRows && CanInterleave(w.type, w.n_out),
-                   "InterleaveRows: needs a Q4_K or Q8_0 matrix in row layout with a multiple of 8 rows");
+                   "InterleaveRows: needs a Q4_K, Q6_K or Q8_0 matrix in row layout with a multiple of 8 rows");
   const uint64_t group_bytes = InterleavedGroupBytes(w.type, w.n_in);
   const int64_t nb = w.n_in / Traits(w.type).block_elems;
   for (int64_t g = 0; g < w.n_out / 8; ++g) {
@@ -144,21 +147,9 @@ void DeinterleaveGroup(TensorType type, const uint8_t* group, int64_t n_in, uint
   const uint64_t row_bytes = *RowBytes(type, n_in);
   const int64_t nb = n_in / Traits(type).block_elems;
   switch (type) {
-    case TensorType::kQ4_K:
-      ForEachBlock<BlockQ4_K, const BlockQ4_Kx8>(rows, row_bytes, group, nb, [](BlockQ4_K* const (&r)[8], const BlockQ4_Kx8* g) {
-        DeinterleaveQ4K(*g, r);
-      });
-      break;
-    case TensorType::kQ6_K:
-      ForEachBlock<BlockQ6_K, const BlockQ6_Kx8>(rows, row_bytes, group, nb, [](BlockQ6_K* const (&r)[8], const BlockQ6_Kx8* g) {
-        DeinterleaveQ6K(*g, r);
-      });
-      break;
-    case TensorType::kQ8_0:
-      ForEachBlock<BlockQ8_0, const BlockQ8_0x8>(rows, row_bytes, group, nb, [](BlockQ8_0* const (&r)[8], const BlockQ8_0x8* g) {
-        DeinterleaveQ8_0(*g, r);
-      });
-      break;
+    case TensorType::kQ4_K: ForEachBlock<BlockQ4_K, const BlockQ4_Kx8>(rows, row_bytes, group, nb, DeinterleaveQ4K); break;
+    case TensorType::kQ6_K: ForEachBlock<BlockQ6_K, const BlockQ6_Kx8>(rows, row_bytes, group, nb, DeinterleaveQ6K); break;
+    case TensorType::kQ8_0: ForEachBlock<BlockQ8_0, const BlockQ8_0x8>(rows, row_bytes, group, nb, DeinterleaveQ8_0); break;
     default: STRATA_CHECK_MSG(false, std::string("no interleaved layout for ") + TypeName(type));
   }
 }

@@ -1,5 +1,5 @@
 // Row-interleaved copies of quantized matrices: the layout the integer
-// kernels read fastest (quant_blocks.h, BlockQ4_Kx8 / BlockQ8_0x8). A rank
+// kernels read fastest (quant_blocks.h, BlockQ4_Kx8 / BlockQ6_Kx8 / BlockQ8_0x8). A rank
 // builds them from the file's rows when it loads its slice; they hold the
 // same numbers, and MatMul on either layout gives bit-identical results.
 //

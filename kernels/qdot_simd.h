@@ -426,7 +426,7 @@ struct KLegacy {
 };
 
 // ---------------------------------------------------------------------------
-// Row-interleaved layouts (quant_blocks.h: BlockQ4_Kx8, BlockQ8_0x8)
+// Row-interleaved layouts (quant_blocks.h: BlockQ4_Kx8, BlockQ6_Kx8, BlockQ8_0x8)
 // ---------------------------------------------------------------------------
 // One pass over a group of 8 rows for T tokens. Each 32-byte weight vector
 // holds 4 consecutive weights of every row, so one dot instruction against

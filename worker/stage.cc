@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "common/huge_pages.h"
 #include "common/npy.h"
 #include "common/trace.h"
 #include "kernels/interleave.h"
@@ -114,17 +115,13 @@ Status Stage::PlaceWeights() {
     if (embedding_.data != nullptr) consider(&embedding_, false);
     if (output_.data != nullptr && !tied_output) consider(&output_, true);
   }
-  constexpr uint64_t kHugePage = 2ull << 20;
   uint64_t total = 0;
   for (const Placement& p : moves) total += p.bytes;
-  total = (total + kHugePage - 1) & ~(kHugePage - 1);
   if (total == 0) return Status::Ok();
-  void* buf = std::aligned_alloc(kHugePage, total);
-  if (buf == nullptr)
+  weight_copy_ = AllocHugePages(total);
+  if (weight_copy_ == nullptr)
     return FailedPrecondition("cannot allocate " + std::to_string(total >> 20) + " MiB for the weights" +
                               (opts_.copy_weights ? " (--no-mmap); map them instead" : ""));
-  madvise(buf, total, MADV_HUGEPAGE);
-  weight_copy_.reset(static_cast<uint8_t*>(buf));
   uint8_t* at = weight_copy_.get();
   for (const Placement& p : moves) {
     MatrixView* m = p.view;

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "common/huge_pages.h"
 #include "common/status.h"
 #include "common/thread_pool.h"
 #include "model/decoder.h"
@@ -117,12 +118,9 @@ class Stage {
   MatrixView output_{};           // [vocab rows][hidden]; the embedding when tied
   std::vector<float> output_norm_;
   uint64_t weight_bytes_ = 0;
-  struct FreeBytes {
-    void operator()(uint8_t* p) const { std::free(p); }
-  };
   // The matrices held in anonymous memory: every one with --no-mmap,
   // otherwise the interleaved ones.
-  std::unique_ptr<uint8_t, FreeBytes> weight_copy_;
+  HugePageBuffer weight_copy_;
   Status PlaceWeights();
   std::map<uint64_t, SequenceCache> caches_;
   DecoderScratch scratch_;
