@@ -1,4 +1,4 @@
-// Google Benchmark of MatMul at SmolLM3-3B projection shapes, per type, for
+// Google Benchmark of the kernels. MatMul at SmolLM3-3B projection shapes, per type, for
 // decode (n_tok = 1), small decode batches (2, 4) and a prefill chunk
 // (n_tok = 64), on 1 and 2 threads.
 //   strata_kernel_bench --benchmark_filter='type:12/' --benchmark_min_time=0.3
@@ -8,6 +8,8 @@
 // or 4): it cycles through copies of the matrix that together far exceed the
 // last-level cache, so every weight byte comes from DRAM. The x8 argument runs the row-interleaved layout
 // (kernels/interleave.h) of the types that have one, as a loaded rank does.
+// The small ops (RMSNorm, SiLU * up, softmax, attention's weighted V sum,
+// RoPE) run per ISA; BM_Attention runs the whole attention of one layer.
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -17,8 +19,10 @@
 
 #include "common/huge_pages.h"
 #include "common/thread_pool.h"
+#include "kernels/attention.h"
 #include "kernels/interleave.h"
 #include "kernels/isa.h"
+#include "kernels/kernel_table.h"
 #include "kernels/matmul.h"
 #include "kernels/quant.h"
 
@@ -144,6 +148,137 @@ void MatMulColdArgs(benchmark::internal::Benchmark* b) {
 }
 
 BENCHMARK(BM_MatMulCold)->Apply(MatMulColdArgs)->UseRealTime()->Unit(benchmark::kMicrosecond);
+
+// ---------------------------------------------------------------------------
+// Small ops per ISA (isa: 0 ref, 1 avx2, 2 avx512), at SmolLM3-3B sizes;
+// bytes/s counts each input and output once.
+// ---------------------------------------------------------------------------
+
+// The table of the benchmark's ISA argument, or nullptr (and the run skipped)
+// where this machine lacks it.
+const internal::KernelTable* OpsTable(benchmark::State& state) {
+  const Isa isa = static_cast<Isa>(state.range(0));
+  if (!IsaAvailable(isa)) {
+    state.SkipWithError("ISA not available on this machine");
+    return nullptr;
+  }
+  state.SetLabel(IsaName(isa));
+  return &internal::KernelsFor(isa);
+}
+
+void SetBytes(benchmark::State& state, int64_t bytes_per_iteration) {
+  state.counters["bytes/s"] =
+      benchmark::Counter(static_cast<double>(bytes_per_iteration), benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void IsaAndSizes(benchmark::internal::Benchmark* b, std::initializer_list<int64_t> sizes) {
+  b->ArgNames({"isa", "n"});
+  for (int64_t isa = 0; isa < kNumIsas; ++isa)
+    for (int64_t n : sizes) b->Args({isa, n});
+}
+
+void BM_RmsNorm(benchmark::State& state) {
+  const internal::KernelTable* k = OpsTable(state);
+  if (k == nullptr) return;
+  const int64_t n = state.range(1);
+  const std::vector<float> x = RandomActivations(n), w = RandomActivations(n);
+  std::vector<float> y(n);
+  for (auto _ : state) {
+    k->rms_norm(x.data(), w.data(), y.data(), n, 1e-6f);
+    benchmark::DoNotOptimize(y.data());
+  }
+  SetBytes(state, 3 * n * 4);
+}
+BENCHMARK(BM_RmsNorm)->Apply([](auto* b) { IsaAndSizes(b, {2048}); });
+
+// n = one token's FFN (11008) and a 64-token prefill chunk's.
+void BM_SiluMul(benchmark::State& state) {
+  const internal::KernelTable* k = OpsTable(state);
+  if (k == nullptr) return;
+  const int64_t n = state.range(1);
+  const std::vector<float> g = RandomActivations(n), u = RandomActivations(n);
+  std::vector<float> y(n);
+  for (auto _ : state) {
+    k->silu_mul(g.data(), u.data(), y.data(), n);
+    benchmark::DoNotOptimize(y.data());
+  }
+  SetBytes(state, 3 * n * 4);
+}
+BENCHMARK(BM_SiluMul)->Apply([](auto* b) { IsaAndSizes(b, {11008, 64 * 11008}); });
+
+// n = the keys one query head attends to.
+void BM_Softmax(benchmark::State& state) {
+  const internal::KernelTable* k = OpsTable(state);
+  if (k == nullptr) return;
+  const int64_t n = state.range(1);
+  const std::vector<float> scores = RandomActivations(n);
+  std::vector<float> x(n);
+  for (auto _ : state) {
+    std::memcpy(x.data(), scores.data(), n * sizeof(float));
+    k->softmax(x.data(), n);
+    benchmark::DoNotOptimize(x.data());
+  }
+  SetBytes(state, 2 * n * 4);
+}
+BENCHMARK(BM_Softmax)->Apply([](auto* b) { IsaAndSizes(b, {512, 4096}); });
+
+// One query head's output over n keys: V rows of a 4-kv-head cache.
+void BM_WeightedSum(benchmark::State& state) {
+  const internal::KernelTable* k = OpsTable(state);
+  if (k == nullptr) return;
+  const int64_t n_keys = state.range(1), head_dim = 128, kv_dim = 4 * head_dim;
+  const std::vector<float> v = RandomActivations(n_keys * kv_dim), p = RandomActivations(n_keys);
+  std::vector<float> y(head_dim);
+  for (auto _ : state) {
+    k->weighted_sum(p.data(), v.data(), kv_dim, n_keys, head_dim, y.data());
+    benchmark::DoNotOptimize(y.data());
+  }
+  SetBytes(state, n_keys * head_dim * 4);
+}
+BENCHMARK(BM_WeightedSum)->Apply([](auto* b) { IsaAndSizes(b, {512, 4096}); });
+
+// A token's queries (16 heads of 128), both layouts (n: 1 neox, 0 interleaved).
+void BM_RopeRotate(benchmark::State& state) {
+  const internal::KernelTable* k = OpsTable(state);
+  if (k == nullptr) return;
+  const bool neox = state.range(1) != 0;
+  const int n_heads = 16, head_dim = 128;
+  const std::vector<float> cos = RandomActivations(head_dim / 2), sin = RandomActivations(head_dim / 2);
+  std::vector<float> q = RandomActivations(n_heads * head_dim);
+  for (auto _ : state) {
+    k->rope_rotate(q.data(), n_heads, head_dim, cos.data(), sin.data(), neox);
+    benchmark::DoNotOptimize(q.data());
+  }
+  SetBytes(state, 2 * n_heads * head_dim * 4);
+}
+BENCHMARK(BM_RopeRotate)->Apply([](auto* b) { IsaAndSizes(b, {0, 1}); });
+
+// CausalAttention at SmolLM3-3B's shape (16 query heads, 4 kv heads of 128),
+// active ISA: n_tok new tokens after pos0 cached ones. bytes/s: the K and V
+// rows read, once per (token, kv head).
+void BM_Attention(benchmark::State& state) {
+  const int64_t pos0 = state.range(0), n_tok = state.range(1);
+  ThreadPool& pool = Pool(static_cast<int>(state.range(2)));
+  const AttentionShape shape{16, 4, 128};
+  const int64_t q_dim = 16 * 128, kv_dim = 4 * 128, n_pos = pos0 + n_tok;
+  const std::vector<float> q = RandomActivations(n_tok * q_dim), kc = RandomActivations(n_pos * kv_dim),
+                           vc = RandomActivations(n_pos * kv_dim);
+  std::vector<float> out(n_tok * q_dim);
+  for (auto _ : state) {
+    CausalAttention(shape, q.data(), kc.data(), vc.data(), pos0, n_tok, out.data(), &pool);
+    benchmark::DoNotOptimize(out.data());
+  }
+  int64_t rows = 0;
+  for (int64_t t = 0; t < n_tok; ++t) rows += pos0 + t + 1;
+  state.SetLabel(std::string(ActiveIsa()) + " t=" + std::to_string(pool.size()));
+  SetBytes(state, 2 * rows * kv_dim * 4);
+}
+BENCHMARK(BM_Attention)
+    ->ArgNames({"pos0", "n_tok", "threads"})
+    ->ArgsProduct({{0}, {64}, {1, 2}})
+    ->ArgsProduct({{1024, 4096}, {1, 4}, {1, 2}})
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
 
 }  // namespace
 }  // namespace strata

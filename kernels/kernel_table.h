@@ -60,6 +60,30 @@ using QuantizeActFn = void (*)(const float* x, const ActLayout& l, uint8_t* dst)
 using QDotTileFn = void (*)(const uint8_t* w, uint64_t row_bytes, int64_t n_rows, const uint8_t* act,
                             const ActLayout& l, int64_t n_tok, float* y, int64_t ys);
 
+// ---------------------------------------------------------------------------
+// Small ops (ops.h, attention.h)
+// ---------------------------------------------------------------------------
+//
+// Every ISA gives the same bits: the SIMD variants (ops_simd.h) run the
+// reference's float operations in its order, lane for lane (sums in 16
+// partial sums by index % 16, then a fixed pairwise tree; products rounded
+// before they are added, never fused), and exponentials use ref::Exp's
+// operations, not the C library's expf.
+
+// y = weight * (x * (1 / sqrt(sum(x^2) / n + eps))). y may alias x.
+using RmsNormFn = void (*)(const float* x, const float* weight, float* y, int64_t n, float eps);
+// In place: x = Exp(x - max) / sum. n >= 1.
+using SoftmaxFn = void (*)(float* x, int64_t n);
+// out = gate / (1 + Exp(-gate)) * up. out may alias gate or up.
+using SiluMulFn = void (*)(const float* gate, const float* up, float* out, int64_t n);
+// y[i] = w[0] * rows[i] + w[1] * rows[stride + i] + ..., added in row order
+// from 0, for i < n (attention's probability-weighted sum of V rows).
+using WeightedSumFn = void (*)(const float* w, const float* rows, int64_t stride, int64_t n_rows, int64_t n, float* y);
+// Rotates n_heads vectors of head_dim ([n_heads][head_dim]) by angles with
+// cosines cos[i] and sines sin[i], i < head_dim / 2: the pairs (i, i + head_dim
+// / 2) when neox, else (2i, 2i + 1); (a, b) -> (a * c - b * s, b * c + a * s).
+using RopeRotateFn = void (*)(float* v, int n_heads, int head_dim, const float* cos, const float* sin, bool neox);
+
 // Slot of a type with an integer dot product in KernelTable::qdot, or -1.
 inline int QDotSlot(TensorType type) {
   switch (type) {
@@ -97,6 +121,12 @@ struct KernelTable {
   // layout, bit-identical to qdot's. w is the group holding the first row,
   // n_rows a multiple of 8, row_bytes unused.
   QDotTileFn qdot_x8[3];
+  // Small ops, bit-identical across ISAs (above).
+  RmsNormFn rms_norm;
+  SoftmaxFn softmax;
+  SiluMulFn silu_mul;
+  WeightedSumFn weighted_sum;
+  RopeRotateFn rope_rotate;
 };
 
 // Slot of a computable type in KernelTable::dequant, or -1.
@@ -138,6 +168,21 @@ void DequantQ4K(const void* src, float* dst, int64_t n);
 void DequantQ5K(const void* src, float* dst, int64_t n);
 void DequantQ6K(const void* src, float* dst, int64_t n);
 void QuantizeAct(const float* x, const ActLayout& l, uint8_t* dst);
+// exp(x) in float32 by a fixed sequence of float operations (ops.cc), which
+// ops_simd.h repeats per lane: what softmax and SiLU use on every ISA.
+float Exp(float x);
+inline constexpr float kExpHi = 89.0f;    // e^89 > FLT_MAX: +inf
+inline constexpr float kExpLo = -104.0f;  // e^-104 < half the smallest subnormal: 0
+inline constexpr float kLog2e = 1.44269504088896341f;
+inline constexpr float kLn2Hi = 0.693359375f;  // 9 significant bits: n * kLn2Hi is exact
+inline constexpr float kLn2Lo = -2.12194440e-4f;
+inline constexpr float kExpP[6] = {1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f,
+                                   4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f};
+void RmsNorm(const float* x, const float* weight, float* y, int64_t n, float eps);
+void Softmax(float* x, int64_t n);
+void SiluMul(const float* gate, const float* up, float* out, int64_t n);
+void WeightedSum(const float* w, const float* rows, int64_t stride, int64_t n_rows, int64_t n, float* y);
+void RopeRotate(float* v, int n_heads, int head_dim, const float* cos, const float* sin, bool neox);
 }  // namespace ref
 
 }  // namespace strata::internal

@@ -25,6 +25,7 @@
 
 #include "kernels/fp16.h"
 #include "kernels/kernel_table.h"
+#include "kernels/ops_simd.h"
 #include "kernels/qdot_simd.h"
 #include "kernels/quant_blocks.h"
 #include "kernels/simd_common.h"
@@ -249,8 +250,14 @@ const KernelTable* Avx2KernelTable() {
                       DequantQ5_0Avx2, DequantQ4KAvx2, DequantQ5KAvx2, DequantQ6KAvx2},
                      nullptr,
                      {},
-                     {}};
+                     {},
+                     nullptr,
+                     nullptr,
+                     nullptr,
+                     nullptr,
+                     nullptr};  // the integer path and the small ops: below
     FillQDot(&t);  // qdot_simd.h built with AVX2 (vpmaddubsw + vpmaddwd)
+    FillOps(&t);  // ops_simd.h on pairs of ymm
     return t;
   }();
   return &table;

@@ -1,4 +1,5 @@
-// AVX-512 kernels: the f32 dot tile (dequantizers are shared with AVX2), and
+// AVX-512 kernels: the f32 dot tile (dequantizers are shared with AVX2), the
+// small ops of ops_simd.h on zmm, and
 // the integer dot products of qdot_simd.h built with AVX512-VNNI (256-bit
 // vpdpbusd / vpdpwssd; same exact integer sums, so bit-identical to avx2).
 //
@@ -22,6 +23,7 @@
 #include <cstdint>
 
 #include "kernels/kernel_table.h"
+#include "kernels/ops_simd.h"
 #include "kernels/qdot_simd.h"
 #include "kernels/simd_common.h"
 
@@ -89,6 +91,7 @@ const KernelTable* Avx512KernelTable() {
     t.isa = Isa::kAvx512;
     t.dot_tile = DotTileAvx512;
     FillQDot(&t);  // qdot_simd.h built with AVX512-VNNI: vpdpbusd / vpdpwssd
+    FillOps(&t);  // ops_simd.h on zmm
     return t;
   }();
   return &table;

@@ -227,6 +227,11 @@ const KernelTable kRefTable = {
      QDotTileRef<DotQ6KRef>},
     {QDotTileX8Ref<DotKScaleMinRef<false, BlockQ4_K>, TensorType::kQ4_K>, QDotTileX8Ref<DotQ8_0Ref, TensorType::kQ8_0>,
      QDotTileX8Ref<DotQ6KRef, TensorType::kQ6_K>},
+    ref::RmsNorm,
+    ref::Softmax,
+    ref::SiluMul,
+    ref::WeightedSum,
+    ref::RopeRotate,
 };
 
 }  // namespace

@@ -1,13 +1,16 @@
-// Scalar reference implementations of the small ops (ops.h).
+// The small ops of a layer (ops.h): their scalar references, which every ISA
+// matches bit for bit (kernel_table.h), and the public entry points, which
+// dispatch to the active ISA.
 //
-// Blocking: single pass (two for norms and softmax) over contiguous vectors;
-// they are a small fraction of a layer's time next to the matmuls. The
-// baseline build has no FMA, so every expression rounds as written. Sums use a
-// fixed 16-partial-sum order (then a fixed pairwise tree), which is both
-// deterministic and more accurate than one running sum.
+// Blocking: single pass (two for norms, three for softmax) over contiguous
+// vectors. The baseline build has no FMA, so every expression rounds as
+// written. Sums use a fixed 16-partial-sum order (then a fixed pairwise tree),
+// which is both deterministic and more accurate than one running sum, and is
+// what one zmm (or two ymm) of partial sums computes in ops_simd.h.
 #include "kernels/ops.h"
 
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "common/status.h"
@@ -40,50 +43,46 @@ float InvFreq(int i, int head_dim, float theta) {
 
 }  // namespace
 
+namespace internal::ref {
+
+// Cephes' expf: x = n ln2 + r with |r| <= ln2 / 2 (ln2 in two parts, Cody and
+// Waite, so that n * kLn2Hi is exact), e^r = 1 + r + r^2 P(r), then 2^n
+// applied as two factors 2^(n/2) 2^(n - n/2), so that every result from the
+// subnormals to the overflow comes from one final rounding. Within 1 ulp of
+// e^x (1 ulp: tests/unit/test_kernels.cc, KernelOps.ExpAccuracy).
+// 2^n for |n| <= 126 from its bits.
+float Pow2(int n) {
+  const uint32_t bits = static_cast<uint32_t>(n + 127) << 23;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+float Exp(float x) {
+  if (x != x) return x;
+  x = kExpHi < x ? kExpHi : x;
+  x = kExpLo > x ? kExpLo : x;
+  const float fn = std::floor(x * kLog2e + 0.5f);
+  const float r = (x - fn * kLn2Hi) - fn * kLn2Lo;
+  float p = kExpP[0];
+  for (int k = 1; k < 6; ++k) p = p * r + kExpP[k];
+  const float er = (p * (r * r) + r) + 1.0f;
+  const int n = static_cast<int>(fn);
+  const int n1 = n >> 1;
+  return er * Pow2(n1) * Pow2(n - n1);
+}
+
 void RmsNorm(const float* x, const float* weight, float* y, int64_t n, float eps) {
-  STRATA_CHECK(n > 0);
   const float sum_sq = FixedOrderSum(n, [x](int64_t i) { return x[i] * x[i]; });
   const float mean = sum_sq / static_cast<float>(n);
   const float inv_rms = 1.0f / std::sqrt(mean + eps);
   for (int64_t i = 0; i < n; ++i) y[i] = weight[i] * (x[i] * inv_rms);
 }
 
-void RopeNeox(float* v, int n_heads, int head_dim, int64_t pos, float theta) {
-  STRATA_CHECK(head_dim % 2 == 0);
-  const int half = head_dim / 2;
-  for (int i = 0; i < half; ++i) {
-    const float angle = static_cast<float>(pos) * InvFreq(i, head_dim, theta);
-    const float c = std::cos(angle), s = std::sin(angle);
-    for (int h = 0; h < n_heads; ++h) {
-      float* q = v + static_cast<int64_t>(h) * head_dim;
-      const float a = q[i], b = q[i + half];
-      // q * cos + rotate_half(q) * sin, rotate_half(q) = (-q2, q1).
-      q[i] = a * c - b * s;
-      q[i + half] = b * c + a * s;
-    }
-  }
-}
-
-void RopeInterleaved(float* v, int n_heads, int head_dim, int64_t pos, float theta) {
-  STRATA_CHECK(head_dim % 2 == 0);
-  const int half = head_dim / 2;
-  for (int i = 0; i < half; ++i) {
-    const float angle = static_cast<float>(pos) * InvFreq(i, head_dim, theta);
-    const float c = std::cos(angle), s = std::sin(angle);
-    for (int h = 0; h < n_heads; ++h) {
-      float* q = v + static_cast<int64_t>(h) * head_dim;
-      const float a = q[2 * i], b = q[2 * i + 1];
-      q[2 * i] = a * c - b * s;
-      q[2 * i + 1] = b * c + a * s;
-    }
-  }
-}
-
 void Softmax(float* x, int64_t n) {
-  STRATA_CHECK(n > 0);
   float max = x[0];
-  for (int64_t i = 1; i < n; ++i) max = std::fmax(max, x[i]);
-  for (int64_t i = 0; i < n; ++i) x[i] = std::exp(x[i] - max);
+  for (int64_t i = 1; i < n; ++i) max = max < x[i] ? x[i] : max;
+  for (int64_t i = 0; i < n; ++i) x[i] = Exp(x[i] - max);
   const float sum = FixedOrderSum(n, [x](int64_t i) { return x[i]; });
   for (int64_t i = 0; i < n; ++i) x[i] = x[i] / sum;
 }
@@ -91,8 +90,72 @@ void Softmax(float* x, int64_t n) {
 void SiluMul(const float* gate, const float* up, float* out, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
     const float g = gate[i];
-    out[i] = g / (1.0f + std::exp(-g)) * up[i];
+    out[i] = g / (1.0f + Exp(-g)) * up[i];
   }
+}
+
+void WeightedSum(const float* w, const float* rows, int64_t stride, int64_t n_rows, int64_t n, float* y) {
+  for (int64_t i = 0; i < n; ++i) y[i] = 0.0f;
+  for (int64_t j = 0; j < n_rows; ++j)
+    for (int64_t i = 0; i < n; ++i) y[i] += w[j] * rows[j * stride + i];
+}
+
+void RopeRotate(float* v, int n_heads, int head_dim, const float* cos, const float* sin, bool neox) {
+  const int half = head_dim / 2;
+  for (int h = 0; h < n_heads; ++h) {
+    float* q = v + static_cast<int64_t>(h) * head_dim;
+    for (int i = 0; i < half; ++i) {
+      // q * cos + rotate_half(q) * sin, rotate_half(q) = (-q2, q1).
+      const int ia = neox ? i : 2 * i, ib = neox ? i + half : 2 * i + 1;
+      const float a = q[ia], b = q[ib];
+      q[ia] = a * cos[i] - b * sin[i];
+      q[ib] = b * cos[i] + a * sin[i];
+    }
+  }
+}
+
+}  // namespace internal::ref
+
+namespace {
+
+// cos and sin of float(pos) * inv_freq_i in float32, i < head_dim / 2, as
+// transformers computes them; then the active ISA rotates.
+void Rope(float* v, int n_heads, int head_dim, int64_t pos, float theta, bool neox) {
+  STRATA_CHECK(head_dim % 2 == 0);
+  const int half = head_dim / 2;
+  thread_local std::vector<float> cos, sin;
+  cos.resize(static_cast<size_t>(half));
+  sin.resize(static_cast<size_t>(half));
+  for (int i = 0; i < half; ++i) {
+    const float angle = static_cast<float>(pos) * InvFreq(i, head_dim, theta);
+    cos[i] = std::cos(angle);
+    sin[i] = std::sin(angle);
+  }
+  internal::ActiveKernels().rope_rotate(v, n_heads, head_dim, cos.data(), sin.data(), neox);
+}
+
+}  // namespace
+
+void RmsNorm(const float* x, const float* weight, float* y, int64_t n, float eps) {
+  STRATA_CHECK(n > 0);
+  internal::ActiveKernels().rms_norm(x, weight, y, n, eps);
+}
+
+void RopeNeox(float* v, int n_heads, int head_dim, int64_t pos, float theta) {
+  Rope(v, n_heads, head_dim, pos, theta, true);
+}
+
+void RopeInterleaved(float* v, int n_heads, int head_dim, int64_t pos, float theta) {
+  Rope(v, n_heads, head_dim, pos, theta, false);
+}
+
+void Softmax(float* x, int64_t n) {
+  STRATA_CHECK(n > 0);
+  internal::ActiveKernels().softmax(x, n);
+}
+
+void SiluMul(const float* gate, const float* up, float* out, int64_t n) {
+  internal::ActiveKernels().silu_mul(gate, up, out, n);
 }
 
 float DotF32(const float* a, const float* b, int64_t n) {
@@ -101,8 +164,8 @@ float DotF32(const float* a, const float* b, int64_t n) {
   return y;
 }
 
-void AxpyF32(float a, const float* x, float* y, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+void WeightedSumF32(const float* w, const float* rows, int64_t stride, int64_t n_rows, int64_t n, float* y) {
+  internal::ActiveKernels().weighted_sum(w, rows, stride, n_rows, n, y);
 }
 
 }  // namespace strata

@@ -1,9 +1,11 @@
 // The element-wise and small vector operations of a llama-family layer:
 // RMSNorm, rotary embeddings (both layouts), softmax, SwiGLU's SiLU * up, and
-// f32 dot / axpy for attention. Run on every rank, per token.
+// f32 dot and weighted row sum for attention. Run on every rank, per token.
 //
 // Numerics follow the transformers reference in float32 (see each function),
-// with a fixed evaluation order, so results are deterministic for a given ISA.
+// with a fixed evaluation order that every ISA repeats, so results are the same
+// bits on ref, avx2 and avx512; exp is the project's own (internal::ref::Exp,
+// within 1 ulp), not the C library's.
 #pragma once
 
 #include <cstdint>
@@ -33,7 +35,8 @@ void SiluMul(const float* gate, const float* up, float* out, int64_t n);
 
 // Dispatched like DotRow(kF32): the active ISA's fixed-order f32 dot.
 float DotF32(const float* a, const float* b, int64_t n);
-// y += a * x.
-void AxpyF32(float a, const float* x, float* y, int64_t n);
+// y[i] = sum over j < n_rows of w[j] * rows[j * stride + i], added in row
+// order (attention's weighted sum of V rows).
+void WeightedSumF32(const float* w, const float* rows, int64_t stride, int64_t n_rows, int64_t n, float* y);
 
 }  // namespace strata

@@ -16,6 +16,13 @@ inline __m256 NoContract(__m256 v) {
   return v;
 }
 
+#if defined(__AVX512F__)
+inline __m512 NoContract(__m512 v) {
+  asm("" : "+v"(v));
+  return v;
+}
+#endif
+
 // The fixed reduction of the 16-lane accumulator shared by avx2 and avx512:
 // lanes (j, j+8) first, then (j, j+4), then (j, j+2), then (0, 1). `lo` holds
 // lanes 0..7 and `hi` lanes 8..15.

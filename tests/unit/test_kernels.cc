@@ -5,6 +5,7 @@
 // the small ops against double-precision formulas, and real GGUF tensors.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -15,6 +16,7 @@
 #include <gtest/gtest.h>
 
 #include "common/thread_pool.h"
+#include "kernels/attention.h"
 #include "kernels/fp16.h"
 #include "kernels/interleave.h"
 #include "kernels/isa.h"
@@ -585,9 +587,203 @@ TEST(KernelOps, SoftmaxSiluMulDotAxpy) {
     EXPECT_NEAR(DotF32(a.data(), b.data(), n), dot, 1e-5 * (1 + std::sqrt(double(n))));
     EXPECT_EQ(F32Bits(DotF32(a.data(), b.data(), n)), F32Bits(DotRow(TensorType::kF32, a.data(), b.data(), n)));
 
-    std::vector<float> y = b;
-    AxpyF32(0.5f, a.data(), y.data(), n);
-    for (int64_t i = 0; i < n; ++i) ASSERT_EQ(y[i], b[i] + 0.5f * a[i]);
+    // Three rows of n, weighted, added in row order.
+    const std::vector<float> rows = Gaussian(3 * (n + 2), 36), w = {0.5f, -0.25f, 2.0f};
+    std::vector<float> y(n);
+    WeightedSumF32(w.data(), rows.data(), n + 2, 3, n, y.data());
+    for (int64_t i = 0; i < n; ++i)
+      ASSERT_EQ(y[i], ((0.0f + w[0] * rows[i]) + w[1] * rows[n + 2 + i]) + w[2] * rows[2 * (n + 2) + i]) << i;
+  }
+}
+
+// Distance in units in the last place between float results a and b of the
+// same sign (subnormals included).
+int64_t UlpDistance(float a, float b) {
+  return std::abs(static_cast<int64_t>(F32Bits(a)) - static_cast<int64_t>(F32Bits(b)));
+}
+
+TEST(KernelOps, ExpAccuracy) {
+  // Every 61st float of [-104, 89] (about 34 million floats: 0.55 million
+  // points), against exp in double.
+  int64_t worst = 0;
+  float worst_x = 0;
+  auto check = [&](float x) {
+    const double want = std::exp(static_cast<double>(x));
+    const float got = internal::ref::Exp(x);
+    if (want > 3.4028234663852886e38) {
+      ASSERT_EQ(got, INFINITY) << x;
+    } else {
+      const int64_t d = UlpDistance(got, static_cast<float>(want));
+      if (d > worst) worst = d, worst_x = x;
+    }
+  };
+  for (uint32_t bits = F32Bits(-104.0f); bits > F32Bits(-0.0f); bits -= 61) check(F32FromBits(bits));
+  for (uint32_t bits = 0; bits < F32Bits(89.0f); bits += 61) check(F32FromBits(bits));
+  EXPECT_LE(worst, 1) << "at x = " << worst_x;
+  std::printf("[          ] exp: worst %lld ulp at x = %.9g\n", static_cast<long long>(worst), worst_x);
+  EXPECT_EQ(internal::ref::Exp(0.0f), 1.0f);
+  EXPECT_EQ(internal::ref::Exp(-0.0f), 1.0f);
+  EXPECT_EQ(internal::ref::Exp(1.0f), std::exp(1.0f));
+  EXPECT_EQ(internal::ref::Exp(INFINITY), INFINITY);
+  EXPECT_EQ(internal::ref::Exp(-INFINITY), 0.0f);
+  EXPECT_EQ(internal::ref::Exp(200.0f), INFINITY);
+  EXPECT_EQ(internal::ref::Exp(-200.0f), 0.0f);
+  EXPECT_TRUE(std::isnan(internal::ref::Exp(NAN)));
+  // The smallest subnormals: exp(-103.28) ~ 1.4e-45.
+  EXPECT_GT(internal::ref::Exp(-103.0f), 0.0f);
+  EXPECT_LE(UlpDistance(internal::ref::Exp(-100.0f), static_cast<float>(std::exp(-100.0))), 1);
+}
+
+// ---------------------------------------------------------------------------
+// Small ops: every ISA gives the reference's bits (kernel_table.h)
+// ---------------------------------------------------------------------------
+
+class KernelOpsIsaTest : public ::testing::TestWithParam<Isa> {
+ protected:
+  void SetUp() override {
+    if (!IsaAvailable(GetParam())) GTEST_SKIP() << "ISA " << IsaName(GetParam()) << " not available on this machine";
+  }
+  const internal::KernelTable& k() const { return internal::KernelsFor(GetParam()); }
+  const internal::KernelTable& ref() const { return internal::RefKernelTable(); }
+};
+
+// Lengths around the 16-lane chunks and the 64-wide register blocks.
+const int64_t kOpLengths[] = {1, 2, 7, 15, 16, 17, 31, 63, 64, 65, 100, 128, 2049};
+
+// memcmp of n floats, as a gtest assertion that names the first differing index.
+::testing::AssertionResult SameBits(const float* want, const float* got, int64_t n) {
+  for (int64_t i = 0; i < n; ++i)
+    if (F32Bits(want[i]) != F32Bits(got[i]))
+      return ::testing::AssertionFailure() << "index " << i << ": " << want[i] << " vs " << got[i];
+  return ::testing::AssertionSuccess();
+}
+
+TEST_P(KernelOpsIsaTest, RmsNormBitEqualsReference) {
+  for (int64_t n : kOpLengths) {
+    const std::vector<float> x = Gaussian(n, 51, 5.0f), w = Gaussian(n, 52);
+    std::vector<float> want(n);
+    ref().rms_norm(x.data(), w.data(), want.data(), n, 1e-6f);
+    Guarded got(n);
+    k().rms_norm(x.data(), w.data(), got.data(), n, 1e-6f);
+    EXPECT_TRUE(got.GuardsIntact()) << n;
+    EXPECT_TRUE(SameBits(want.data(), got.data(), n)) << n;
+    std::vector<float> in_place = x;
+    k().rms_norm(in_place.data(), w.data(), in_place.data(), n, 1e-6f);
+    EXPECT_TRUE(SameBits(want.data(), in_place.data(), n)) << n;
+  }
+}
+
+TEST_P(KernelOpsIsaTest, SoftmaxBitEqualsReference) {
+  for (int64_t n : kOpLengths) {
+    // Attention scores: a wide range, so that exp meets underflow too.
+    std::vector<float> want = Gaussian(n, 53, 30.0f);
+    want[n / 2] = -1e4f;
+    Guarded got(n);
+    std::memcpy(got.data(), want.data(), n * sizeof(float));
+    ref().softmax(want.data(), n);
+    k().softmax(got.data(), n);
+    EXPECT_TRUE(got.GuardsIntact()) << n;
+    EXPECT_TRUE(SameBits(want.data(), got.data(), n)) << n;
+  }
+  // All equal (every lane's max), and all negative (the tail's fill must not
+  // raise the max).
+  for (float v : {0.0f, -3.0f}) {
+    std::vector<float> want(17, v), got(17, v);
+    ref().softmax(want.data(), 17);
+    k().softmax(got.data(), 17);
+    EXPECT_TRUE(SameBits(want.data(), got.data(), 17));
+    EXPECT_FLOAT_EQ(got[0], 1.0f / 17);
+  }
+}
+
+TEST_P(KernelOpsIsaTest, SiluMulBitEqualsReference) {
+  for (int64_t n : kOpLengths) {
+    std::vector<float> g = Gaussian(n, 54, 4.0f), u = Gaussian(n, 55);
+    // exp(-g) overflows and underflows, and NaN passes through.
+    g[0] = -120.0f;
+    if (n > 1) g[1] = 95.0f;
+    if (n > 2) g[2] = NAN;
+    if (n > 3) g[3] = -0.0f;
+    std::vector<float> want(n);
+    ref().silu_mul(g.data(), u.data(), want.data(), n);
+    Guarded got(n);
+    k().silu_mul(g.data(), u.data(), got.data(), n);
+    EXPECT_TRUE(got.GuardsIntact()) << n;
+    EXPECT_TRUE(SameBits(want.data(), got.data(), n)) << n;
+    k().silu_mul(g.data(), u.data(), g.data(), n);  // out aliases gate
+    EXPECT_TRUE(SameBits(want.data(), g.data(), n)) << n;
+  }
+}
+
+TEST_P(KernelOpsIsaTest, WeightedSumBitEqualsReference) {
+  for (int64_t n : kOpLengths) {
+    for (int64_t n_rows : {1, 3, 40}) {
+      const int64_t stride = n + 5;
+      const std::vector<float> rows = Gaussian(n_rows * stride, 56), w = Gaussian(n_rows, 57);
+      std::vector<float> want(n);
+      ref().weighted_sum(w.data(), rows.data(), stride, n_rows, n, want.data());
+      Guarded got(n);
+      k().weighted_sum(w.data(), rows.data(), stride, n_rows, n, got.data());
+      EXPECT_TRUE(got.GuardsIntact()) << n;
+      EXPECT_TRUE(SameBits(want.data(), got.data(), n)) << n << " x " << n_rows;
+    }
+  }
+}
+
+TEST_P(KernelOpsIsaTest, RopeRotateBitEqualsReference) {
+  for (int head_dim : {2, 6, 16, 34, 64, 128}) {
+    const int n_heads = 3, half = head_dim / 2;
+    const std::vector<float> cos = Gaussian(half, 58), sin = Gaussian(half, 59);
+    for (bool neox : {true, false}) {
+      std::vector<float> want = Gaussian(n_heads * head_dim, 60);
+      Guarded got(n_heads * head_dim);
+      std::memcpy(got.data(), want.data(), want.size() * sizeof(float));
+      ref().rope_rotate(want.data(), n_heads, head_dim, cos.data(), sin.data(), neox);
+      k().rope_rotate(got.data(), n_heads, head_dim, cos.data(), sin.data(), neox);
+      EXPECT_TRUE(got.GuardsIntact()) << head_dim;
+      EXPECT_TRUE(SameBits(want.data(), got.data(), n_heads * head_dim)) << head_dim << " neox " << neox;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllIsas, KernelOpsIsaTest, ::testing::ValuesIn(kAllIsas),
+                         [](const auto& info) { return std::string(IsaName(info.param)); });
+
+// Attention against a double-precision formula, and a sequence's outputs do
+// not depend on how its tokens are batched or threaded.
+TEST(KernelOps, CausalAttention) {
+  const AttentionShape shape{8, 2, 64};
+  const int64_t q_dim = 8 * 64, kv_dim = 2 * 64, pos0 = 5, n_tok = 4, n_pos = pos0 + n_tok;
+  const std::vector<float> q = Gaussian(n_tok * q_dim, 61), kc = Gaussian(n_pos * kv_dim, 62),
+                           vc = Gaussian(n_pos * kv_dim, 63);
+  std::vector<float> expect(n_tok * q_dim);
+  for (int64_t t = 0; t < n_tok; ++t) {
+    for (int h = 0; h < 8; ++h) {
+      const int kvh = h / 4;
+      std::vector<double> p(pos0 + t + 1);
+      double mx = -1e300, sum = 0;
+      for (int64_t j = 0; j <= pos0 + t; ++j) {
+        double d = 0;
+        for (int i = 0; i < 64; ++i) d += double(q[t * q_dim + h * 64 + i]) * kc[j * kv_dim + kvh * 64 + i];
+        p[j] = d / 8.0;
+        mx = std::max(mx, p[j]);
+      }
+      for (double& v : p) sum += (v = std::exp(v - mx));
+      for (int i = 0; i < 64; ++i) {
+        double o = 0;
+        for (int64_t j = 0; j <= pos0 + t; ++j) o += p[j] / sum * vc[j * kv_dim + kvh * 64 + i];
+        expect[t * q_dim + h * 64 + i] = static_cast<float>(o);
+      }
+    }
+  }
+  std::vector<float> batched(n_tok * q_dim);
+  ThreadPool pool(2);
+  CausalAttention(shape, q.data(), kc.data(), vc.data(), pos0, n_tok, batched.data(), &pool);
+  EXPECT_LE(Nmse(expect.data(), batched.data(), batched.size()), 1e-12);
+  for (int64_t t = 0; t < n_tok; ++t) {
+    std::vector<float> one(q_dim);
+    CausalAttention(shape, q.data() + t * q_dim, kc.data(), vc.data(), pos0 + t, 1, one.data(), nullptr);
+    EXPECT_TRUE(SameBits(batched.data() + t * q_dim, one.data(), q_dim)) << "token " << t;
   }
 }
 
