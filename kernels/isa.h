@@ -7,8 +7,9 @@
 // Numerics per ISA: for the float types (F32/F16/BF16) avx2 and avx512 use the
 // same 16-lane f32 accumulation order and the same reduction tree, so they give
 // bit-identical results; ref sums sequentially and differs from them in the
-// last bits. For the quantized types (integer path, matmul.h) all three are
-// bit-identical. avx512 requires AVX512 F/BW/VL/DQ and VNNI.
+// last bits. For the quantized types (integer path, matmul.h) and the small
+// ops (ops.h: RMSNorm, softmax, SiLU, RoPE, attention's weighted sum) all three
+// are bit-identical. avx512 requires AVX512 F/BW/VL/DQ and VNNI.
 #pragma once
 
 namespace strata {
