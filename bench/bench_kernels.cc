@@ -222,15 +222,16 @@ void BM_Softmax(benchmark::State& state) {
 }
 BENCHMARK(BM_Softmax)->Apply([](auto* b) { IsaAndSizes(b, {512, 4096}); });
 
-// One query head's output over n keys: V rows of a 4-kv-head cache.
+// The outputs of the 4 query heads of one kv head over n keys: V rows of a
+// 4-kv-head cache, read once.
 void BM_WeightedSum(benchmark::State& state) {
   const internal::KernelTable* k = OpsTable(state);
   if (k == nullptr) return;
   const int64_t n_keys = state.range(1), head_dim = 128, kv_dim = 4 * head_dim;
-  const std::vector<float> v = RandomActivations(n_keys * kv_dim), p = RandomActivations(n_keys);
-  std::vector<float> y(head_dim);
+  const std::vector<float> v = RandomActivations(n_keys * kv_dim), p = RandomActivations(4 * n_keys);
+  std::vector<float> y(4 * head_dim);
   for (auto _ : state) {
-    k->weighted_sum(p.data(), v.data(), kv_dim, n_keys, head_dim, y.data());
+    k->weighted_sum(p.data(), n_keys, 4, v.data(), kv_dim, n_keys, head_dim, y.data(), head_dim);
     benchmark::DoNotOptimize(y.data());
   }
   SetBytes(state, n_keys * head_dim * 4);

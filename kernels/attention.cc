@@ -1,7 +1,8 @@
 // Causal attention, one (token, kv head) pair per work item: the query heads
 // that share a kv head (GQA) are scored in one dot tile, so each K row is read
-// once for all of them; then softmax in float32 (max-subtracted) and the
-// probability-weighted sum of V rows in position order, per query head.
+// once for all of them; then softmax in float32 (max-subtracted) per query
+// head, and the probability-weighted sums of V rows in position order, each V
+// row again loaded once for the group.
 // Items are taken by the pool's threads one at a time.
 #include "kernels/attention.h"
 
@@ -36,8 +37,10 @@ void CausalAttention(const AttentionShape& s, const float* q, const float* k_cac
         float* p = scores.data() + g * n_keys;
         for (int64_t j = 0; j < n_keys; ++j) p[j] *= scale;
         k.softmax(p, n_keys);
-        k.weighted_sum(p, v_rows, kv_dim, n_keys, s.head_dim, out + t * q_dim + (head0 + g) * s.head_dim);
       }
+      // The group's outputs are adjacent heads; each V row is loaded once for all.
+      k.weighted_sum(scores.data(), n_keys, group, v_rows, kv_dim, n_keys, s.head_dim,
+                     out + t * q_dim + head0 * s.head_dim, s.head_dim);
     }
   };
   const int64_t items = n_tok * s.n_kv_heads;

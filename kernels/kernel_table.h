@@ -76,9 +76,12 @@ using RmsNormFn = void (*)(const float* x, const float* weight, float* y, int64_
 using SoftmaxFn = void (*)(float* x, int64_t n);
 // out = gate / (1 + Exp(-gate)) * up. out may alias gate or up.
 using SiluMulFn = void (*)(const float* gate, const float* up, float* out, int64_t n);
-// y[i] = w[0] * rows[i] + w[1] * rows[stride + i] + ..., added in row order
-// from 0, for i < n (attention's probability-weighted sum of V rows).
-using WeightedSumFn = void (*)(const float* w, const float* rows, int64_t stride, int64_t n_rows, int64_t n, float* y);
+// For each set g < n_sets, with wg = w + g * w_stride and yg = y + g * y_stride:
+// yg[i] = wg[0] * rows[i] + wg[1] * rows[stride + i] + ..., added in row order
+// from 0, for i < n (attention's probability-weighted sums of V rows, one set
+// per query head of a kv head, so each row is loaded once for all of them).
+using WeightedSumFn = void (*)(const float* w, int64_t w_stride, int n_sets, const float* rows, int64_t stride,
+                               int64_t n_rows, int64_t n, float* y, int64_t y_stride);
 // Rotates n_heads vectors of head_dim ([n_heads][head_dim]) by angles with
 // cosines cos[i] and sines sin[i], i < head_dim / 2: the pairs (i, i + head_dim
 // / 2) when neox, else (2i, 2i + 1); (a, b) -> (a * c - b * s, b * c + a * s).
@@ -181,7 +184,8 @@ inline constexpr float kExpP[6] = {1.9875691500e-4f, 1.3981999507e-3f, 8.3334519
 void RmsNorm(const float* x, const float* weight, float* y, int64_t n, float eps);
 void Softmax(float* x, int64_t n);
 void SiluMul(const float* gate, const float* up, float* out, int64_t n);
-void WeightedSum(const float* w, const float* rows, int64_t stride, int64_t n_rows, int64_t n, float* y);
+void WeightedSum(const float* w, int64_t w_stride, int n_sets, const float* rows, int64_t stride, int64_t n_rows,
+                 int64_t n, float* y, int64_t y_stride);
 void RopeRotate(float* v, int n_heads, int head_dim, const float* cos, const float* sin, bool neox);
 }  // namespace ref
 

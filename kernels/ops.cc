@@ -94,10 +94,15 @@ void SiluMul(const float* gate, const float* up, float* out, int64_t n) {
   }
 }
 
-void WeightedSum(const float* w, const float* rows, int64_t stride, int64_t n_rows, int64_t n, float* y) {
-  for (int64_t i = 0; i < n; ++i) y[i] = 0.0f;
-  for (int64_t j = 0; j < n_rows; ++j)
-    for (int64_t i = 0; i < n; ++i) y[i] += w[j] * rows[j * stride + i];
+void WeightedSum(const float* w, int64_t w_stride, int n_sets, const float* rows, int64_t stride, int64_t n_rows,
+                 int64_t n, float* y, int64_t y_stride) {
+  for (int g = 0; g < n_sets; ++g) {
+    const float* wg = w + g * w_stride;
+    float* yg = y + g * y_stride;
+    for (int64_t i = 0; i < n; ++i) yg[i] = 0.0f;
+    for (int64_t j = 0; j < n_rows; ++j)
+      for (int64_t i = 0; i < n; ++i) yg[i] += wg[j] * rows[j * stride + i];
+  }
 }
 
 void RopeRotate(float* v, int n_heads, int head_dim, const float* cos, const float* sin, bool neox) {
@@ -165,7 +170,7 @@ float DotF32(const float* a, const float* b, int64_t n) {
 }
 
 void WeightedSumF32(const float* w, const float* rows, int64_t stride, int64_t n_rows, int64_t n, float* y) {
-  internal::ActiveKernels().weighted_sum(w, rows, stride, n_rows, n, y);
+  internal::ActiveKernels().weighted_sum(w, 0, 1, rows, stride, n_rows, n, y, 0);
 }
 
 }  // namespace strata

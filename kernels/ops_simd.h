@@ -226,34 +226,59 @@ void SiluMulSimd(const float* gate, const float* up, float* out, int64_t n) {
   if (i < n) StoreFirst(out + i, SiluMulOf(LoadFirst(gate + i, n - i), LoadFirst(up + i, n - i)), n - i);
 }
 
-// K chunks of 16 outputs starting at i (the last one n_last < 16 wide when
-// n_last > 0), summed over all rows in registers.
-template <int K>
-inline void WeightedSumChunks(const float* w, const float* rows, int64_t stride, int64_t n_rows, int64_t i,
-                              int64_t n_last, float* y) {
-  F32x16 acc[K];
-  for (int k = 0; k < K; ++k) acc[k] = Set1(0.0f);
+// Sets [0, kSets) x K chunks of 16 outputs from column i (the last chunk
+// n_last < 16 wide when n_last > 0), summed over all rows in registers: each
+// row chunk is loaded once for every set.
+template <int kSets, int K>
+inline void WeightedSumBlock(const float* w, int64_t w_stride, const float* rows, int64_t stride, int64_t n_rows,
+                             int64_t i, int64_t n_last, float* y, int64_t y_stride) {
+  F32x16 acc[kSets][K];
+  for (int g = 0; g < kSets; ++g)
+    for (int k = 0; k < K; ++k) acc[g][k] = Set1(0.0f);
   for (int64_t j = 0; j < n_rows; ++j) {
-    const F32x16 wj = Set1(w[j]);
     const float* row = rows + j * stride + i;
-    for (int k = 0; k < K; ++k) {
-      const F32x16 v = n_last > 0 && k == K - 1 ? LoadFirst(row + 16 * k, n_last) : Load(row + 16 * k);
-      acc[k] = Add(acc[k], Mul(wj, v));
+    F32x16 v[K];
+    for (int k = 0; k < K; ++k) v[k] = n_last > 0 && k == K - 1 ? LoadFirst(row + 16 * k, n_last) : Load(row + 16 * k);
+    for (int g = 0; g < kSets; ++g) {
+      const F32x16 wj = Set1(w[g * w_stride + j]);
+      for (int k = 0; k < K; ++k) acc[g][k] = Add(acc[g][k], Mul(wj, v[k]));
     }
   }
-  for (int k = 0; k < K; ++k) {
-    if (n_last > 0 && k == K - 1)
-      StoreFirst(y + i + 16 * k, acc[k], n_last);
-    else
-      Store(y + i + 16 * k, acc[k]);
+  for (int g = 0; g < kSets; ++g) {
+    float* yg = y + g * y_stride + i;
+    for (int k = 0; k < K; ++k) {
+      if (n_last > 0 && k == K - 1)
+        StoreFirst(yg + 16 * k, acc[g][k], n_last);
+      else
+        Store(yg + 16 * k, acc[g][k]);
+    }
   }
 }
 
-void WeightedSumSimd(const float* w, const float* rows, int64_t stride, int64_t n_rows, int64_t n, float* y) {
+// kSets sets over all n columns: blocks of K chunks, then single chunks.
+template <int kSets, int K>
+inline void WeightedSumSets(const float* w, int64_t w_stride, const float* rows, int64_t stride, int64_t n_rows,
+                            int64_t n, float* y, int64_t y_stride) {
   int64_t i = 0;
-  for (; i + 64 <= n; i += 64) WeightedSumChunks<4>(w, rows, stride, n_rows, i, 0, y);
-  for (; i + 16 <= n; i += 16) WeightedSumChunks<1>(w, rows, stride, n_rows, i, 0, y);
-  if (i < n) WeightedSumChunks<1>(w, rows, stride, n_rows, i, n - i, y);
+  for (; i + 16 * K <= n; i += 16 * K) WeightedSumBlock<kSets, K>(w, w_stride, rows, stride, n_rows, i, 0, y, y_stride);
+  for (; i + 16 <= n; i += 16) WeightedSumBlock<kSets, 1>(w, w_stride, rows, stride, n_rows, i, 0, y, y_stride);
+  if (i < n) WeightedSumBlock<kSets, 1>(w, w_stride, rows, stride, n_rows, i, n - i, y, y_stride);
+}
+
+// Accumulators in flight: 8 vectors of 16 (zmm; on AVX2 each is two ymm of
+// the 16 registers, so 4 sets take one chunk at a time there).
+#if defined(__AVX512F__)
+constexpr int kSetChunks = 2;
+#else
+constexpr int kSetChunks = 1;
+#endif
+
+void WeightedSumSimd(const float* w, int64_t w_stride, int n_sets, const float* rows, int64_t stride, int64_t n_rows,
+                     int64_t n, float* y, int64_t y_stride) {
+  int g = 0;
+  for (; g + 4 <= n_sets; g += 4)
+    WeightedSumSets<4, kSetChunks>(w + g * w_stride, w_stride, rows, stride, n_rows, n, y + g * y_stride, y_stride);
+  for (; g < n_sets; ++g) WeightedSumSets<1, 4>(w + g * w_stride, w_stride, rows, stride, n_rows, n, y + g * y_stride, y_stride);
 }
 
 // (a, b) -> (a c - b s, b c + a s) on 16 lanes.

@@ -718,14 +718,18 @@ TEST_P(KernelOpsIsaTest, SiluMulBitEqualsReference) {
 TEST_P(KernelOpsIsaTest, WeightedSumBitEqualsReference) {
   for (int64_t n : kOpLengths) {
     for (int64_t n_rows : {1, 3, 40}) {
-      const int64_t stride = n + 5;
-      const std::vector<float> rows = Gaussian(n_rows * stride, 56), w = Gaussian(n_rows, 57);
-      std::vector<float> want(n);
-      ref().weighted_sum(w.data(), rows.data(), stride, n_rows, n, want.data());
-      Guarded got(n);
-      k().weighted_sum(w.data(), rows.data(), stride, n_rows, n, got.data());
-      EXPECT_TRUE(got.GuardsIntact()) << n;
-      EXPECT_TRUE(SameBits(want.data(), got.data(), n)) << n << " x " << n_rows;
+      // 1 set, a block of 4, and 4 + 1.
+      for (int n_sets : {1, 4, 5}) {
+        const int64_t stride = n + 5, w_stride = n_rows + 2, y_stride = n + 3, y_size = (n_sets - 1) * y_stride + n;
+        const std::vector<float> rows = Gaussian(n_rows * stride, 56), w = Gaussian(n_sets * w_stride, 57);
+        std::vector<float> want(y_size, kGuard);
+        ref().weighted_sum(w.data(), w_stride, n_sets, rows.data(), stride, n_rows, n, want.data(), y_stride);
+        Guarded got(y_size);
+        k().weighted_sum(w.data(), w_stride, n_sets, rows.data(), stride, n_rows, n, got.data(), y_stride);
+        EXPECT_TRUE(got.GuardsIntact()) << n;
+        // The gaps between sets stay untouched too.
+        EXPECT_TRUE(SameBits(want.data(), got.data(), y_size)) << n << " x " << n_rows << ", " << n_sets << " sets";
+      }
     }
   }
 }
