@@ -10,6 +10,7 @@
 #include "kernels/ops.h"
 
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <vector>
 
@@ -41,15 +42,6 @@ float InvFreq(int i, int head_dim, float theta) {
   return 1.0f / std::pow(theta, exponent);
 }
 
-}  // namespace
-
-namespace internal::ref {
-
-// Cephes' expf: x = n ln2 + r with |r| <= ln2 / 2 (ln2 in two parts, Cody and
-// Waite, so that n * kLn2Hi is exact), e^r = 1 + r + r^2 P(r), then 2^n
-// applied as two factors 2^(n/2) 2^(n - n/2), so that every result from the
-// subnormals to the overflow comes from one final rounding. Within 1 ulp of
-// e^x (1 ulp: tests/unit/test_kernels.cc, KernelOps.ExpAccuracy).
 // 2^n for |n| <= 126 from its bits.
 float Pow2(int n) {
   const uint32_t bits = static_cast<uint32_t>(n + 127) << 23;
@@ -58,6 +50,15 @@ float Pow2(int n) {
   return f;
 }
 
+}  // namespace
+
+namespace internal::ref {
+
+// Cephes' expf: x = n ln2 + r with |r| <= ln2 / 2 (ln2 in two parts, Cody and
+// Waite, so that n * kLn2Hi is exact), e^r = 1 + r + r^2 P(r), then 2^n
+// applied as two factors 2^(n/2) 2^(n - n/2), so that every result from the
+// subnormals to the overflow comes from one final rounding. Within 1 ulp of
+// e^x (tests/unit/test_kernels.cc, KernelOps.ExpAccuracy).
 float Exp(float x) {
   if (x != x) return x;
   x = kExpHi < x ? kExpHi : x;
@@ -161,16 +162,6 @@ void Softmax(float* x, int64_t n) {
 
 void SiluMul(const float* gate, const float* up, float* out, int64_t n) {
   internal::ActiveKernels().silu_mul(gate, up, out, n);
-}
-
-float DotF32(const float* a, const float* b, int64_t n) {
-  float y;
-  internal::ActiveKernels().dot_tile(a, n, 1, b, n, 1, n, &y, 1);
-  return y;
-}
-
-void WeightedSumF32(const float* w, const float* rows, int64_t stride, int64_t n_rows, int64_t n, float* y) {
-  internal::ActiveKernels().weighted_sum(w, 0, 1, rows, stride, n_rows, n, y, 0);
 }
 
 }  // namespace strata

@@ -1,6 +1,7 @@
 // The element-wise and small vector operations of a llama-family layer:
-// RMSNorm, rotary embeddings (both layouts), softmax, SwiGLU's SiLU * up, and
-// f32 dot and weighted row sum for attention. Run on every rank, per token.
+// RMSNorm, rotary embeddings (both layouts), softmax, SwiGLU's SiLU * up
+// (attention's weighted V sum is kernel_table.h's weighted_sum). Run on every
+// rank, per token.
 //
 // Numerics follow the transformers reference in float32 (see each function),
 // with a fixed evaluation order that every ISA repeats, so results are the same
@@ -32,11 +33,5 @@ void Softmax(float* x, int64_t n);
 
 // out = silu(gate) * up = gate / (1 + exp(-gate)) * up. out may alias gate or up.
 void SiluMul(const float* gate, const float* up, float* out, int64_t n);
-
-// Dispatched like DotRow(kF32): the active ISA's fixed-order f32 dot.
-float DotF32(const float* a, const float* b, int64_t n);
-// y[i] = sum over j < n_rows of w[j] * rows[j * stride + i], added in row
-// order (attention's weighted sum of V rows).
-void WeightedSumF32(const float* w, const float* rows, int64_t stride, int64_t n_rows, int64_t n, float* y);
 
 }  // namespace strata

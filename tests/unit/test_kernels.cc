@@ -564,7 +564,7 @@ TEST(KernelOps, RopeBothLayouts) {
   EXPECT_EQ(v, orig);
 }
 
-TEST(KernelOps, SoftmaxSiluMulDotAxpy) {
+TEST(KernelOps, SoftmaxSiluMulDotWeightedSum) {
   for (int64_t n : {1, 5, 100, 1001}) {
     std::vector<float> x = Gaussian(n, 31, 4.0f), expect(n);
     double mx = -1e30, sum = 0;
@@ -584,13 +584,16 @@ TEST(KernelOps, SoftmaxSiluMulDotAxpy) {
     std::vector<float> a = Gaussian(n, 34), b = Gaussian(n, 35);
     double dot = 0;
     for (int64_t i = 0; i < n; ++i) dot += static_cast<double>(a[i]) * b[i];
-    EXPECT_NEAR(DotF32(a.data(), b.data(), n), dot, 1e-5 * (1 + std::sqrt(double(n))));
-    EXPECT_EQ(F32Bits(DotF32(a.data(), b.data(), n)), F32Bits(DotRow(TensorType::kF32, a.data(), b.data(), n)));
+    // Attention's scores: the active dot tile, one row and one token.
+    float tile_dot;
+    internal::ActiveKernels().dot_tile(a.data(), n, 1, b.data(), n, 1, n, &tile_dot, 1);
+    EXPECT_NEAR(tile_dot, dot, 1e-5 * (1 + std::sqrt(double(n))));
+    EXPECT_EQ(F32Bits(tile_dot), F32Bits(DotRow(TensorType::kF32, a.data(), b.data(), n)));
 
     // Three rows of n, weighted, added in row order.
     const std::vector<float> rows = Gaussian(3 * (n + 2), 36), w = {0.5f, -0.25f, 2.0f};
     std::vector<float> y(n);
-    WeightedSumF32(w.data(), rows.data(), n + 2, 3, n, y.data());
+    internal::ActiveKernels().weighted_sum(w.data(), 0, 1, rows.data(), n + 2, 3, n, y.data(), 0);
     for (int64_t i = 0; i < n; ++i)
       ASSERT_EQ(y[i], ((0.0f + w[0] * rows[i]) + w[1] * rows[n + 2 + i]) + w[2] * rows[2 * (n + 2) + i]) << i;
   }
