@@ -231,7 +231,7 @@ void BM_WeightedSum(benchmark::State& state) {
   const std::vector<float> v = RandomActivations(n_keys * kv_dim), p = RandomActivations(4 * n_keys);
   std::vector<float> y(4 * head_dim);
   for (auto _ : state) {
-    k->weighted_sum(p.data(), n_keys, 4, v.data(), kv_dim, n_keys, head_dim, y.data(), head_dim);
+    k->weighted_sum(p.data(), n_keys, 4, v.data(), kv_dim, n_keys, head_dim, y.data(), head_dim, false);
     benchmark::DoNotOptimize(y.data());
   }
   SetBytes(state, n_keys * head_dim * 4);
@@ -266,7 +266,7 @@ void BM_Attention(benchmark::State& state) {
                            vc = RandomActivations(n_pos * kv_dim);
   std::vector<float> out(n_tok * q_dim);
   for (auto _ : state) {
-    CausalAttention(shape, q.data(), kc.data(), vc.data(), pos0, n_tok, out.data(), &pool);
+    CausalAttention(shape, q.data(), KvView{kc.data(), vc.data(), n_pos}, pos0, n_tok, 0, out.data(), &pool);
     benchmark::DoNotOptimize(out.data());
   }
   int64_t rows = 0;

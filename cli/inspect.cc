@@ -31,6 +31,7 @@
 #include "common/status.h"
 #include "coordinator/plan.h"
 #include "model/architecture.h"
+#include "model/blocks.h"
 #include "model/gguf.h"
 #include "model/model_files.h"
 #include "model/safetensors.h"
@@ -49,7 +50,6 @@ struct InspectFlags {
 };
 InspectFlags g_flags;
 
-constexpr uint64_t kKvElemBytes = 4;  // the KV cache is float32
 constexpr int64_t kKvGrowthStart = 512;
 
 // ---------------------------------------------------------------------------
@@ -137,11 +137,12 @@ struct KvGrowthRow {
   uint64_t total = 0;
 };
 
-// KV bytes of `n_layers` layers for `n_seq` sequences of `n_ctx` tokens.
-Result<uint64_t> KvBytes(const ModelConfig& c, int n_layers, int64_t n_ctx, int n_seq) {
-  STRATA_ASSIGN_OR_RETURN(uint64_t b, CheckedMul(2 * kKvElemBytes, static_cast<uint64_t>(n_ctx), "KV cache size"));
-  STRATA_ASSIGN_OR_RETURN(b, CheckedMul(b, static_cast<uint64_t>(c.kv_dim()), "KV cache size"));
-  STRATA_ASSIGN_OR_RETURN(b, CheckedMul(b, static_cast<uint64_t>(n_layers), "KV cache size"));
+// Per-sequence layer state (KV caches, windows, conv states) of `layers` for
+// `n_seq` sequences of `n_ctx` tokens.
+Result<uint64_t> KvBytes(const ModelConfig& c, LayerRange layers, int64_t n_ctx, int n_seq) {
+  // Each layer's bytes fit 64 bits (n_ctx < 2^31 rows of kv_dim < 2^25 floats).
+  uint64_t b = 0;
+  for (int l = layers.first; l <= layers.last; ++l) b += LayerStateBytes(c, c.layer_kinds[l], c.layer_window[l], n_ctx);
   return CheckedMul(b, static_cast<uint64_t>(n_seq), "KV cache size");
 }
 
@@ -203,10 +204,29 @@ Result<nlohmann::json> Inspect(const InspectFlags& f, std::string* plan_text) {
       {"n_heads", c.n_heads},   {"n_kv_heads", c.n_kv_heads},     {"head_dim", c.head_dim},
       {"q_dim", c.q_dim()},     {"kv_dim", c.kv_dim()},           {"ffn", c.ffn},
       {"vocab", c.vocab},       {"n_ctx_train", c.n_ctx_train},   {"rms_eps", ShortestDouble(c.rms_eps)},
-      {"rope_theta", ShortestDouble(c.rope_theta)}, {"rope_layout", RopeLayoutName(c.rope_layout)},
+      {"rope_theta", ShortestDouble(c.rope.theta)}, {"rope_layout", RopeLayoutName(c.rope.layout)},
       {"nope_layers", nope},    {"tied_embeddings", c.tied_embeddings},
       {"bos_id", c.bos_id},     {"eos_ids", c.eos_ids},
   };
+  // What varies between architectures.
+  nlohmann::json kinds = nlohmann::json::array(), windows = nlohmann::json::array();
+  for (int i = 0; i < c.n_layers; ++i) {
+    kinds.push_back(LayerKindName(c.layer_kinds[i]));
+    windows.push_back(c.layer_window[i]);
+  }
+  j["config"]["layer_kinds"] = kinds;
+  j["config"]["layer_window"] = windows;
+  j["config"]["rope_scaling"] = {{"type", RopeScalingName(c.rope.scaling)},
+                                 {"factor", ShortestDouble(c.rope.factor)},
+                                 {"original_ctx", c.rope.original_ctx},
+                                 {"attention_factor", ShortestDouble(c.rope.attention_factor)},
+                                 {"freq_factors", !c.rope.freq_factors.empty()}};
+  j["config"]["attention"] = {{"qkv_bias", c.qkv_bias}, {"out_bias", c.out_bias}, {"qk_norm", c.qk_norm},
+                              {"temperature_beta", ShortestDouble(c.attn_temperature_beta)},
+                              {"temperature_length", c.attn_temperature_length}};
+  j["config"]["experts"] = {{"n_experts", c.n_experts}, {"n_used", c.n_experts_used}, {"expert_ffn", c.expert_ffn},
+                            {"renormalize", c.expert_weights_norm}};
+  j["config"]["conv_kernel"] = c.conv_kernel;
 
   // Tokenizer: loaded and validated as generate would, so a bad one shows here.
   STRATA_ASSIGN_OR_RETURN(VocabSpec vocab, model->LoadVocab());
@@ -308,8 +328,8 @@ Result<nlohmann::json> Inspect(const InspectFlags& f, std::string* plan_text) {
   nlohmann::json layers = nlohmann::json::array();
   for (int i = 0; i < c.n_layers; ++i) {
     layer_bytes.push_back(model->LayerBytes(i));
-    layers.push_back({{"layer", i}, {"bytes", layer_bytes.back()},
-                      {"rope", static_cast<size_t>(i) < c.rope_layers.size() ? bool(c.rope_layers[i]) : true}});
+    layers.push_back({{"layer", i}, {"bytes", layer_bytes.back()}, {"kind", LayerKindName(c.layer_kinds[i])},
+                      {"window", c.layer_window[i]}, {"rope", bool(c.rope_layers[i])}});
   }
   j["weight_bytes"] = weight_bytes;  // the architecture's tensors: what the ranks load
   j["embedding_bytes"] = embd;
@@ -331,7 +351,7 @@ Result<nlohmann::json> Inspect(const InspectFlags& f, std::string* plan_text) {
     if (s.first) r.weight_bytes += embd;
     if (s.last) r.weight_bytes += out_norm + out;
     r.mapped_bytes = r.weight_bytes + (s.last && !s.first && c.tied_embeddings ? embd : 0);
-    STRATA_ASSIGN_OR_RETURN(r.kv_bytes, KvBytes(c, s.layers.count(), f.ctx, f.parallel));
+    STRATA_ASSIGN_OR_RETURN(r.kv_bytes, KvBytes(c, s.layers, f.ctx, f.parallel));
     ranks.push_back(r);
   }
   nlohmann::json jranks = nlohmann::json::array();
@@ -349,13 +369,13 @@ Result<nlohmann::json> Inspect(const InspectFlags& f, std::string* plan_text) {
     nlohmann::json per_rank = nlohmann::json::array();
     uint64_t total = 0;
     for (const RankRow& r : ranks) {
-      STRATA_ASSIGN_OR_RETURN(uint64_t b, KvBytes(c, r.layers.count(), ctx, f.parallel));
+      STRATA_ASSIGN_OR_RETURN(uint64_t b, KvBytes(c, r.layers, ctx, f.parallel));
       per_rank.push_back(b);
       total += b;
     }
     growth.push_back({{"ctx", ctx}, {"per_rank", per_rank}, {"total", total}});
   }
-  STRATA_ASSIGN_OR_RETURN(uint64_t kv_layer_seq, KvBytes(c, 1, f.ctx, 1));
+  const uint64_t kv_layer_seq = LayerStateBytes(c, LayerKind::kAttention, 0, f.ctx);
   j["plan"] = {{"source", plan.source}, {"n_ranks", f.ranks}, {"ctx", f.ctx}, {"parallel", f.parallel},
                {"ctx_exceeds_train", c.n_ctx_train > 0 && f.ctx > c.n_ctx_train},
                {"kv_bytes_per_layer_per_sequence", kv_layer_seq}, {"kv_bytes", kv_total},
@@ -395,6 +415,21 @@ void PrintText(const nlohmann::json& j, const std::string& plan_text) {
                 c["rms_eps"].get<double>(), c["rope_theta"].get<double>(), c["rope_layout"].get<std::string>().c_str(),
                 c["n_ctx_train"].get<int>(), c["tied_embeddings"].get<bool>() ? "yes" : "no");
   out += "  NoPE layers " + JoinInts(c["nope_layers"].get<std::vector<int>>()) + "\n";
+  const auto& rs = c["rope_scaling"];
+  if (rs["type"] != "none" || rs["freq_factors"].get<bool>())
+    out += Printf("  rope scaling %s  factor %g  original ctx %d  attention factor %g%s\n", rs["type"].get<std::string>().c_str(),
+                  rs["factor"].get<double>(), rs["original_ctx"].get<int>(), rs["attention_factor"].get<double>(),
+                  rs["freq_factors"].get<bool>() ? "  (frequency divisors from rope_freqs.weight)" : "");
+  const auto& at = c["attention"];
+  if (at["qkv_bias"].get<bool>() || at["out_bias"].get<bool>() || at["qk_norm"].get<bool>() || at["temperature_beta"].get<double>() != 0)
+    out += Printf("  attention: qkv bias %s  output bias %s  q/k norm %s  temperature beta %g over %d\n",
+                  at["qkv_bias"].get<bool>() ? "yes" : "no", at["out_bias"].get<bool>() ? "yes" : "no",
+                  at["qk_norm"].get<bool>() ? "yes" : "no", at["temperature_beta"].get<double>(), at["temperature_length"].get<int>());
+  const auto& ex = c["experts"];
+  if (ex["n_experts"].get<int>() > 0)
+    out += Printf("  experts %d, %d per token, %d wide each%s\n", ex["n_experts"].get<int>(), ex["n_used"].get<int>(),
+                  ex["expert_ffn"].get<int>(), ex["renormalize"].get<bool>() ? ", weights renormalized" : "");
+  if (c["conv_kernel"].get<int>() > 0) out += Printf("  short convolution of %d taps\n", c["conv_kernel"].get<int>());
   out += Printf("  bos %d  eos ", c["bos_id"].get<int>()) + JoinInts(c["eos_ids"].get<std::vector<int>>()) + "\n";
   out += Printf("tokenizer     %zu tokens, %zu merges, pre %s, bos %d '%s', eos %d '%s', add_bos %s, chat template %s\n",
                 tok["tokens"].get<size_t>(), tok["merges"].get<size_t>(), tok["pre"].get<std::string>().c_str(),
@@ -421,9 +456,11 @@ void PrintText(const nlohmann::json& j, const std::string& plan_text) {
                 HumanBytes(j["output_norm_bytes"].get<uint64_t>()).c_str(),
                 c["tied_embeddings"].get<bool>() ? "tied to the embedding"
                                                  : HumanBytes(j["output_bytes"].get<uint64_t>()).c_str());
-  out += Printf("  %5s  %-4s  %12s\n", "layer", "rope", "bytes");
+  out += Printf("  %5s  %-9s  %-4s  %7s  %12s\n", "layer", "kind", "rope", "window", "bytes");
   for (const auto& l : j["layers"])
-    out += Printf("  %5d  %-4s  %12llu  %s\n", l["layer"].get<int>(), l["rope"].get<bool>() ? "yes" : "NoPE",
+    out += Printf("  %5d  %-9s  %-4s  %7s  %12llu  %s\n", l["layer"].get<int>(), l["kind"].get<std::string>().c_str(),
+                  l["kind"] != "attention" ? "-" : l["rope"].get<bool>() ? "yes" : "NoPE",
+                  l["window"].get<int>() > 0 ? std::to_string(l["window"].get<int>()).c_str() : "-",
                   static_cast<unsigned long long>(l["bytes"].get<uint64_t>()), HumanBytes(l["bytes"].get<uint64_t>()).c_str());
 
   out += "\n" + plan_text;

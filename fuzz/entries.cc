@@ -275,15 +275,12 @@ std::vector<uint8_t> TinyGguf() {
   c.ffn = 64;
   c.vocab = 260;
   c.tied_embeddings = true;
+  c.arch = "smollm3";
+  c.rms_eps = 1e-6f;
+  FillDefaultLayerLists(&c);
   GgufWriter w;
   w.SetString("general.architecture", "smollm3");
-  w.SetU32("smollm3.block_count", 1);
-  w.SetU32("smollm3.embedding_length", 32);
-  w.SetU32("smollm3.feed_forward_length", 64);
-  w.SetU32("smollm3.attention.head_count", 2);
-  w.SetU32("smollm3.attention.head_count_kv", 1);
-  w.SetF32("smollm3.attention.layer_norm_rms_epsilon", 1e-6f);
-  w.SetF32("smollm3.rope.freq_base", 10000.0f);
+  STRATA_CHECK(FindArchitecture("smollm3")->write_gguf_metadata(c, &w).ok());
   w.SetString("tokenizer.ggml.model", "gpt2");
   w.SetString("tokenizer.ggml.pre", "llama-bpe");
   std::vector<std::string> tokens;
@@ -305,7 +302,7 @@ std::vector<uint8_t> TinyGguf() {
   // Q8_0 / Q4_0 / F16 / F32 tensors, so mutations reach every type's size rule.
   const TensorType kTypes[] = {TensorType::kQ8_0, TensorType::kQ4_0, TensorType::kF16, TensorType::kF32};
   int i = 0;
-  for (const TensorSpec& s : DecoderTensorTable(c)) {
+  for (const TensorSpec& s : TensorTableOf(c)) {
     if (!s.required) continue;
     TensorType type = s.ne.size() == 1 ? TensorType::kF32 : kTypes[i++ % 4];
     auto n = GgufWriter::TensorBytes(type, s.ne);
@@ -414,7 +411,7 @@ int JsonConfigEntry(const uint8_t* data, size_t size) {
     }
     STRATA_CHECK(c->Validate("fuzz").ok());
     for (int32_t id : c->eos_ids) STRATA_CHECK(id >= 0 && id < c->vocab);
-    (void)DecoderTensorTable(*c);
+    (void)TensorTableOf(*c);
     return 0;
   }
   const std::string path = d + (kind == 2 ? "/tokenizer_config.json" : "/tokenizer.json");

@@ -78,10 +78,13 @@ using SoftmaxFn = void (*)(float* x, int64_t n);
 using SiluMulFn = void (*)(const float* gate, const float* up, float* out, int64_t n);
 // For each set g < n_sets, with wg = w + g * w_stride and yg = y + g * y_stride:
 // yg[i] = wg[0] * rows[i] + wg[1] * rows[stride + i] + ..., added in row order
-// from 0, for i < n (attention's probability-weighted sums of V rows, one set
-// per query head of a kv head, so each row is loaded once for all of them).
+// from 0 (from yg[i] itself when `accumulate`), for i < n (attention's
+// probability-weighted sums of V rows, one set per query head of a kv head, so
+// each row is loaded once for all of them). Summing rows 0..a then, with
+// accumulate, a+1..b gives the bits of one call over 0..b: a ring buffer's
+// two segments sum as one.
 using WeightedSumFn = void (*)(const float* w, int64_t w_stride, int n_sets, const float* rows, int64_t stride,
-                               int64_t n_rows, int64_t n, float* y, int64_t y_stride);
+                               int64_t n_rows, int64_t n, float* y, int64_t y_stride, bool accumulate);
 // Rotates n_heads vectors of head_dim ([n_heads][head_dim]) by angles with
 // cosines cos[i] and sines sin[i], i < head_dim / 2: the pairs (i, i + head_dim
 // / 2) when neox, else (2i, 2i + 1); (a, b) -> (a * c - b * s, b * c + a * s).
@@ -185,7 +188,7 @@ void RmsNorm(const float* x, const float* weight, float* y, int64_t n, float eps
 void Softmax(float* x, int64_t n);
 void SiluMul(const float* gate, const float* up, float* out, int64_t n);
 void WeightedSum(const float* w, int64_t w_stride, int n_sets, const float* rows, int64_t stride, int64_t n_rows,
-                 int64_t n, float* y, int64_t y_stride);
+                 int64_t n, float* y, int64_t y_stride, bool accumulate);
 void RopeRotate(float* v, int n_heads, int head_dim, const float* cos, const float* sin, bool neox);
 }  // namespace ref
 

@@ -36,12 +36,6 @@ float FixedOrderSum(int64_t n, F f) {
   return part[0];
 }
 
-// inv_freq as transformers computes it: 1.0 / (theta ** (arange(0, d, 2).float() / d)).
-float InvFreq(int i, int head_dim, float theta) {
-  const float exponent = static_cast<float>(2 * i) / static_cast<float>(head_dim);
-  return 1.0f / std::pow(theta, exponent);
-}
-
 // 2^n for |n| <= 126 from its bits.
 float Pow2(int n) {
   const uint32_t bits = static_cast<uint32_t>(n + 127) << 23;
@@ -96,11 +90,12 @@ void SiluMul(const float* gate, const float* up, float* out, int64_t n) {
 }
 
 void WeightedSum(const float* w, int64_t w_stride, int n_sets, const float* rows, int64_t stride, int64_t n_rows,
-                 int64_t n, float* y, int64_t y_stride) {
+                 int64_t n, float* y, int64_t y_stride, bool accumulate) {
   for (int g = 0; g < n_sets; ++g) {
     const float* wg = w + g * w_stride;
     float* yg = y + g * y_stride;
-    for (int64_t i = 0; i < n; ++i) yg[i] = 0.0f;
+    if (!accumulate)
+      for (int64_t i = 0; i < n; ++i) yg[i] = 0.0f;
     for (int64_t j = 0; j < n_rows; ++j)
       for (int64_t i = 0; i < n; ++i) yg[i] += wg[j] * rows[j * stride + i];
   }
@@ -122,37 +117,14 @@ void RopeRotate(float* v, int n_heads, int head_dim, const float* cos, const flo
 
 }  // namespace internal::ref
 
-namespace {
-
-// cos and sin of float(pos) * inv_freq_i in float32, i < head_dim / 2, as
-// transformers computes them; then the active ISA rotates.
-void Rope(float* v, int n_heads, int head_dim, int64_t pos, float theta, bool neox) {
-  STRATA_CHECK(head_dim % 2 == 0);
-  const int half = head_dim / 2;
-  thread_local std::vector<float> cos, sin;
-  cos.resize(static_cast<size_t>(half));
-  sin.resize(static_cast<size_t>(half));
-  for (int i = 0; i < half; ++i) {
-    const float angle = static_cast<float>(pos) * InvFreq(i, head_dim, theta);
-    cos[i] = std::cos(angle);
-    sin[i] = std::sin(angle);
-  }
-  internal::ActiveKernels().rope_rotate(v, n_heads, head_dim, cos.data(), sin.data(), neox);
-}
-
-}  // namespace
-
 void RmsNorm(const float* x, const float* weight, float* y, int64_t n, float eps) {
   STRATA_CHECK(n > 0);
   internal::ActiveKernels().rms_norm(x, weight, y, n, eps);
 }
 
-void RopeNeox(float* v, int n_heads, int head_dim, int64_t pos, float theta) {
-  Rope(v, n_heads, head_dim, pos, theta, true);
-}
-
-void RopeInterleaved(float* v, int n_heads, int head_dim, int64_t pos, float theta) {
-  Rope(v, n_heads, head_dim, pos, theta, false);
+void RopeRotate(float* v, int n_heads, int head_dim, const float* cos, const float* sin, bool neox) {
+  STRATA_CHECK(head_dim % 2 == 0);
+  internal::ActiveKernels().rope_rotate(v, n_heads, head_dim, cos, sin, neox);
 }
 
 void Softmax(float* x, int64_t n) {

@@ -19,14 +19,11 @@ namespace strata {
 void RmsNorm(const float* x, const float* weight, float* y, int64_t n, float eps);
 
 // Rotary embedding of n_heads vectors of head_dim (contiguous, [n_heads][head_dim])
-// at position pos. inv_freq_i = 1 / theta^(2i / head_dim) computed like
-// transformers in float32, angle = float(pos) * inv_freq_i in float32, then
-// cosf / sinf of that angle.
-// RopeNeox: HF rotate_half layout, pairs (i, i + head_dim/2).
-void RopeNeox(float* v, int n_heads, int head_dim, int64_t pos, float theta);
-// RopeInterleaved: llama.cpp GGUF layout (q/k rows permuted by the converter),
-// pairs (2i, 2i+1).
-void RopeInterleaved(float* v, int n_heads, int head_dim, int64_t pos, float theta);
+// by the angles whose cosines and sines are cos[i], sin[i], i < head_dim / 2
+// (model/rope.h computes them per position): (a, b) -> (a c - b s, b c + a s)
+// on the pairs (i, i + head_dim/2) when neox (HF rotate_half), else (2i, 2i+1)
+// (llama.cpp's GGUF, whose converter permuted the q/k rows).
+void RopeRotate(float* v, int n_heads, int head_dim, const float* cos, const float* sin, bool neox);
 
 // In place: x = exp(x - max) / sum. n >= 1.
 void Softmax(float* x, int64_t n);

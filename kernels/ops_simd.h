@@ -231,10 +231,13 @@ void SiluMulSimd(const float* gate, const float* up, float* out, int64_t n) {
 // row chunk is loaded once for every set.
 template <int kSets, int K>
 inline void WeightedSumBlock(const float* w, int64_t w_stride, const float* rows, int64_t stride, int64_t n_rows,
-                             int64_t i, int64_t n_last, float* y, int64_t y_stride) {
+                             int64_t i, int64_t n_last, float* y, int64_t y_stride, bool accumulate) {
   F32x16 acc[kSets][K];
-  for (int g = 0; g < kSets; ++g)
-    for (int k = 0; k < K; ++k) acc[g][k] = Set1(0.0f);
+  for (int g = 0; g < kSets; ++g) {
+    const float* yg = y + g * y_stride + i;
+    for (int k = 0; k < K; ++k)
+      acc[g][k] = !accumulate ? Set1(0.0f) : n_last > 0 && k == K - 1 ? LoadFirst(yg + 16 * k, n_last) : Load(yg + 16 * k);
+  }
   for (int64_t j = 0; j < n_rows; ++j) {
     const float* row = rows + j * stride + i;
     F32x16 v[K];
@@ -258,11 +261,11 @@ inline void WeightedSumBlock(const float* w, int64_t w_stride, const float* rows
 // kSets sets over all n columns: blocks of K chunks, then single chunks.
 template <int kSets, int K>
 inline void WeightedSumSets(const float* w, int64_t w_stride, const float* rows, int64_t stride, int64_t n_rows,
-                            int64_t n, float* y, int64_t y_stride) {
+                            int64_t n, float* y, int64_t y_stride, bool acc) {
   int64_t i = 0;
-  for (; i + 16 * K <= n; i += 16 * K) WeightedSumBlock<kSets, K>(w, w_stride, rows, stride, n_rows, i, 0, y, y_stride);
-  for (; i + 16 <= n; i += 16) WeightedSumBlock<kSets, 1>(w, w_stride, rows, stride, n_rows, i, 0, y, y_stride);
-  if (i < n) WeightedSumBlock<kSets, 1>(w, w_stride, rows, stride, n_rows, i, n - i, y, y_stride);
+  for (; i + 16 * K <= n; i += 16 * K) WeightedSumBlock<kSets, K>(w, w_stride, rows, stride, n_rows, i, 0, y, y_stride, acc);
+  for (; i + 16 <= n; i += 16) WeightedSumBlock<kSets, 1>(w, w_stride, rows, stride, n_rows, i, 0, y, y_stride, acc);
+  if (i < n) WeightedSumBlock<kSets, 1>(w, w_stride, rows, stride, n_rows, i, n - i, y, y_stride, acc);
 }
 
 // Accumulators in flight: 8 vectors of 16 (zmm; on AVX2 each is two ymm of
@@ -274,11 +277,12 @@ constexpr int kSetChunks = 1;
 #endif
 
 void WeightedSumSimd(const float* w, int64_t w_stride, int n_sets, const float* rows, int64_t stride, int64_t n_rows,
-                     int64_t n, float* y, int64_t y_stride) {
+                     int64_t n, float* y, int64_t y_stride, bool acc) {
   int g = 0;
   for (; g + 4 <= n_sets; g += 4)
-    WeightedSumSets<4, kSetChunks>(w + g * w_stride, w_stride, rows, stride, n_rows, n, y + g * y_stride, y_stride);
-  for (; g < n_sets; ++g) WeightedSumSets<1, 4>(w + g * w_stride, w_stride, rows, stride, n_rows, n, y + g * y_stride, y_stride);
+    WeightedSumSets<4, kSetChunks>(w + g * w_stride, w_stride, rows, stride, n_rows, n, y + g * y_stride, y_stride, acc);
+  for (; g < n_sets; ++g)
+    WeightedSumSets<1, 4>(w + g * w_stride, w_stride, rows, stride, n_rows, n, y + g * y_stride, y_stride, acc);
 }
 
 // (a, b) -> (a c - b s, b c + a s) on 16 lanes.

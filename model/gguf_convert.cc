@@ -1,6 +1,7 @@
 // WriteModelGguf: metadata, tensor types and row conversion (gguf_convert.h).
 #include "model/gguf_convert.h"
 
+#include <algorithm>
 #include <cctype>
 #include <cstdio>
 #include <cstring>
@@ -13,6 +14,7 @@
 
 #include "kernels/quant.h"
 #include "model/gguf.h"
+#include "model/rope.h"
 #include "model/gguf_writer.h"
 #include "model/tokenizer.h"
 
@@ -57,38 +59,13 @@ std::string SizeLabel(const ModelFiles& model) {
   return buf;
 }
 
-// llama.cpp's GGUF marks NoPE layers only by SmolLM3's fixed rule (every
-// 4th layer); other patterns cannot be described.
-Status CheckRopeLayers(const ModelConfig& cfg, const std::string& path) {
-  for (int i = 0; i < cfg.n_layers; ++i) {
-    const bool expected = cfg.arch != "smollm3" || (i + 1) % 4 != 0;
-    if (cfg.rope_layers[i] != expected)
-      return Unimplemented("model '" + path + "': layer " + std::to_string(i) + (cfg.rope_layers[i] ? " uses" : " skips") +
-                           " RoPE, which llama.cpp's GGUF for " + cfg.arch + " cannot express");
-  }
-  return Status::Ok();
-}
-
-Status SetHfMetadata(const ModelFiles& model, const QuantMix& mix, GgufWriter* w) {
+Status SetHfMetadata(const ModelFiles& model, const Architecture& arch, const QuantMix& mix, GgufWriter* w) {
   const ModelConfig& c = model.config();
-  STRATA_RETURN_IF_ERROR(CheckRopeLayers(c, model.path()));
-  const std::string a = c.arch;
-  w->SetString("general.architecture", a);
+  w->SetString("general.architecture", std::string(arch.gguf_name));
   w->SetString("general.type", "model");
   w->SetString("general.name", NameFromDirectory(model.path()));
   w->SetString("general.size_label", SizeLabel(model));
-  w->SetU32(a + ".block_count", c.n_layers);
-  w->SetU32(a + ".context_length", c.n_ctx_train);
-  w->SetU32(a + ".embedding_length", c.hidden);
-  w->SetU32(a + ".feed_forward_length", c.ffn);
-  w->SetU32(a + ".attention.head_count", c.n_heads);
-  w->SetU32(a + ".attention.head_count_kv", c.n_kv_heads);
-  w->SetF32(a + ".rope.freq_base", c.rope_theta);
-  w->SetF32(a + ".attention.layer_norm_rms_epsilon", c.rms_eps);
-  w->SetU32(a + ".attention.key_length", c.head_dim);
-  w->SetU32(a + ".attention.value_length", c.head_dim);
-  w->SetU32(a + ".vocab_size", c.vocab);
-  w->SetU32(a + ".rope.dimension_count", c.head_dim);
+  STRATA_RETURN_IF_ERROR(arch.write_gguf_metadata(c, w).WithContext("model '" + model.path() + "'"));
 
   STRATA_ASSIGN_OR_RETURN(VocabSpec v, model.LoadVocab());
   w->SetString("tokenizer.ggml.model", "gpt2");
@@ -141,14 +118,32 @@ std::string ShapeText(const std::vector<int64_t>& ne) {
   return s + "]";
 }
 
+// Llama 3.1+ scaling as llama.cpp's converter stores it: per frequency, the
+// divisor of theta_i that the scaled frequency amounts to.
+std::vector<float> Llama3FreqFactors(const ModelConfig& cfg) {
+  RopeConfig plain = cfg.rope;
+  plain.scaling = RopeScaling::kNone;
+  const std::vector<float> base = RopeInvFreq(plain, cfg.head_dim), scaled = RopeInvFreq(cfg.rope, cfg.head_dim);
+  std::vector<float> f(base.size());
+  for (size_t i = 0; i < f.size(); ++i) f[i] = base[i] / scaled[i];
+  return f;
+}
+
 }  // namespace
 
 Status WriteModelGguf(const ModelFiles& model, const std::string& out_path, const ConvertOptions& opts, ThreadPool* pool) {
   const ModelConfig& cfg = model.config();
+  const Architecture* arch = FindArchitecture(cfg.arch);
+  STRATA_CHECK(arch != nullptr);
   const bool from_hf = model.format() == ModelFiles::Format::kHfDirectory;
   GgufWriter w;
   if (from_hf) {
-    STRATA_RETURN_IF_ERROR(SetHfMetadata(model, opts.mix, &w));
+    STRATA_RETURN_IF_ERROR(SetHfMetadata(model, *arch, opts.mix, &w));
+    // llama.cpp's converter drops Mistral's window (its llama GGUF cannot carry one).
+    const bool windowed = std::any_of(cfg.layer_window.begin(), cfg.layer_window.end(), [](int x) { return x != 0; });
+    if (windowed && opts.progress)
+      opts.progress("note: the sliding window of " + cfg.arch + " is not part of llama.cpp's " + std::string(arch->gguf_name) +
+                    " GGUF: the file runs with full attention, as llama.cpp runs it");
   } else {
     CopyGgufMetadata(*model.gguf(), opts.mix, &w);
   }
@@ -160,23 +155,35 @@ Status WriteModelGguf(const ModelFiles& model, const std::string& out_path, cons
   for (const TensorSpec& s : model.tensor_table())
     if (s.layer >= 0 && model.HasTensor(s.gguf_name)) specs.push_back(&s);
 
-  const size_t n_tensors = specs.size();
-  for (size_t k = 0; k < n_tensors; ++k) {
+  // An HF Llama 3.1+ checkpoint gets llama.cpp's rope_freqs.weight.
+  std::vector<float> freq_factors;
+  if (from_hf && cfg.rope.scaling == RopeScaling::kLlama3) freq_factors = Llama3FreqFactors(cfg);
+  const size_t n_tensors = specs.size() + (freq_factors.empty() ? 0 : 1);
+  if (!freq_factors.empty()) {
+    const auto* bytes = reinterpret_cast<const uint8_t*>(freq_factors.data());
+    w.AddTensor("rope_freqs.weight", TensorType::kF32, {static_cast<int64_t>(freq_factors.size())},
+                std::span<const uint8_t>(bytes, freq_factors.size() * sizeof(float)));
+    if (opts.progress) opts.progress("[" + std::to_string(1) + "/" + std::to_string(n_tensors) + "] rope_freqs.weight (llama3 scaling) F32");
+  }
+  for (size_t k = 0; k < specs.size(); ++k) {
     const TensorSpec& spec = *specs[k];
     STRATA_ASSIGN_OR_RETURN(WeightTensor src, model.Tensor(spec.gguf_name));
     const int64_t row_length = src.row_length();
-    int64_t rows = 1;
-    for (size_t d = 1; d < src.ne.size(); ++d) rows *= src.ne[d];
-    TensorType dst = MixTensorType(opts.mix, spec.role, spec.layer, cfg.n_layers, row_length);
+    const int64_t rows = src.total_rows();
+    TensorType dst = MixTensorType(opts.mix, spec, cfg);
     const bool src_float = src.type == TensorType::kF32 || src.type == TensorType::kF16 || src.type == TensorType::kBF16;
     if (!src_float && dst != src.type) {
       if (!opts.allow_requantize)
         return FailedPrecondition("tensor '" + spec.gguf_name + "' is already " + Traits(src.type).name + "; re-quantizing it to " +
                                   Traits(dst).name + " compounds the error (pass --allow-requantize to do it anyway)");
     }
-    if (src.ne.size() == 1) dst = src_float ? TensorType::kF32 : src.type;  // 1-D (norms) stay as they are, in F32
-    // llama.cpp's llama-family layout: permute HF attn_q / attn_k rows.
-    const bool permute = from_hf && (spec.role == TensorRole::kAttnQ || spec.role == TensorRole::kAttnK);
+    if (src.ne.size() == 1) dst = src_float ? TensorType::kF32 : src.type;  // 1-D (norms, biases) stay as they are, in F32
+    // llama.cpp's layout for the architectures its converter permutes: HF
+    // attn_q / attn_k rows (and their biases' elements) regrouped per head.
+    const bool permute = from_hf && arch->gguf_permutes_qk &&
+                         (spec.role == TensorRole::kAttnQ || spec.role == TensorRole::kAttnK ||
+                          spec.role == TensorRole::kAttnQBias || spec.role == TensorRole::kAttnKBias);
+    const bool permute_elements = permute && src.ne.size() == 1;
     const int head_dim = cfg.head_dim;
     STRATA_ASSIGN_OR_RETURN(uint64_t src_row_bytes, RowBytes(src.type, row_length));
     STRATA_ASSIGN_OR_RETURN(uint64_t dst_row_bytes, RowBytes(dst, row_length));
@@ -184,18 +191,25 @@ Status WriteModelGguf(const ModelFiles& model, const std::string& out_path, cons
     std::string line;
     {
       char head[32];
-      std::snprintf(head, sizeof head, "[%*zu/%zu] ", static_cast<int>(std::to_string(n_tensors).size()), k + 1, n_tensors);
+      const size_t index = k + 1 + (freq_factors.empty() ? 0 : 1);
+      std::snprintf(head, sizeof head, "[%*zu/%zu] ", static_cast<int>(std::to_string(n_tensors).size()), index, n_tensors);
       line = head + spec.gguf_name + " " + Traits(src.type).name + " -> " + Traits(dst).name + " " + ShapeText(src.ne);
     }
-    const uint8_t* data = src.data;
     const TensorType src_type = src.type;
     w.AddTensorSource(spec.gguf_name, dst, src.ne, [=](std::span<uint8_t> out) -> Status {
       if (progress) progress(line);
+      if (permute_elements) {  // a bias: one row whose elements move
+        std::vector<float> in(static_cast<size_t>(row_length)), moved(static_cast<size_t>(row_length));
+        DequantizeRow(src_type, src.Row(0, src_row_bytes), in.data(), row_length);
+        for (int64_t e = 0; e < row_length; ++e) moved[e] = in[PermutedSourceRow(e, head_dim)];
+        QuantizeRow(dst, moved.data(), out.data(), row_length);
+        return Status::Ok();
+      }
       auto convert_rows = [&](int64_t begin, int64_t end) {
         std::vector<float> row(static_cast<size_t>(row_length));
         for (int64_t r = begin; r < end; ++r) {
           const int64_t from = permute ? PermutedSourceRow(r, head_dim) : r;
-          const uint8_t* in = data + from * src_row_bytes;
+          const uint8_t* in = src.Row(from, src_row_bytes);
           uint8_t* to = out.data() + r * dst_row_bytes;
           if (src_type == dst) {
             std::memcpy(to, in, dst_row_bytes);

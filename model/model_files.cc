@@ -52,10 +52,11 @@ std::string ShapeText(const std::vector<int64_t>& ne) {
   return s + "]";
 }
 
-// Shapes compare equal when they differ only by trailing 1s.
+// Shapes compare equal when they differ only by dimensions of 1, which never
+// change the memory layout (HF keeps Conv1d's [hidden, 1, kernel]).
 bool SameShape(std::vector<int64_t> a, std::vector<int64_t> b) {
-  while (!a.empty() && a.back() == 1) a.pop_back();
-  while (!b.empty() && b.back() == 1) b.pop_back();
+  std::erase(a, 1);
+  std::erase(b, 1);
   return a == b;
 }
 
@@ -128,30 +129,79 @@ Status ModelFiles::OpenHfDirectory() {
   std::string config_text;
   STRATA_ASSIGN_OR_RETURN(config_, ReadHfConfig(path_, &config_text));
   STRATA_ASSIGN_OR_RETURN(safetensors_, SafetensorsModel::OpenDir(path_));
-  // Map HF names to the table's GGUF names; safetensors shapes are row-major
-  // (outermost first), ggml's are innermost first.
-  std::map<std::string, std::string> hf_to_gguf;
-  for (const TensorSpec& s : DecoderTensorTable(config_)) hf_to_gguf[s.hf_name] = s.gguf_name;
+  // Map HF names to the table's GGUF names (an expert's tensor to its slice
+  // of a stacked one); safetensors shapes are row-major (outermost first),
+  // ggml's are innermost first.
+  struct Target {
+    std::string gguf_name;
+    int part = -1;  // slice index of a stacked tensor
+    int n_parts = 0;
+  };
+  std::map<std::string, Target> hf_to_gguf;
+  for (const TensorSpec& s : TensorTableOf(config_)) {
+    if (s.hf_parts.empty()) {
+      if (!s.hf_name.empty()) hf_to_gguf[s.hf_name] = {s.gguf_name};
+      continue;
+    }
+    for (size_t i = 0; i < s.hf_parts.size(); ++i)
+      hf_to_gguf[s.hf_parts[i]] = {s.gguf_name, static_cast<int>(i), static_cast<int>(s.hf_parts.size())};
+  }
   uint64_t h = Fnv1a(config_text.data(), config_text.size());
   uint64_t total = 0;
+  std::map<std::string, std::vector<const SafetensorsTensor*>> stacks;  // GGUF name -> parts in order
   for (const SafetensorsTensor& t : safetensors_->tensors()) {
     auto it = hf_to_gguf.find(t.name);
-    std::string name = it != hf_to_gguf.end() ? it->second : t.name;
+    total += t.nbytes;
+    std::string desc = t.name + ":" + TypeName(t.type) + ShapeText(t.shape);
+    h = Fnv1a(desc.data(), desc.size(), h);
+    if (it != hf_to_gguf.end() && it->second.part >= 0) {
+      auto& parts = stacks[it->second.gguf_name];
+      parts.resize(static_cast<size_t>(it->second.n_parts), nullptr);
+      parts[static_cast<size_t>(it->second.part)] = &t;
+      continue;
+    }
+    std::string name = it != hf_to_gguf.end() ? it->second.gguf_name : t.name;
     WeightTensor w;
     w.name = name;
     w.type = t.type;
     w.ne.assign(t.shape.rbegin(), t.shape.rend());
     w.data = t.data;
     w.nbytes = t.nbytes;
-    total += t.nbytes;
-    std::string desc = t.name + ":" + TypeName(t.type) + ShapeText(t.shape);
-    h = Fnv1a(desc.data(), desc.size(), h);
     // A checkpoint could hold both an HF name and the GGUF name it maps to
     // ("model.norm.weight" and "output_norm.weight"): which one is used must
     // not depend on the order of a map, so such a file is refused.
     if (!tensors_.emplace(name, std::move(w)).second)
       return DataLoss("model directory '" + path_ + "': tensors '" + t.name + "' and '" + name +
                       "' are the same weight under two names");
+  }
+  // Stacked tensors: every part present, all of one type and shape.
+  for (const auto& [name, parts] : stacks) {
+    const SafetensorsTensor* first = nullptr;
+    WeightTensor w;
+    w.name = name;
+    for (size_t i = 0; i < parts.size(); ++i) {
+      const SafetensorsTensor* p = parts[i];
+      if (p == nullptr) {
+        for (const auto& [hf, target] : hf_to_gguf)
+          if (target.gguf_name == name && target.part == static_cast<int>(i))
+            return DataLoss("model directory '" + path_ + "': required tensor '" + hf + "' is missing");
+        return DataLoss("model directory '" + path_ + "': a part of tensor '" + name + "' is missing");
+      }
+      if (first == nullptr) {
+        first = p;
+        w.type = p->type;
+        w.ne.assign(p->shape.rbegin(), p->shape.rend());
+      } else if (p->type != first->type || p->shape != first->shape) {
+        return DataLoss("model directory '" + path_ + "': tensor '" + p->name + "' (" + TypeName(p->type) + ShapeText(p->shape) +
+                        ") differs from '" + first->name + "' (" + TypeName(first->type) + ShapeText(first->shape) +
+                        "), which it is stacked with");
+      }
+      w.slices.push_back(p->data);
+      w.nbytes += p->nbytes;
+    }
+    w.ne.push_back(static_cast<int64_t>(parts.size()));
+    if (tensors_.count(name)) return DataLoss("model directory '" + path_ + "': tensor '" + name + "' appears twice");
+    tensors_.emplace(name, std::move(w));
   }
   char buf[17];
   std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
@@ -160,18 +210,20 @@ Status ModelFiles::OpenHfDirectory() {
 }
 
 Status ModelFiles::CheckTensorTable() {
-  table_ = DecoderTensorTable(config_);
+  table_ = TensorTableOf(config_);
   const std::string where = format_ == Format::kGguf ? "GGUF file '" + path_ + "'" : "model directory '" + path_ + "'";
   std::set<std::string, std::less<>> expected;
   for (const TensorSpec& s : table_) {
     expected.insert(s.gguf_name);
     auto it = tensors_.find(s.gguf_name);
-    const std::string shown = format_ == Format::kGguf ? s.gguf_name : s.hf_name;
+    const std::string shown = format_ == Format::kGguf  ? s.gguf_name
+                              : s.hf_parts.empty()    ? s.hf_name
+                                                      : s.hf_parts.front() + " (and the other experts)";
     if (it == tensors_.end()) {
       if (s.required) return DataLoss(where + ": required tensor '" + shown + "' is missing");
       continue;
     }
-    const WeightTensor& w = it->second;
+    WeightTensor& w = it->second;
     if (!SameShape(w.ne, s.ne)) {
       std::vector<int64_t> got = w.ne, want = s.ne;
       if (format_ == Format::kHfDirectory) {  // show HF's own (row-major) order
@@ -183,6 +235,9 @@ Status ModelFiles::CheckTensorTable() {
     }
     if (!Traits(w.type).computable)
       return Unimplemented(where + ": tensor '" + shown + "' has type " + TypeName(w.type) + ", which strata cannot compute");
+    w.ne = s.ne;  // the table's form of an equal shape ([kernel, 1, hidden] -> [kernel, hidden])
+    if (!w.slices.empty() && w.ne.size() != 3)
+      return DataLoss(where + ": tensor '" + shown + "' is stacked from parts but is not 3-D");
   }
   for (const auto& [name, w] : tensors_) {
     if (expected.count(name)) continue;
@@ -192,6 +247,38 @@ Status ModelFiles::CheckTensorTable() {
   }
   return Status::Ok();
 }
+
+int64_t WeightTensor::total_rows() const {
+  int64_t rows = 1;
+  for (size_t d = 1; d < ne.size(); ++d) rows *= ne[d];
+  return rows;
+}
+
+const uint8_t* WeightTensor::Row(int64_t r, uint64_t row_bytes) const {
+  if (slices.empty()) return data + static_cast<uint64_t>(r) * row_bytes;
+  const int64_t per_slice = total_rows() / static_cast<int64_t>(slices.size());
+  return slices[static_cast<size_t>(r / per_slice)] + static_cast<uint64_t>(r % per_slice) * row_bytes;
+}
+
+WeightTensor WeightTensor::Slice(int64_t i, uint64_t row_bytes) const {
+  WeightTensor s;
+  s.name = name + "[" + std::to_string(i) + "]";
+  s.type = type;
+  s.ne.assign(ne.begin(), ne.end() - 1);
+  const int64_t rows = s.total_rows();
+  s.data = Row(i * rows, row_bytes);
+  s.nbytes = static_cast<uint64_t>(rows) * row_bytes;
+  return s;
+}
+
+Result<WeightTensor> ModelFiles::TensorOf(TensorRole role, int layer) const {
+  for (const TensorSpec& s : table_)
+    if (s.role == role && s.layer == layer) return Tensor(s.gguf_name);
+  return NotFound("model '" + path_ + "': no " + TensorRoleName(role) + " tensor" +
+                  (layer >= 0 ? " in layer " + std::to_string(layer) : std::string()));
+}
+
+bool ModelFiles::HasRole(TensorRole role, int layer) const { return TensorOf(role, layer).ok(); }
 
 Result<WeightTensor> ModelFiles::Tensor(const std::string& name) const {
   auto it = tensors_.find(name);
@@ -210,14 +297,14 @@ uint64_t ModelFiles::LayerBytes(int layer) const {
 }
 
 uint64_t ModelFiles::EmbeddingBytes() const {
-  auto it = tensors_.find("token_embd.weight");
-  return it == tensors_.end() ? 0 : it->second.nbytes;
+  auto t = TensorOf(TensorRole::kTokenEmbedding);
+  return t.ok() ? t->nbytes : 0;
 }
 
 uint64_t ModelFiles::OutputBytes() const {
   if (config_.tied_embeddings) return 0;
-  auto it = tensors_.find("output.weight");
-  return it == tensors_.end() ? 0 : it->second.nbytes;
+  auto t = TensorOf(TensorRole::kOutput);
+  return t.ok() ? t->nbytes : 0;
 }
 
 Result<VocabSpec> ModelFiles::LoadVocab() const {

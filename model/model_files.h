@@ -24,14 +24,24 @@
 namespace strata {
 
 // A tensor's bytes in the mapping, shape in ggml order (ne[0] = row length).
+// Usually contiguous at `data`; a stack of HF tensors (the experts of a
+// mixture, one 2-D tensor each in the checkpoint) is a list of slices along
+// the outermost dimension instead.
 struct WeightTensor {
   std::string name;  // GGUF name ("blk.3.attn_q.weight"), whatever the file format
   TensorType type = TensorType::kF32;
   std::vector<int64_t> ne;
-  const uint8_t* data = nullptr;
+  const uint8_t* data = nullptr;        // contiguous tensors
+  std::vector<const uint8_t*> slices;  // stacked ones: slice i of ne.back()
   uint64_t nbytes = 0;
   int64_t rows() const { return ne.size() > 1 ? ne[1] : 1; }
   int64_t row_length() const { return ne.empty() ? 0 : ne[0]; }
+  // Rows over every dimension past the first.
+  int64_t total_rows() const;
+  // Start of row r (of total_rows()) whose stored size is row_bytes.
+  const uint8_t* Row(int64_t r, uint64_t row_bytes) const;
+  // Slice i of the outermost dimension (an expert's matrix) as a 2-D tensor.
+  WeightTensor Slice(int64_t i, uint64_t row_bytes) const;
 };
 
 // An HF directory's hyper-parameters: `dir`/config.json resolved by its
@@ -58,6 +68,10 @@ class ModelFiles {
   // tensor such as output.weight of a tied model).
   Result<WeightTensor> Tensor(const std::string& gguf_name) const;
   bool HasTensor(const std::string& gguf_name) const;
+  // The tensor of a role (and layer, -1 for global ones) in the table;
+  // NotFound when the table has none or the file lacks an optional one.
+  Result<WeightTensor> TensorOf(TensorRole role, int layer = -1) const;
+  bool HasRole(TensorRole role, int layer = -1) const;
   // Bytes of the weights of layer `i` (all its tensors), of the embedding and
   // of the lm_head (0 bytes when tied: it is the embedding).
   uint64_t LayerBytes(int layer) const;

@@ -35,8 +35,11 @@ Result<QuantMix> ParseQuantMix(const std::string& name) {
 
 const char* QuantMixNames() { return "f32|f16|bf16|q8_0|q4_0|q4_k_m|q6_k"; }
 
-TensorType MixTensorType(const QuantMix& mix, TensorRole role, int layer, int n_layers, int64_t row_length) {
-  if (role == TensorRole::kOutputNorm || role == TensorRole::kAttnNorm || role == TensorRole::kFfnNorm) return TensorType::kF32;
+TensorType MixTensorType(const QuantMix& mix, const TensorSpec& spec, const ModelConfig& cfg) {
+  const TensorRole role = spec.role;
+  const int layer = spec.layer, n_layers = cfg.n_layers;
+  const int64_t row_length = spec.ne.empty() ? 0 : spec.ne[0];
+  if (spec.ne.size() == 1 || role == TensorRole::kFfnRouter || role == TensorRole::kConvKernel) return TensorType::kF32;
   TensorType t = TensorType::kF32;
   if (mix.name == "f16") t = TensorType::kF16;
   else if (mix.name == "bf16") t = TensorType::kBF16;
@@ -44,9 +47,11 @@ TensorType MixTensorType(const QuantMix& mix, TensorRole role, int layer, int n_
   else if (mix.name == "q4_0") t = TensorType::kQ4_0;
   else if (mix.name == "q6_k") t = TensorType::kQ6_K;
   else if (mix.name == "q4_k_m") {
-    const bool more_bits = role == TensorRole::kTokenEmbedding || role == TensorRole::kOutput ||
-                           ((role == TensorRole::kAttnV || role == TensorRole::kFfnDown) && UseMoreBits(layer, n_layers));
+    const bool more_bits =
+        role == TensorRole::kTokenEmbedding || role == TensorRole::kOutput ||
+        ((role == TensorRole::kAttnV || role == TensorRole::kFfnDown || role == TensorRole::kFfnDownExps) && UseMoreBits(layer, n_layers));
     t = more_bits ? TensorType::kQ6_K : TensorType::kQ4_K;
+    if (cfg.n_experts == 8 && (role == TensorRole::kAttnK || role == TensorRole::kAttnV)) t = TensorType::kQ8_0;
   }
   return Fallback(t, row_length);
 }

@@ -3,7 +3,7 @@
 // per tensor from its role and layer. Runs in one process (no MPI).
 //
 //   STRATA_ASSIGN_OR_RETURN(QuantMix mix, ParseQuantMix("q4_k_m"));
-//   TensorType t = MixTensorType(mix, TensorRole::kFfnDown, /*layer=*/3, /*n_layers=*/36, /*row_length=*/11008);
+//   TensorType t = MixTensorType(mix, spec, cfg);  // spec: a row of the architecture's tensor table
 //
 // The mixes (llama.cpp's, so files compare with its own):
 //   f32, f16, bf16   every matrix in that type
@@ -13,9 +13,15 @@
 //                    layers i < n/8, i >= 7n/8 and (i - n/8) % 3 == 2 (the
 //                    tensors most sensitive to quantization, in the layers
 //                    nearest the ends)
-// Norm weights (1-D) stay F32 in every mix. A row whose length is not a
-// multiple of the chosen type's block falls back: Q4_K -> Q5_0, Q6_K -> Q8_0
-// (32-element blocks), and to F16 when even 32 does not divide it.
+//                    experts (ffn_*_exps) follow their dense counterparts
+//                    (ffn_down_exps gets Q6_K by the same layer rule); in
+//                    models of 8 experts attn_k and attn_v are Q8_0 (cheap
+//                    beside the experts)
+// Norm weights, biases and other 1-D tensors stay F32 in every mix, and so do
+// the tensors llama.cpp never quantizes: the experts' router (ffn_gate_inp)
+// and LFM2's convolution taps. A row whose length is not a multiple of the
+// chosen type's block falls back: Q4_K -> Q5_0, Q6_K -> Q8_0 (32-element
+// blocks), and to F16 when even 32 does not divide it.
 #pragma once
 
 #include <cstdint>
@@ -37,8 +43,8 @@ Result<QuantMix> ParseQuantMix(const std::string& name);
 // The names, for help texts: "f32|f16|bf16|q8_0|q4_0|q4_k_m|q6_k".
 const char* QuantMixNames();
 
-// The type of one tensor (`role`, `layer` of `n_layers`, rows of
-// `row_length` elements) in the mix.
-TensorType MixTensorType(const QuantMix& mix, TensorRole role, int layer, int n_layers, int64_t row_length);
+// The type of one tensor of the table (its role, layer and row length) of a
+// model of `cfg` in the mix.
+TensorType MixTensorType(const QuantMix& mix, const TensorSpec& spec, const ModelConfig& cfg);
 
 }  // namespace strata

@@ -26,10 +26,11 @@ Result<std::unique_ptr<Stage>> Stage::Load(const ModelFiles& model, const StageO
   if (opts.n_ctx <= 0) return InvalidArgument("context size must be positive");
   if (opts.max_sequences < 1) return InvalidArgument("a stage needs room for at least one sequence");
   {
-    // The KV cache grows with the sequences; refuse a size that can never fit
-    // before anything is allocated.
-    const double need = static_cast<double>(opts.layers.count()) * static_cast<double>(opts.n_ctx) * cfg.kv_dim() * 2 *
-                        sizeof(float) * opts.max_sequences;
+    // The per-sequence state (KV caches, windows, conv states) grows with the
+    // sequences; refuse a size that can never fit before anything is allocated.
+    double need = 0;
+    for (int l = opts.layers.first; l <= opts.layers.last; ++l)
+      need += static_cast<double>(LayerStateBytes(cfg, cfg.layer_kinds[l], cfg.layer_window[l], opts.n_ctx)) * opts.max_sequences;
     const uint64_t avail = AvailableMemoryBytes();
     if (avail > 0 && need > static_cast<double>(avail)) {
       char msg[256];
@@ -41,9 +42,8 @@ Result<std::unique_ptr<Stage>> Stage::Load(const ModelFiles& model, const StageO
       return InvalidArgument(msg);
     }
   }
-  std::unique_ptr<Stage> s(new Stage());
+  std::unique_ptr<Stage> s(new Stage(cfg));
   s->opts_ = opts;
-  s->cfg_ = cfg;
   s->pool_ = pool;
   for (int l = opts.layers.first; l <= opts.layers.last; ++l) {
     STRATA_ASSIGN_OR_RETURN(LayerWeights w, LoadLayerWeights(model, l));
@@ -51,17 +51,17 @@ Result<std::unique_ptr<Stage>> Stage::Load(const ModelFiles& model, const StageO
     s->layers_.push_back(std::move(w));
   }
   if (opts.first || (opts.last && cfg.tied_embeddings)) {
-    STRATA_ASSIGN_OR_RETURN(WeightTensor t, model.Tensor("token_embd.weight"));
+    STRATA_ASSIGN_OR_RETURN(WeightTensor t, model.TensorOf(TensorRole::kTokenEmbedding));
     STRATA_ASSIGN_OR_RETURN(s->embedding_, MatrixOf(t));
     s->weight_bytes_ += t.nbytes;
   }
   if (opts.last) {
-    STRATA_ASSIGN_OR_RETURN(WeightTensor norm, model.Tensor("output_norm.weight"));
+    STRATA_ASSIGN_OR_RETURN(WeightTensor norm, model.TensorOf(TensorRole::kOutputNorm));
     STRATA_ASSIGN_OR_RETURN(s->output_norm_, VectorOf(norm));
     if (cfg.tied_embeddings) {
       s->output_ = s->embedding_;
     } else {
-      STRATA_ASSIGN_OR_RETURN(WeightTensor t, model.Tensor("output.weight"));
+      STRATA_ASSIGN_OR_RETURN(WeightTensor t, model.TensorOf(TensorRole::kOutput));
       STRATA_ASSIGN_OR_RETURN(s->output_, MatrixOf(t));
       s->weight_bytes_ += t.nbytes;
     }
@@ -102,7 +102,7 @@ Status Stage::PlaceWeights() {
     if (interleave || opts_.copy_weights) moves.push_back({m, interleave, (bytes + 63) & ~uint64_t{63}});
   };
   for (LayerWeights& w : layers_)
-    for (MatrixView* m : {&w.wq, &w.wk, &w.wv, &w.wo, &w.gate, &w.up, &w.down}) consider(m, true);
+    for (MatrixView* m : w.Matrices()) consider(m, true);
   bool tied_output = output_.data != nullptr && output_.data == embedding_.data;
   if (tied_output && interleaves(output_)) {
     // A tied lm_head gets its own interleaved copy. The embedding rows stay
@@ -150,8 +150,7 @@ Result<Stage::SequenceCache*> Stage::CacheFor(uint64_t seq_id, int64_t pos0, int
     if (static_cast<int>(caches_.size()) >= opts_.max_sequences)
       return FailedPrecondition("too many live sequences (" + std::to_string(caches_.size()) + ")");
     it = caches_.emplace(seq_id, SequenceCache{}).first;
-    it->second.k.resize(layers_.size());
-    it->second.v.resize(layers_.size());
+    it->second.layers.resize(layers_.size());
   }
   SequenceCache& c = it->second;
   if (pos0 != c.length)
@@ -160,16 +159,8 @@ Result<Stage::SequenceCache*> Stage::CacheFor(uint64_t seq_id, int64_t pos0, int
   if (n_tok <= 0 || pos0 + n_tok > opts_.n_ctx)
     return InvalidArgument("sequence " + std::to_string(seq_id) + ": " + std::to_string(pos0 + n_tok) +
                            " positions exceed the context of " + std::to_string(opts_.n_ctx));
-  // Grow in steps of 256 positions so memory follows the sequence length.
-  const int64_t need = pos0 + n_tok;
-  const int64_t kv_dim = cfg_.kv_dim();
-  for (size_t l = 0; l < layers_.size(); ++l) {
-    if (static_cast<int64_t>(c.k[l].size()) < need * kv_dim) {
-      int64_t cap = std::min<int64_t>(opts_.n_ctx, (need + 255) / 256 * 256);
-      c.k[l].resize(static_cast<size_t>(cap * kv_dim));
-      c.v[l].resize(static_cast<size_t>(cap * kv_dim));
-    }
-  }
+  for (size_t l = 0; l < layers_.size(); ++l)
+    PrepareLayerState(cfg_, layers_[l].kind, layers_[l].attn.window, pos0, n_tok, opts_.n_ctx, &c.layers[l]);
   return &c;
 }
 
@@ -194,13 +185,17 @@ Status Stage::ForwardObserved(const std::vector<BatchEntry>& batch, float* x,
     return WriteNpyF32(dump_dir_ + "/" + name, {n_tok, hidden}, rows);
   };
   if (!dump_dir_.empty() && opts_.first) STRATA_RETURN_IF_ERROR(dump("embeddings.npy", x));
+  // The rotary angles of every token's position, once for all the layers.
+  std::vector<int64_t> positions;
+  for (const BatchEntry& e : batch)
+    for (int64_t t = 0; t < e.n_tok; ++t) positions.push_back(e.pos0 + t);
+  rope_.Fill(positions);
   std::vector<SequenceSpan> spans(batch.size());
   for (size_t l = 0; l < layers_.size(); ++l) {
-    for (size_t i = 0; i < batch.size(); ++i)
-      spans[i] = SequenceSpan{batch[i].pos0, batch[i].n_tok, caches[i]->k[l].data(), caches[i]->v[l].data()};
+    for (size_t i = 0; i < batch.size(); ++i) spans[i] = SequenceSpan{batch[i].pos0, batch[i].n_tok, &caches[i]->layers[l]};
     {
       TraceSpan span("layer " + std::to_string(layers_[l].layer), "compute");
-      DecoderLayerForward(cfg_, layers_[l], spans, x, scratch_, pool_);
+      LayerForward(cfg_, layers_[l], spans, rope_, x, scratch_, pool_);
     }
     const int layer = layers_[l].layer;
     if (layer == fault_layer_)
@@ -256,7 +251,7 @@ int64_t Stage::CachedLength(uint64_t seq_id) const {
 uint64_t Stage::kv_bytes() const {
   uint64_t total = 0;
   for (const auto& [id, c] : caches_)
-    for (size_t l = 0; l < c.k.size(); ++l) total += (c.k[l].capacity() + c.v[l].capacity()) * sizeof(float);
+    for (const LayerState& l : c.layers) total += l.bytes();
   return total;
 }
 

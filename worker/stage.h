@@ -1,5 +1,7 @@
-// A pipeline stage: a contiguous slice of layers with its weights and the KV
-// cache of those layers for every live sequence. The first stage also holds
+// A pipeline stage: a contiguous slice of layers with its weights and the
+// per-sequence state of those layers (the KV cache of attention layers, a ring
+// of the window for sliding-window ones, the convolution state of LFM2's
+// convolution layers) for every live sequence. The first stage also holds
 // the token embedding; the last the final norm and lm_head. Runs on the rank
 // that owns the slice (rank 0 owns stage 0 unless it is coordinator-only).
 //
@@ -20,8 +22,9 @@
 #include "common/huge_pages.h"
 #include "common/status.h"
 #include "common/thread_pool.h"
-#include "model/decoder.h"
+#include "model/layer.h"
 #include "model/model_files.h"
+#include "model/rope.h"
 
 namespace strata {
 
@@ -58,7 +61,7 @@ struct StageStats {
   uint64_t bytes_sent = 0;    // activations to the next stage
   uint64_t rss_bytes = 0;     // resident memory of the rank's process
   uint64_t weight_bytes = 0;  // the stage's slice
-  uint64_t kv_bytes = 0;      // its KV caches now
+  uint64_t kv_bytes = 0;      // its per-sequence layer state (KV caches, conv states) now
   uint64_t peak_kv_bytes = 0;
 };
 
@@ -98,16 +101,17 @@ class Stage {
   // the stage that owns it, so that `strata diff` can be shown to find it.
   void SetRank(int rank) { rank_ = rank; }
   int64_t CachedLength(uint64_t seq_id) const;
-  // Bytes of weights this stage maps and touches, and of its KV caches now.
+  // Bytes of weights this stage maps and touches, and of its layers'
+  // per-sequence state now.
   uint64_t weight_bytes() const { return weight_bytes_; }
   uint64_t kv_bytes() const;
 
  private:
   struct SequenceCache {
     int64_t length = 0;
-    std::vector<std::vector<float>> k, v;  // per owned layer: [capacity][kv_dim] f32
+    std::vector<LayerState> layers;  // per owned layer
   };
-  Stage() = default;
+  explicit Stage(const ModelConfig& cfg) : cfg_(cfg), rope_(cfg.rope, cfg.head_dim) {}
   Result<SequenceCache*> CacheFor(uint64_t seq_id, int64_t pos0, int64_t n_tok);
 
   StageOptions opts_;
@@ -123,7 +127,8 @@ class Stage {
   HugePageBuffer weight_copy_;
   Status PlaceWeights();
   std::map<uint64_t, SequenceCache> caches_;
-  DecoderScratch scratch_;
+  LayerScratch scratch_;
+  RopeTable rope_;
   std::vector<float> norm_rows_;
   std::string dump_dir_;
   LayerRange dump_layers_{0, -1};

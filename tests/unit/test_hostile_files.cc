@@ -49,7 +49,8 @@ ModelConfig TinyConfig() {
   c.ffn = 128;
   c.vocab = 300;
   c.tied_embeddings = true;
-  c.rope_layers = {true, false};
+  c.n_ctx_train = 256;
+  FillDefaultLayerLists(&c);
   return c;
 }
 
@@ -65,17 +66,10 @@ std::vector<uint8_t> Zeros(TensorType type, const std::vector<int64_t>& ne) {
   return std::vector<uint8_t>(*n, 0);
 }
 
-// The tiny model's keys.
+// The tiny model's keys, as the architecture writes them.
 void TinyKeys(GgufWriter& w) {
   w.SetString("general.architecture", "smollm3");
-  w.SetU32("smollm3.block_count", 2);
-  w.SetU32("smollm3.embedding_length", 64);
-  w.SetU32("smollm3.feed_forward_length", 128);
-  w.SetU32("smollm3.attention.head_count", 4);
-  w.SetU32("smollm3.attention.head_count_kv", 2);
-  w.SetU32("smollm3.attention.key_length", 16);
-  w.SetU32("smollm3.context_length", 256);
-  w.SetF32("smollm3.attention.layer_norm_rms_epsilon", 1e-6f);
+  STRATA_CHECK(FindArchitecture("smollm3")->write_gguf_metadata(TinyConfig(), &w).ok());
 }
 
 // The tiny model, F32 zeros, with tensor `name` given `type` and `ne` (added
@@ -85,7 +79,7 @@ GgufWriter TinyGgufWith(const std::string& name, std::optional<TensorType> type,
   GgufWriter w;
   TinyKeys(w);
   bool replaced = false;
-  for (const TensorSpec& s : DecoderTensorTable(TinyConfig())) {
+  for (const TensorSpec& s : TensorTableOf(TinyConfig())) {
     if (!s.required) continue;
     if (s.gguf_name == name) {
       replaced = true;
@@ -134,6 +128,8 @@ TEST(HostileGguf, HeadCountThatOverflowsTheAttentionWidth) {
   w.SetU32("smollm3.attention.head_count", 1u << 30);
   w.SetU32("smollm3.attention.head_count_kv", 1u << 30);
   w.SetU32("smollm3.attention.key_length", 2);
+  w.SetU32("smollm3.attention.value_length", 2);
+  w.Erase("smollm3.rope.dimension_count");
   EXPECT_TRUE(FailsWith(OpenGguf(dir, w, &path).status(), ErrorKind::kInvalidArgument, path, "attention head count"));
 }
 
@@ -142,6 +138,9 @@ TEST(HostileGguf, RopeThetaNotFinite) {
   std::string path;
   GgufWriter w = TinyGguf();
   w.SetF64("smollm3.rope.freq_base", 1e300);  // inf as float
+  EXPECT_TRUE(FailsWith(OpenGguf(dir, w, &path).status(), ErrorKind::kDataLoss, path,
+                        "'smollm3.rope.freq_base' = 1e+300 is not a finite float32"));
+  w.SetF32("smollm3.rope.freq_base", -1.0f);
   EXPECT_TRUE(FailsWith(OpenGguf(dir, w, &path).status(), ErrorKind::kInvalidArgument, path, "rope theta"));
 }
 
@@ -239,8 +238,16 @@ TEST(HostileConfig, RopeScalingTypeNotAString) {
     EXPECT_TRUE(FailsWith(ReadConfig(dir, j).status(), ErrorKind::kDataLoss, dir.File("config.json"), "is not a string"));
   }
   Json j = TinyConfigJson();
-  j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}};
-  EXPECT_TRUE(FailsWith(ReadConfig(dir, j).status(), ErrorKind::kUnimplemented, dir.File("config.json"), "rope scaling 'yarn'"));
+  j["rope_scaling"] = {{"rope_type", "longrope"}, {"factor", 4.0}};
+  EXPECT_TRUE(FailsWith(ReadConfig(dir, j).status(), ErrorKind::kUnimplemented, dir.File("config.json"), "rope scaling 'longrope'"));
+  // YaRN is implemented; its parameters are checked.
+  for (double factor : {0.0, -2.0}) {
+    j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", factor}, {"original_max_position_embeddings", 128}};
+    EXPECT_TRUE(FailsWith(ReadConfig(dir, j).status(), ErrorKind::kDataLoss, dir.File("config.json"),
+                          "rope scaling 'factor' = " + std::to_string(factor) + " must be positive"));
+  }
+  j["rope_scaling"] = {{"rope_type", "yarn"}, {"original_max_position_embeddings", 128}};
+  EXPECT_TRUE(FailsWith(ReadConfig(dir, j).status(), ErrorKind::kDataLoss, dir.File("config.json"), "missing field 'factor'"));
 }
 
 TEST(HostileConfig, BosTokenId) {
@@ -397,7 +404,7 @@ void WriteSafetensors(const std::string& path, const std::vector<std::pair<std::
 
 std::vector<std::pair<std::string, std::vector<int64_t>>> TinyHfTensors() {
   std::vector<std::pair<std::string, std::vector<int64_t>>> out;
-  for (const TensorSpec& s : DecoderTensorTable(TinyConfig()))
+  for (const TensorSpec& s : TensorTableOf(TinyConfig()))
     if (s.required) out.push_back({s.hf_name, std::vector<int64_t>(s.ne.rbegin(), s.ne.rend())});
   return out;
 }

@@ -26,6 +26,7 @@
 #include "kernels/quant.h"
 #include "kernels/quant_blocks.h"
 #include "model/gguf.h"
+#include "model/rope.h"
 
 namespace strata {
 namespace {
@@ -550,17 +551,24 @@ TEST(KernelOps, RopeBothLayouts) {
     for (int64_t pos : {0, 1, 17, 1000}) {
       std::vector<float> v = Gaussian(n_heads * head_dim, 21), expect = v;
       RopeExpect(expect, n_heads, head_dim, pos, 10000.0, neox);
-      if (neox)
-        RopeNeox(v.data(), n_heads, head_dim, pos, 10000.0f);
-      else
-        RopeInterleaved(v.data(), n_heads, head_dim, pos, 10000.0f);
+      RopeConfig rope;
+      rope.theta = 10000.0f;
+      RopeTable table(rope, head_dim);
+      const int64_t positions[] = {pos};
+      table.Fill(positions);
+      RopeRotate(v.data(), n_heads, head_dim, table.cos(0), table.sin(0), neox);
       // float32 angles at pos 1000 carry ~1e-4 absolute error, as in transformers.
       EXPECT_LE(Nmse(expect.data(), v.data(), v.size()), pos >= 1000 ? 1e-7 : 1e-11) << neox << " " << pos;
     }
   }
   // pos 0 is the identity.
   std::vector<float> v = Gaussian(64, 3), orig = v;
-  RopeNeox(v.data(), 1, 64, 0, 5e6f);
+  RopeConfig rope;
+  rope.theta = 5e6f;
+  RopeTable table(rope, 64);
+  const int64_t zero[] = {0};
+  table.Fill(zero);
+  RopeRotate(v.data(), 1, 64, table.cos(0), table.sin(0), true);
   EXPECT_EQ(v, orig);
 }
 
@@ -593,7 +601,7 @@ TEST(KernelOps, SoftmaxSiluMulDotWeightedSum) {
     // Three rows of n, weighted, added in row order.
     const std::vector<float> rows = Gaussian(3 * (n + 2), 36), w = {0.5f, -0.25f, 2.0f};
     std::vector<float> y(n);
-    internal::ActiveKernels().weighted_sum(w.data(), 0, 1, rows.data(), n + 2, 3, n, y.data(), 0);
+    internal::ActiveKernels().weighted_sum(w.data(), 0, 1, rows.data(), n + 2, 3, n, y.data(), 0, false);
     for (int64_t i = 0; i < n; ++i)
       ASSERT_EQ(y[i], ((0.0f + w[0] * rows[i]) + w[1] * rows[n + 2 + i]) + w[2] * rows[2 * (n + 2) + i]) << i;
   }
@@ -726,12 +734,20 @@ TEST_P(KernelOpsIsaTest, WeightedSumBitEqualsReference) {
         const int64_t stride = n + 5, w_stride = n_rows + 2, y_stride = n + 3, y_size = (n_sets - 1) * y_stride + n;
         const std::vector<float> rows = Gaussian(n_rows * stride, 56), w = Gaussian(n_sets * w_stride, 57);
         std::vector<float> want(y_size, kGuard);
-        ref().weighted_sum(w.data(), w_stride, n_sets, rows.data(), stride, n_rows, n, want.data(), y_stride);
+        ref().weighted_sum(w.data(), w_stride, n_sets, rows.data(), stride, n_rows, n, want.data(), y_stride, false);
         Guarded got(y_size);
-        k().weighted_sum(w.data(), w_stride, n_sets, rows.data(), stride, n_rows, n, got.data(), y_stride);
+        k().weighted_sum(w.data(), w_stride, n_sets, rows.data(), stride, n_rows, n, got.data(), y_stride, false);
         EXPECT_TRUE(got.GuardsIntact()) << n;
         // The gaps between sets stay untouched too.
         EXPECT_TRUE(SameBits(want.data(), got.data(), y_size)) << n << " x " << n_rows << ", " << n_sets << " sets";
+        // Rows 0..a, then a+1.. accumulated: the bits of one call (a ring's two runs).
+        const int64_t a = n_rows / 2;
+        Guarded split(y_size);
+        k().weighted_sum(w.data(), w_stride, n_sets, rows.data(), stride, a, n, split.data(), y_stride, false);
+        k().weighted_sum(w.data() + a, w_stride, n_sets, rows.data() + a * stride, stride, n_rows - a, n, split.data(), y_stride, true);
+        EXPECT_TRUE(split.GuardsIntact()) << n;
+        for (int g = 0; g < n_sets; ++g)
+          EXPECT_TRUE(SameBits(want.data() + g * y_stride, split.data() + g * y_stride, n)) << n << " split at " << a;
       }
     }
   }
@@ -785,12 +801,37 @@ TEST(KernelOps, CausalAttention) {
   }
   std::vector<float> batched(n_tok * q_dim);
   ThreadPool pool(2);
-  CausalAttention(shape, q.data(), kc.data(), vc.data(), pos0, n_tok, batched.data(), &pool);
+  const KvView full{kc.data(), vc.data(), n_pos};
+  CausalAttention(shape, q.data(), full, pos0, n_tok, 0, batched.data(), &pool);
   EXPECT_LE(Nmse(expect.data(), batched.data(), batched.size()), 1e-12);
   for (int64_t t = 0; t < n_tok; ++t) {
     std::vector<float> one(q_dim);
-    CausalAttention(shape, q.data() + t * q_dim, kc.data(), vc.data(), pos0 + t, 1, one.data(), nullptr);
+    CausalAttention(shape, q.data() + t * q_dim, full, pos0 + t, 1, 0, one.data(), nullptr);
     EXPECT_TRUE(SameBits(batched.data() + t * q_dim, one.data(), q_dim)) << "token " << t;
+  }
+}
+
+// A sliding window over a ring: the same bits as the window over a full
+// cache, wherever the ring wraps; and a window as long as the context is
+// full attention.
+TEST(KernelOps, CausalAttentionWindowOverRing) {
+  const AttentionShape shape{4, 2, 16};
+  const int64_t q_dim = 4 * 16, kv_dim = 2 * 16, window = 5, pos0 = 11, n_tok = 3, n_pos = pos0 + n_tok;
+  const std::vector<float> q = Gaussian(n_tok * q_dim, 64), kc = Gaussian(n_pos * kv_dim, 65), vc = Gaussian(n_pos * kv_dim, 66);
+  std::vector<float> want(n_tok * q_dim), all(n_tok * q_dim), whole(n_tok * q_dim);
+  CausalAttention(shape, q.data(), KvView{kc.data(), vc.data(), n_pos}, pos0, n_tok, window, want.data(), nullptr);
+  CausalAttention(shape, q.data(), KvView{kc.data(), vc.data(), n_pos}, pos0, n_tok, 0, all.data(), nullptr);
+  CausalAttention(shape, q.data(), KvView{kc.data(), vc.data(), n_pos}, pos0, n_tok, n_pos, whole.data(), nullptr);
+  EXPECT_TRUE(SameBits(all.data(), whole.data(), all.size()));
+  EXPECT_FALSE(SameBits(all.data(), want.data(), all.size()));  // the window changes the answer
+  for (int64_t capacity : {window - 1 + n_tok, window + 2, int64_t{9}}) {
+    std::vector<float> rk(capacity * kv_dim), rv(capacity * kv_dim), got(n_tok * q_dim);
+    for (int64_t p = pos0 - window + 1; p < n_pos; ++p) {
+      std::memcpy(rk.data() + (p % capacity) * kv_dim, kc.data() + p * kv_dim, kv_dim * sizeof(float));
+      std::memcpy(rv.data() + (p % capacity) * kv_dim, vc.data() + p * kv_dim, kv_dim * sizeof(float));
+    }
+    CausalAttention(shape, q.data(), KvView{rk.data(), rv.data(), capacity}, pos0, n_tok, window, got.data(), nullptr);
+    EXPECT_TRUE(SameBits(want.data(), got.data(), want.size())) << "capacity " << capacity;
   }
 }
 
