@@ -469,6 +469,7 @@ int RunPerplexity(const PerplexityFlags& f) {
 struct DumpFlags {
   CommonFlags common;
   std::string prompt, prompt_file, out_dir, layers;
+  std::vector<int32_t> ids;  // --ids: the tokens themselves instead of a prompt
 };
 
 // "A-B" or "A" (inclusive); empty: every layer.
@@ -485,9 +486,12 @@ Result<LayerRange> ParseLayerRange(const std::string& spec, int n_layers) {
 }
 
 int RunDump(const DumpFlags& f) {
-  auto prompt_text = PromptText(f.prompt, f.prompt_file);
-  if (!prompt_text.ok()) return Fail(prompt_text.status());
-  const std::string& prompt = *prompt_text;
+  std::string prompt;
+  if (f.ids.empty()) {
+    auto prompt_text = PromptText(f.prompt, f.prompt_file);
+    if (!prompt_text.ok()) return Fail(prompt_text.status());
+    prompt = *prompt_text;
+  }
   if (Status st = MakeDirectories(f.out_dir); !st.ok()) return Fail(st);
   auto session = OpenSession(f.common);
   if (!session.ok()) return Fail(session.status());
@@ -511,8 +515,12 @@ int RunDump(const DumpFlags& f) {
     plan.push_back({{"rank", 0}, {"host", HostName()}, {"first_layer", 0}, {"last_layer", cfg.n_layers - 1}});
     for (int l = 0; l < cfg.n_layers; ++l) layer_owner[std::to_string(l)] = {{"rank", 0}, {"host", HostName()}};
   }
-  std::vector<int32_t> ids = s.tokenizer->Encode(prompt, s.tokenizer->add_bos());
+  std::vector<int32_t> ids = f.ids.empty() ? s.tokenizer->Encode(prompt, s.tokenizer->add_bos()) : f.ids;
   if (ids.empty()) return Fail(InvalidArgument("the prompt is empty"), s.pipeline.get());
+  for (int32_t id : ids)
+    if (id < 0 || id >= cfg.vocab)
+      return Fail(InvalidArgument("--ids: token id " + std::to_string(id) + " is outside the vocabulary of " + std::to_string(cfg.vocab)),
+                  s.pipeline.get());
   if (static_cast<int64_t>(ids.size()) > f.common.ctx)
     return Fail(InvalidArgument("the prompt has " + std::to_string(ids.size()) + " tokens, more than --ctx " + std::to_string(f.common.ctx)), s.pipeline.get());
   SequenceRequest req;
@@ -881,7 +889,9 @@ int RunCommand(int argc, char** argv, int rank) {
   AddCommon(d, &dmp.common, false);
   auto* dp = d->add_option("-p,--prompt", dmp.prompt, "prompt text");
   auto* df = d->add_option("-f,--file", dmp.prompt_file, "read the prompt from a file");
+  auto* di = d->add_option("--ids", dmp.ids, "the token ids themselves, A,B,C (instead of a prompt)")->delimiter(',');
   dp->excludes(df);
+  di->excludes(dp)->excludes(df);
   d->add_option("-o,--out", dmp.out_dir, "output directory (each rank writes the layers it owns)")->required();
   d->add_option("--layers", dmp.layers, "only these layers, A-B (default: all)");
 
@@ -998,8 +1008,8 @@ int RunCommand(int argc, char** argv, int rank) {
   if (b->parsed()) return RunBench(bch);
   if (sv->parsed()) return RunServe(srv);
   if (d->parsed()) {
-    if (dmp.prompt.empty() && dmp.prompt_file.empty()) {
-      std::fprintf(stderr, "strata dump: give a prompt with -p TEXT or -f FILE\n");
+    if (dmp.prompt.empty() && dmp.prompt_file.empty() && dmp.ids.empty()) {
+      std::fprintf(stderr, "strata dump: give a prompt with -p TEXT or -f FILE, or token ids with --ids\n");
       if (g_transport != nullptr) MpiPipeline::StopWorkers(*g_transport, "no prompt");
       return 2;
     }
