@@ -131,6 +131,16 @@ constexpr Preset kPresets[] = {
        c.expert_ffn = 768;
        return c;
      }},
+    // Small mixtures with the same structure and the full vocabulary (tests against llama.cpp).
+    {"qwen3moe-tiny", "8x64K",
+     [] {
+       ModelConfig c = Decoder("qwen3moe", 2, 64, 192, 4, 2, 32, 4096, 1e6f, 1e-6f, false);
+       c.qk_norm = true;
+       c.n_experts = 8;
+       c.n_experts_used = 2;
+       c.expert_ffn = 96;
+       return c;
+     }},
 };
 
 // ---------------------------------------------------------------------------
