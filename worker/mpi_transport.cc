@@ -8,7 +8,6 @@
 // blocking receive spins a core at 100%, which on a small machine steals the
 // core a computing stage needs.
 #include <mpi.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <cstdlib>
@@ -17,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/log.h"
 #include "common/trace.h"
 #include "worker/transport.h"
 
@@ -161,9 +161,7 @@ Result<std::unique_ptr<Transport>> InitMpiTransport(int* argc, char*** argv) {
   int rank = 0, size = 1;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &size);
-  char host[256] = {0};
-  ::gethostname(host, sizeof(host) - 1);
-  return std::unique_ptr<Transport>(new MpiTransport(rank, size, host));
+  return std::unique_ptr<Transport>(new MpiTransport(rank, size, HostName()));
 }
 
 void FinalizeMpi() { MPI_Finalize(); }
