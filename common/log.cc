@@ -6,6 +6,8 @@
 #include <cstdio>
 #include <mutex>
 
+#include <unistd.h>
+
 namespace strata {
 namespace {
 
@@ -47,6 +49,12 @@ void Log(LogLevel level, const char* format, ...) {
   }
   std::fprintf(stderr, "%s\n", text.c_str());
   std::fflush(stderr);
+}
+
+std::string HostName() {
+  char host[256] = {0};
+  ::gethostname(host, sizeof host - 1);
+  return host;
 }
 
 }  // namespace strata

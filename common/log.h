@@ -19,4 +19,7 @@ bool LogEnabled(LogLevel level);
 void SetLogRank(int rank, const std::string& host);
 void Log(LogLevel level, const char* format, ...) __attribute__((format(printf, 2, 3)));
 
+// This machine's name, as log lines, traces and dump manifests show it.
+std::string HostName();
+
 }  // namespace strata

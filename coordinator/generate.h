@@ -8,7 +8,7 @@
 
 #include "common/status.h"
 #include "coordinator/pipeline.h"
-#include "coordinator/sampler.h"
+#include "worker/sampler.h"
 #include "model/tokenizer.h"
 
 namespace strata {

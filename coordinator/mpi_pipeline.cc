@@ -159,6 +159,26 @@ void MpiPipeline::Shutdown(const std::string& error) {
   }
 }
 
+std::vector<RankTrace> MpiPipeline::TakeTraces() {
+  std::vector<RankTrace> out;
+  for (const wire::TraceChunk& c : traces_) out.push_back({c.rank(), c.host(), c.events_json(), c.summary()});
+  traces_.clear();
+  return out;
+}
+
+std::vector<StagePlacement> MpiPipeline::Placement() const {
+  std::vector<StagePlacement> out;
+  for (size_t i = 0; i < plan_.stages.size(); ++i) {
+    const int rank = stage_ranks_[i];
+    out.push_back({rank, hosts_[rank], plan_.stages[i].layers});
+  }
+  return out;
+}
+
+void MpiPipeline::EnableDump(const std::string& dir, LayerRange layers) {
+  if (stage_) stage_->EnableDump(dir, layers);
+}
+
 Result<Message> MpiPipeline::AwaitFromWorkers(double timeout_s) {
   STRATA_ASSIGN_OR_RETURN(Message m, transport_.Receive(-1, timeout_s));
   if (m.envelope.has_control() && m.envelope.control().kind() == wire::Control::KIND_ERROR) {

@@ -46,14 +46,12 @@ class MpiPipeline : public Pipeline {
   Status Free(uint64_t seq_id) override;
   int n_stages() const override { return static_cast<int>(stage_ranks_.size()); }
   Result<std::vector<StageStats>> Stats() override;
-  const LayerPlan& plan() const { return plan_; }
-  const std::vector<int>& stage_ranks() const { return stage_ranks_; }
-  const std::vector<std::string>& hosts() const { return hosts_; }  // by rank
-  Stage* local_stage() { return stage_.get(); }
-  // Ends the job; `error` non-empty makes every worker exit non-zero.
-  void Shutdown(const std::string& error);
+  std::vector<StagePlacement> Placement() const override;
+  // Rank 0's own stage, when it has one; the workers dump by their flags.
+  void EnableDump(const std::string& dir, LayerRange layers) override;
+  void Shutdown(const std::string& error) override;
   // With --trace: the workers' trace chunks, collected at shutdown.
-  std::vector<wire::TraceChunk> TakeTraces() { return std::move(traces_); }
+  std::vector<RankTrace> TakeTraces() override;
 
  private:
   MpiPipeline(Transport& t, const ModelConfig& cfg) : transport_(t), cfg_(cfg) {}

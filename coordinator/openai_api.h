@@ -19,7 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "coordinator/chat_template.h"
-#include "coordinator/sampler.h"
+#include "worker/sampler.h"
 #include "model/tokenizer.h"
 
 namespace strata {

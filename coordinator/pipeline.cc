@@ -3,6 +3,8 @@
 
 #include <chrono>
 
+#include "common/log.h"
+
 namespace strata {
 
 Result<std::vector<SequenceResult>> Pipeline::Forward(const std::vector<SequenceRequest>& batch) {
@@ -72,6 +74,10 @@ Result<std::vector<StageStats>> LocalPipeline::Stats() {
   s.rss_bytes = ResidentBytes();
   s.kv_bytes = stage_->kv_bytes();
   return std::vector<StageStats>{s};
+}
+
+std::vector<StagePlacement> LocalPipeline::Placement() const {
+  return {StagePlacement{0, HostName(), {0, config().n_layers - 1}}};
 }
 
 }  // namespace strata

@@ -33,6 +33,21 @@ struct BatchOutput {
   std::vector<SequenceResult> results;  // one per request, in request order
 };
 
+// Where a stage runs and which layers it holds.
+struct StagePlacement {
+  int rank = 0;
+  std::string host;
+  LayerRange layers;
+};
+
+// Another rank's trace events (--trace), collected when the job ends.
+struct RankTrace {
+  int rank = 0;
+  std::string host;
+  std::string events_json;  // trace-event objects, comma-separated, ready to splice into one file
+  std::string summary;      // one line: compute, send, receive, waiting
+};
+
 class Pipeline {
  public:
   virtual ~Pipeline() = default;
@@ -49,6 +64,19 @@ class Pipeline {
   virtual int n_stages() const = 0;
   // Every stage's counters, in stage order. Only with no batch in flight.
   virtual Result<std::vector<StageStats>> Stats() = 0;
+  // The stages in order: rank, host and layers.
+  virtual std::vector<StagePlacement> Placement() const = 0;
+  // `strata dump`: the stage in this process (if any) writes the residual
+  // stream of its layers within `layers` into `dir` (the other ranks' stages
+  // are told by their own flags).
+  virtual void EnableDump(const std::string& dir, LayerRange layers) = 0;
+  // Ends the job on every rank; `error` non-empty makes the other ranks exit
+  // non-zero. Nothing may be submitted afterwards. Called again, it does
+  // nothing.
+  virtual void Shutdown(const std::string& error) {}
+  // After Shutdown, with --trace: the other ranks' trace events (this
+  // process's own are in Tracer::Get()).
+  virtual std::vector<RankTrace> TakeTraces() { return {}; }
 
   // Submit + Wait, with nothing else in flight.
   Result<std::vector<SequenceResult>> Forward(const std::vector<SequenceRequest>& batch);
@@ -66,6 +94,8 @@ class LocalPipeline : public Pipeline {
   Status Free(uint64_t seq_id) override;
   int n_stages() const override { return 1; }
   Result<std::vector<StageStats>> Stats() override;
+  std::vector<StagePlacement> Placement() const override;
+  void EnableDump(const std::string& dir, LayerRange layers) override { stage_->EnableDump(dir, layers); }
   Stage& stage() { return *stage_; }
 
  private:

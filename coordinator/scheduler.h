@@ -38,7 +38,7 @@
 
 #include "common/status.h"
 #include "coordinator/pipeline.h"
-#include "coordinator/sampler.h"
+#include "worker/sampler.h"
 
 namespace strata {
 

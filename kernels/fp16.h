@@ -12,7 +12,11 @@
 #include <cstdint>
 #include <cstring>
 
+#include "kernels/isa_namespace.h"
+
 namespace strata {
+// Compiled into the ISA files too: one copy per ISA (isa_namespace.h).
+inline namespace STRATA_ISA_NAMESPACE {
 
 inline uint32_t F32Bits(float f) {
   uint32_t u;
@@ -79,4 +83,5 @@ inline uint16_t F32ToBf16(float f) {
   return static_cast<uint16_t>((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
 }
 
+}  // namespace STRATA_ISA_NAMESPACE
 }  // namespace strata

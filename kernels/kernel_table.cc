@@ -15,16 +15,6 @@
 namespace strata {
 namespace {
 
-// What the CPU and the OS offer, read from CPUID and XCR0 directly: gcc's
-// and clang's __builtin_cpu_supports disagree on the names they accept
-// (clang 14 has no "f16c"), and a feature is usable only when the OS saves
-// its registers on a context switch (OSXSAVE, then XCR0's state bits), which
-// the builtins check and a bare CPUID bit does not.
-struct CpuFeatures {
-  bool avx2 = false;    // AVX2 + FMA + F16C + BMI2 with YMM state enabled: the avx2 kernels' -m flags
-  bool avx512 = false;  // AVX-512 F/BW/VL/DQ/VNNI with ZMM and opmask state enabled, on top of avx2
-};
-
 #if defined(__x86_64__) || defined(__i386__)
 uint64_t XGetBv0() {
   uint32_t eax = 0, edx = 0;
@@ -32,46 +22,27 @@ uint64_t XGetBv0() {
   return (static_cast<uint64_t>(edx) << 32) | eax;
 }
 
-CpuFeatures ReadCpuFeatures() {
-  CpuFeatures f;
-  unsigned eax, ebx, ecx1, edx;
-  if (!__get_cpuid(1, &eax, &ebx, &ecx1, &edx)) return f;
-  const auto bit = [](unsigned reg, int n) { return ((reg >> n) & 1u) != 0; };
-  // Leaf 1 ECX: FMA 12, OSXSAVE 27, AVX 28, F16C 29.
-  if (!bit(ecx1, 27) || !bit(ecx1, 28)) return f;
-  const uint64_t xcr0 = XGetBv0();
-  if ((xcr0 & 0x6) != 0x6) return f;  // XMM and YMM state
-  unsigned ebx7, ecx7;
-  if (!__get_cpuid_count(7, 0, &eax, &ebx7, &ecx7, &edx)) return f;
-  // Leaf 7.0 EBX: AVX2 5, BMI2 8, AVX512F 16, AVX512DQ 17, AVX512BW 30,
-  // AVX512VL 31; ECX: AVX512_VNNI 11.
-  f.avx2 = bit(ebx7, 5) && bit(ecx1, 12) && bit(ecx1, 29) && bit(ebx7, 8);
-  const bool zmm_state = (xcr0 & 0xE0) == 0xE0;  // opmask, ZMM_Hi256, Hi16_ZMM
-  f.avx512 = f.avx2 && zmm_state && bit(ebx7, 16) && bit(ebx7, 30) && bit(ebx7, 31) && bit(ebx7, 17) &&
-             bit(ecx7, 11);
-  return f;
+internal::CpuidBits ReadCpuidBits() {
+  internal::CpuidBits b;
+  unsigned eax, ebx, ecx, edx;
+  if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return b;
+  b.leaf1_ecx = ecx;
+  // XGETBV faults unless the OS has enabled it (OSXSAVE, leaf 1 ECX bit 27).
+  if ((ecx >> 27) & 1u) b.xcr0 = XGetBv0();
+  if (__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) {
+    b.has_leaf7 = true;
+    b.leaf7_ebx = ebx;
+    b.leaf7_ecx = ecx;
+  }
+  return b;
 }
 #else
-CpuFeatures ReadCpuFeatures() { return {}; }
+internal::CpuidBits ReadCpuidBits() { return {}; }
 #endif
 
-const CpuFeatures& Cpu() {
-  static const CpuFeatures f = ReadCpuFeatures();
+const internal::CpuFeatures& Cpu() {
+  static const internal::CpuFeatures f = internal::FeaturesFromCpuid(ReadCpuidBits());
   return f;
-}
-
-bool CpuHasAvx2() { return Cpu().avx2; }
-bool CpuHasAvx512() { return Cpu().avx512; }
-
-Isa PickIsa() {
-  Isa best = Isa::kRef;
-  if (IsaAvailable(Isa::kAvx2)) best = Isa::kAvx2;
-  if (IsaAvailable(Isa::kAvx512)) best = Isa::kAvx512;
-  const char* env = std::getenv("STRATA_ISA");
-  if (env == nullptr) return best;
-  for (Isa isa : {Isa::kRef, Isa::kAvx2, Isa::kAvx512})
-    if (std::strcmp(env, IsaName(isa)) == 0 && IsaAvailable(isa)) return isa;
-  return best;
 }
 
 }  // namespace
@@ -85,23 +56,50 @@ const char* IsaName(Isa isa) {
   return "?";
 }
 
-bool IsaAvailable(Isa isa) {
-  switch (isa) {
-    case Isa::kRef: return true;
-    case Isa::kAvx2: return internal::Avx2KernelTable() != nullptr && CpuHasAvx2();
-    case Isa::kAvx512: return internal::Avx512KernelTable() != nullptr && CpuHasAvx512();
-  }
-  return false;
-}
+bool IsaAvailable(Isa isa) { return internal::IsaSupported(Cpu(), isa); }
 
 Isa ActiveIsaKind() {
-  static const Isa isa = PickIsa();  // thread-safe one-time init
+  static const Isa isa = internal::ChooseIsa(Cpu(), std::getenv("STRATA_ISA"));  // thread-safe one-time init
   return isa;
 }
 
 const char* ActiveIsa() { return IsaName(ActiveIsaKind()); }
 
 namespace internal {
+
+CpuFeatures FeaturesFromCpuid(const CpuidBits& b) {
+  CpuFeatures f;
+  const auto bit = [](uint64_t reg, int n) { return ((reg >> n) & 1u) != 0; };
+  // Leaf 1 ECX: FMA 12, OSXSAVE 27, AVX 28, F16C 29.
+  if (!bit(b.leaf1_ecx, 27) || !bit(b.leaf1_ecx, 28) || !b.has_leaf7) return f;
+  if ((b.xcr0 & 0x6) != 0x6) return f;  // XMM and YMM state
+  // Leaf 7.0 EBX: AVX2 5, BMI2 8, AVX512F 16, AVX512DQ 17, AVX512BW 30,
+  // AVX512VL 31; ECX: AVX512_VNNI 11.
+  f.avx2 = bit(b.leaf7_ebx, 5) && bit(b.leaf1_ecx, 12) && bit(b.leaf1_ecx, 29) && bit(b.leaf7_ebx, 8);
+  const bool zmm_state = (b.xcr0 & 0xE0) == 0xE0;  // opmask, ZMM_Hi256, Hi16_ZMM
+  f.avx512 = f.avx2 && zmm_state && bit(b.leaf7_ebx, 16) && bit(b.leaf7_ebx, 30) && bit(b.leaf7_ebx, 31) &&
+             bit(b.leaf7_ebx, 17) && bit(b.leaf7_ecx, 11);
+  return f;
+}
+
+bool IsaSupported(const CpuFeatures& cpu, Isa isa) {
+  switch (isa) {
+    case Isa::kRef: return true;
+    case Isa::kAvx2: return cpu.avx2;
+    case Isa::kAvx512: return cpu.avx512;
+  }
+  return false;
+}
+
+Isa ChooseIsa(const CpuFeatures& cpu, const char* forced) {
+  Isa best = Isa::kRef;
+  if (IsaSupported(cpu, Isa::kAvx2)) best = Isa::kAvx2;
+  if (IsaSupported(cpu, Isa::kAvx512)) best = Isa::kAvx512;
+  if (forced == nullptr) return best;
+  for (Isa isa : {Isa::kRef, Isa::kAvx2, Isa::kAvx512})
+    if (std::strcmp(forced, IsaName(isa)) == 0 && IsaSupported(cpu, isa)) return isa;
+  return best;
+}
 
 namespace {
 int64_t Round64(int64_t bytes) { return (bytes + 63) & ~int64_t{63}; }
@@ -130,8 +128,8 @@ ActFormat ActFormatFor(TensorType type) {
 const KernelTable& KernelsFor(Isa isa) {
   STRATA_CHECK_MSG(IsaAvailable(isa), "kernel ISA not available on this CPU");
   switch (isa) {
-    case Isa::kAvx2: return *Avx2KernelTable();
-    case Isa::kAvx512: return *Avx512KernelTable();
+    case Isa::kAvx2: return Avx2KernelTable();
+    case Isa::kAvx512: return Avx512KernelTable();
     default: return RefKernelTable();
   }
 }

@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "kernels/isa.h"
+#include "kernels/isa_namespace.h"
 #include "kernels/tensor_type.h"
 
 namespace strata::internal {
@@ -90,6 +91,9 @@ using WeightedSumFn = void (*)(const float* w, int64_t w_stride, int n_sets, con
 // / 2) when neox, else (2i, 2i + 1); (a, b) -> (a * c - b * s, b * c + a * s).
 using RopeRotateFn = void (*)(float* v, int n_heads, int head_dim, const float* cos, const float* sin, bool neox);
 
+// Compiled into the ISA files too: one copy per ISA (isa_namespace.h).
+inline namespace STRATA_ISA_NAMESPACE {
+
 // Slot of a type with an integer dot product in KernelTable::qdot, or -1.
 inline int QDotSlot(TensorType type) {
   switch (type) {
@@ -114,6 +118,8 @@ inline int QDotX8Slot(TensorType type) {
   }
 }
 
+}  // namespace STRATA_ISA_NAMESPACE
+
 struct KernelTable {
   Isa isa;
   DotTileFn dot_tile;
@@ -135,6 +141,7 @@ struct KernelTable {
   RopeRotateFn rope_rotate;
 };
 
+inline namespace STRATA_ISA_NAMESPACE {  // as the slots above
 // Slot of a computable type in KernelTable::dequant, or -1.
 inline int DequantSlot(TensorType type) {
   switch (type) {
@@ -150,12 +157,34 @@ inline int DequantSlot(TensorType type) {
     default: return -1;
   }
 }
+}  // namespace STRATA_ISA_NAMESPACE
 
-// Tables of each ISA. The avx2/avx512 accessors return nullptr when the build
-// lacks them; use IsaAvailable() before running one.
+// Tables of each ISA (every build has all three). Run an ISA's table only
+// where IsaAvailable() says the CPU has it.
 const KernelTable& RefKernelTable();
-const KernelTable* Avx2KernelTable();
-const KernelTable* Avx512KernelTable();
+const KernelTable& Avx2KernelTable();
+const KernelTable& Avx512KernelTable();
+
+// ---------------------------------------------------------------------------
+// The dispatch decision (kernel_table.cc), a pure function of what CPUID and
+// XGETBV report so that tests can put any CPU to it
+// ---------------------------------------------------------------------------
+struct CpuidBits {
+  uint32_t leaf1_ecx = 0;  // CPUID.1:ECX
+  bool has_leaf7 = false;  // leaf 7 exists
+  uint32_t leaf7_ebx = 0;  // CPUID.(7,0):EBX
+  uint32_t leaf7_ecx = 0;  // CPUID.(7,0):ECX
+  uint64_t xcr0 = 0;       // XGETBV(0): register state the OS saves; 0 without OSXSAVE
+};
+struct CpuFeatures {
+  bool avx2 = false;    // AVX2 + FMA + F16C + BMI2 with YMM state enabled: the avx2 files' -m flags
+  bool avx512 = false;  // AVX-512 F/BW/VL/DQ/VNNI with opmask and ZMM state enabled, on top of avx2
+};
+CpuFeatures FeaturesFromCpuid(const CpuidBits& bits);
+bool IsaSupported(const CpuFeatures& cpu, Isa isa);
+// The best supported ISA, or `forced` (STRATA_ISA's value; null when unset)
+// when it names a supported one.
+Isa ChooseIsa(const CpuFeatures& cpu, const char* forced);
 
 // The table of `isa` (must be available), and the active one.
 const KernelTable& KernelsFor(Isa isa);

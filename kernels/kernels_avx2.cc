@@ -242,7 +242,7 @@ void DequantQ6KAvx2(const void* src, float* dst, int64_t n) {
 
 }  // namespace
 
-const KernelTable* Avx2KernelTable() {
+const KernelTable& Avx2KernelTable() {
   static const KernelTable table = [] {
     KernelTable t = {Isa::kAvx2,
                      DotTileAvx2,
@@ -260,7 +260,7 @@ const KernelTable* Avx2KernelTable() {
     FillOps(&t);  // ops_simd.h on pairs of ymm
     return t;
   }();
-  return &table;
+  return table;
 }
 
 }  // namespace strata::internal

@@ -83,18 +83,18 @@ void DotTileAvx512(const float* w, int64_t ws, int64_t n_rows, const float* x, i
 
 }  // namespace
 
-const KernelTable* Avx512KernelTable() {
+const KernelTable& Avx512KernelTable() {
   // Dequantizers come from the AVX2 table: AVX-512 machines run AVX2 code,
   // and dequantization is exact either way.
   static const KernelTable table = [] {
-    KernelTable t = *Avx2KernelTable();
+    KernelTable t = Avx2KernelTable();
     t.isa = Isa::kAvx512;
     t.dot_tile = DotTileAvx512;
     FillQDot(&t);  // qdot_simd.h built with AVX512-VNNI: vpdpbusd / vpdpwssd
     FillOps(&t);  // ops_simd.h on zmm
     return t;
   }();
-  return &table;
+  return table;
 }
 
 }  // namespace strata::internal

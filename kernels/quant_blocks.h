@@ -11,6 +11,8 @@
 
 #include <cstdint>
 
+#include "kernels/isa_namespace.h"
+
 namespace strata {
 
 inline constexpr int kQK = 32;    // elements per legacy block
@@ -59,6 +61,8 @@ struct BlockQ4_K {
 };
 static_assert(sizeof(BlockQ4_K) == 144, "Q4_K block must be 144 bytes");
 
+// Compiled into the ISA files too: one copy per ISA (isa_namespace.h).
+inline namespace STRATA_ISA_NAMESPACE {
 // The 6-bit (scale, min) pair of sub-block s (0..7) of a Q4_K / Q5_K block.
 inline void UnpackScaleMinK4(int s, const uint8_t* scales, int* sc, int* m) {
   if (s < 4) {
@@ -69,6 +73,7 @@ inline void UnpackScaleMinK4(int s, const uint8_t* scales, int* sc, int* m) {
     *m = (scales[s + 4] >> 4) | ((scales[s] >> 6) << 4);
   }
 }
+}  // namespace STRATA_ISA_NAMESPACE
 
 // Q5_K: as Q4_K plus a 5th bit per weight, 5.5 bits/weight.
 //   y = (d * sc[s]) * q - (dmin * m[s]),  q = nibble | bit(qh[l], s) << 4 in [0, 31]

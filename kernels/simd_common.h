@@ -4,13 +4,17 @@
 
 #include <immintrin.h>
 
+#include "kernels/isa_namespace.h"
+
 namespace strata::internal {
+inline namespace STRATA_ISA_NAMESPACE {  // one copy per ISA (isa_namespace.h)
 
 // GCC contracts a separate multiply and add of vector intrinsics into an FMA
-// under its default -ffp-contract=fast (C++ modes included). Dequantization
-// must round like the scalar reference (multiply, round, subtract, round), so
-// products that must stay rounded pass through this opaque barrier. It emits
-// no instruction.
+// under its default -ffp-contract=fast (C++ modes included). The kernels are
+// built with -ffp-contract=off (CMakeLists.txt); dequantization must round
+// like the scalar reference (multiply, round, subtract, round) even in a file
+// built without it, so products that must stay rounded also pass through this
+// opaque barrier. It emits no instruction.
 inline __m256 NoContract(__m256 v) {
   asm("" : "+x"(v));
   return v;
@@ -34,4 +38,5 @@ inline float ReduceLanes16(__m256 lo, __m256 hi) {
   return _mm_cvtss_f32(s1);
 }
 
+}  // namespace STRATA_ISA_NAMESPACE
 }  // namespace strata::internal

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "common/status.h"
+#include "kernels/isa_namespace.h"
 
 namespace strata {
 
@@ -39,7 +40,9 @@ struct TypeTraits {
 // Traits of a ggml type id, or nullptr when strata does not know the id.
 const TypeTraits* FindTypeTraits(uint32_t ggml_type_id);
 const TypeTraits& Traits(TensorType type);
+inline namespace STRATA_ISA_NAMESPACE {  // included by the ISA files (isa_namespace.h)
 inline const char* TypeName(TensorType type) { return Traits(type).name; }
+}  // namespace STRATA_ISA_NAMESPACE
 // Parses "q4_k", "Q4_K", "bf16", ... (case-insensitive).
 Result<TensorType> ParseTypeName(const std::string& name);
 

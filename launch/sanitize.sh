@@ -25,7 +25,7 @@ export LSAN_OPTIONS=print_suppressions=0
 echo "sanitize: building build-asan/ (-fsanitize=address,undefined)"
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" \
   -DSTRATA_SANITIZE=ON >/dev/null
-cmake --build build-asan -j"$(nproc)" --target strata strata_unit_tests strata_fuzz_replay
+cmake --build build-asan -j"$(nproc)" --target strata strata_faults strata_unit_tests strata_fuzz_replay
 cd build-asan
 # Every 7th byte of the truncation sweep (every byte in the normal build).
 export STRATA_SWEEP_STRIDE=7

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "common/status.h"
-#include "coordinator/sampler.h"
+#include "worker/sampler.h"
 #include "worker/stage.h"
 
 namespace strata {

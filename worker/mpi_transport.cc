@@ -8,7 +8,6 @@
 // blocking receive spins a core at 100%, which on a small machine steals the
 // core a computing stage needs.
 #include <mpi.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <cstdlib>
@@ -17,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/log.h"
 #include "common/trace.h"
 #include "worker/transport.h"
 
@@ -50,7 +50,8 @@ bool WaitFor(int source, int tag, MPI_Status* status, double timeout_s = 0) {
 
 class MpiTransport : public Transport {
  public:
-  MpiTransport(int rank, int size, std::string host) : rank_(rank), size_(size), host_(std::move(host)) {}
+  MpiTransport(int rank, int size, std::string host, BetweenHeaderAndPayloadHook test_hook)
+      : rank_(rank), size_(size), host_(std::move(host)), test_hook_(std::move(test_hook)) {}
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   const std::string& host() const override { return host_; }
@@ -68,6 +69,10 @@ class MpiTransport : public Transport {
     if (MPI_Isend(send->header.data(), static_cast<int>(send->header.size()), MPI_BYTE, dest, kTagEnvelope, MPI_COMM_WORLD,
                   &send->requests[send->n_requests++]) != MPI_SUCCESS)
       return IoError("MPI_Isend to rank " + std::to_string(dest) + " failed");
+    if (test_hook_ && !send->payload.empty()) {
+      MPI_Wait(&send->requests[0], MPI_STATUS_IGNORE);  // the header has left
+      test_hook_(*this, dest, e);
+    }
     if (!send->payload.empty() &&
         MPI_Isend(send->payload.data(), static_cast<int>(send->payload.size()), MPI_BYTE, dest, kTagPayload, MPI_COMM_WORLD,
                   &send->requests[send->n_requests++]) != MPI_SUCCESS)
@@ -110,8 +115,12 @@ class MpiTransport : public Transport {
     const uint64_t want = PayloadBytes(m.envelope);
     if (want > 0) {
       if (want > (uint64_t{1} << 31)) return DataLoss("message from rank " + std::to_string(m.source) + " announces a payload of " + std::to_string(want) + " bytes");
+      // The payload follows its header at once; a sender that stops (or
+      // whose link goes down) between the two is found by the same deadline.
       MPI_Status pst;
-      WaitFor(m.source, kTagPayload, &pst);
+      if (!WaitFor(m.source, kTagPayload, &pst, timeout_s))
+        return DeadlineExceeded("rank " + std::to_string(m.source) + " sent a header announcing " + std::to_string(want) +
+                                " payload bytes, but no payload within " + std::to_string(timeout_s) + " s");
       int pcount = 0;
       MPI_Get_count(&pst, MPI_BYTE, &pcount);
       if (static_cast<uint64_t>(pcount) != want)
@@ -144,6 +153,7 @@ class MpiTransport : public Transport {
 
   int rank_, size_;
   std::string host_;
+  BetweenHeaderAndPayloadHook test_hook_;
   std::deque<std::unique_ptr<PendingSend>> pending_;
 };
 
@@ -155,15 +165,13 @@ bool LaunchedByMpi() {
   return false;
 }
 
-Result<std::unique_ptr<Transport>> InitMpiTransport(int* argc, char*** argv) {
+Result<std::unique_ptr<Transport>> InitMpiTransport(int* argc, char*** argv, BetweenHeaderAndPayloadHook test_hook) {
   int provided = 0;
   if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) return IoError("MPI_Init failed");
   int rank = 0, size = 1;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &size);
-  char host[256] = {0};
-  ::gethostname(host, sizeof(host) - 1);
-  return std::unique_ptr<Transport>(new MpiTransport(rank, size, host));
+  return std::unique_ptr<Transport>(new MpiTransport(rank, size, HostName(), std::move(test_hook)));
 }
 
 void FinalizeMpi() { MPI_Finalize(); }

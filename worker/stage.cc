@@ -198,8 +198,6 @@ Status Stage::ForwardObserved(const std::vector<BatchEntry>& batch, float* x,
       LayerForward(cfg_, layers_[l], spans, rope_, x, scratch_, pool_);
     }
     const int layer = layers_[l].layer;
-    if (layer == fault_layer_)
-      for (int64_t i = 0; i < n_tok * hidden; ++i) x[i] += 0.05f;
     if (observe) observe(layer, x, n_tok);
     if (!dump_dir_.empty() && dump_layers_.contains(layer)) {
       char name[32];
@@ -236,11 +234,6 @@ void Stage::FreeSequence(uint64_t seq_id) { caches_.erase(seq_id); }
 void Stage::EnableDump(const std::string& dir, LayerRange layers) {
   dump_dir_ = dir;
   dump_layers_ = layers;
-  // The fault switch is read here: it exists for dump / diff tests only.
-  const char* layer = std::getenv("STRATA_FAULT_LAYER");
-  const char* rank = std::getenv("STRATA_FAULT_RANK");
-  fault_layer_ = -1;
-  if (layer != nullptr && (rank == nullptr || std::atoi(rank) == rank_)) fault_layer_ = std::atoi(layer);
 }
 
 int64_t Stage::CachedLength(uint64_t seq_id) const {

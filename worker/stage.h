@@ -96,10 +96,6 @@ class Stage {
   // as .npy files into `dir`: embeddings.npy (first stage), layer_NNN.npy
   // after each owned layer inside `layers`, final_norm.npy (last stage).
   void EnableDump(const std::string& dir, LayerRange layers);
-  // Test-only fault switch: STRATA_FAULT_LAYER=L (with STRATA_FAULT_RANK=R
-  // naming the rank, when given) adds a small offset to layer L's output on
-  // the stage that owns it, so that `strata diff` can be shown to find it.
-  void SetRank(int rank) { rank_ = rank; }
   int64_t CachedLength(uint64_t seq_id) const;
   // Bytes of weights this stage maps and touches, and of its layers'
   // per-sequence state now.
@@ -132,8 +128,6 @@ class Stage {
   std::vector<float> norm_rows_;
   std::string dump_dir_;
   LayerRange dump_layers_{0, -1};
-  int rank_ = 0;
-  int fault_layer_ = -1;
 };
 
 }  // namespace strata

@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <cstdlib>
 #include <filesystem>
 
 #include "common/log.h"
@@ -29,24 +28,6 @@ wire::Envelope ErrorEnvelope(const Transport& t, const std::string& text) {
   c->set_rank(t.rank());
   c->set_host(t.host());
   return e;
-}
-
-void CorruptForTest(int rank, wire::Envelope* e, std::vector<uint8_t>* payload) {
-  static const char* kind = std::getenv("STRATA_TEST_CORRUPT");
-  static bool done = false;
-  if (kind == nullptr || done) return;
-  const char* on = std::getenv("STRATA_TEST_CORRUPT_RANK");
-  if ((on == nullptr ? 0 : std::atoi(on)) != rank) return;
-  done = true;
-  wire::ForwardBatch* fb = e->mutable_forward();
-  const std::string k = kind;
-  if (k == "hidden") fb->set_hidden(fb->hidden() - 1);
-  if (k == "n_tok" && fb->entries_size() > 0) fb->mutable_entries(0)->set_n_tok(fb->entries(0).n_tok() + 1);
-  if (k == "payload" && payload->size() >= 4) {
-    payload->resize(payload->size() - 4);
-    fb->set_payload_bytes(payload->size());
-  }
-  if (k == "dtype") fb->set_dtype(static_cast<wire::DType>(77));
 }
 
 StageStats StageRunner::Stats() const {
@@ -136,7 +117,6 @@ Status StageRunner::HandleForward(const wire::ForwardBatch& batch, const std::ve
     fb->set_dtype(wire_dtype_);
     std::vector<uint8_t> bytes = EncodeActivations(wire_dtype_, x_.data(), n_tok, cfg.hidden);
     fb->set_payload_bytes(bytes.size());
-    CorruptForTest(transport_.rank(), &out, &bytes);
     count(n_tok);
     counters_.bytes_sent += bytes.size();
     return transport_.Send(next_rank_, out, bytes);
@@ -259,7 +239,6 @@ int RunWorker(Transport& t, const WorkerOptions& opts) {
     Status dump_ok = opts.dump_dir.empty() ? Status::Ok() : MakeDirectories(opts.dump_dir);
     if (loaded.ok() && dump_ok.ok()) {
       stage = std::move(loaded).value();
-      stage->SetRank(t.rank());
       if (!opts.dump_dir.empty()) stage->EnableDump(opts.dump_dir, opts.dump_layers);
       ready.mutable_ready()->set_weight_bytes(stage->weight_bytes());
       Log(LogLevel::kDebug, "loaded layers %d-%d (%.1f MiB)", mine->first_layer(), mine->last_layer(),

@@ -43,12 +43,6 @@ class StageRunner {
   uint64_t last_batch_id_ = 0;
 };
 
-// Test-only fault injection for the malformed-message tests:
-// STRATA_TEST_CORRUPT=hidden|n_tok|payload|dtype makes the rank named by
-// STRATA_TEST_CORRUPT_RANK (default 0) corrupt the first forward header it
-// sends on, so that the receiver's validation can be seen to catch it.
-void CorruptForTest(int rank, wire::Envelope* e, std::vector<uint8_t>* payload);
-
 // A stage's counters on the wire and back.
 wire::StageStats StatsToWire(const StageStats& s);
 StageStats StatsFromWire(const wire::StageStats& w);

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -29,7 +30,8 @@ class Transport {
   // Sends the envelope, then the payload when non-empty.
   virtual Status Send(int dest, const wire::Envelope& envelope, std::span<const uint8_t> payload = {}) = 0;
   // Blocks until a message arrives from `source` (-1: any rank), or fails
-  // with DeadlineExceeded after `timeout_s` seconds (0: no limit). Waiting
+  // with DeadlineExceeded after `timeout_s` seconds (0: no limit) without a
+  // header, or as long again after a header without its payload. Waiting
   // yields the core (no busy spinning), so a waiting stage leaves the CPU to
   // the stages that compute.
   virtual Result<Message> Receive(int source = -1, double timeout_s = 0) = 0;
@@ -40,11 +42,18 @@ class Transport {
   virtual void Flush() {}
 };
 
+// Test-only: called by the MPI transport on the sending rank after a
+// message's header has left and before its payload is sent (messages with a
+// payload only). Fault tests use it to stop a rank between the two
+// (worker/fault_injection.h); the strata binary never sets it.
+using BetweenHeaderAndPayloadHook = std::function<void(const Transport& self, int dest, const wire::Envelope& header)>;
+
 // The MPI transport. Init() is called once per process, before anything
 // else; Finalize() at the end. Only when the process was started by mpirun
 // (or another MPI launcher) is MPI used at all.
 bool LaunchedByMpi();
-Result<std::unique_ptr<Transport>> InitMpiTransport(int* argc, char*** argv);
+Result<std::unique_ptr<Transport>> InitMpiTransport(int* argc, char*** argv,
+                                                    BetweenHeaderAndPayloadHook test_hook = nullptr);
 void FinalizeMpi();
 // Ends every rank of the job at once (used when a rank is unresponsive).
 [[noreturn]] void AbortMpi(int code);

@@ -2,13 +2,14 @@
 """Layer-split debugging end to end: `strata dump` of the shared HF model
 diffs against transformers' hidden states within 1e-4 relative L2 at every
 layer; dumps from 1 rank and 4 ranks are identical; a deliberately broken
-layer (STRATA_FAULT_LAYER on one rank) is found by `strata diff`, which names
-that layer and the rank that computed it; numpy loads the dumped files.
+layer (rank 2 perturbs the activations it receives, in the strata_faults
+test binary) is found by `strata diff`, which names rank 2's first layer and
+that rank; numpy loads the dumped files.
 
-Run by ctest: test_dump.py BINARY SHARED_DIR. Prints 'N passed, N failed'."""
+Run by ctest: test_dump.py BINARY SHARED_DIR FAULTS_BINARY. Prints 'N passed, N failed'."""
 import json, os, subprocess, sys, tempfile
 
-BIN, SHARED = sys.argv[1], sys.argv[2]
+BIN, SHARED, FAULTS = sys.argv[1], sys.argv[2], sys.argv[3]
 HF = os.path.join(SHARED, "models", "smol-shakespeare")
 REF = os.path.join(SHARED, "reference", "smol-shakespeare.hidden_states.npy")
 ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
@@ -20,8 +21,8 @@ def check(name, ok, detail=""):
     print(f"{'PASS' if ok else 'FAIL'} {name}{': ' + detail if detail and not ok else ''}", flush=True)
 
 
-def run(args, ranks=0, env=ENV, timeout=240):
-    cmd = [BIN, *args]
+def run(args, ranks=0, env=ENV, timeout=240, binary=BIN):
+    cmd = [binary, *args]
     if ranks:
         cmd = ["mpirun", "--oversubscribe", "--bind-to", "none", "-np", str(ranks), *cmd]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
@@ -58,8 +59,8 @@ with tempfile.TemporaryDirectory() as d:
     check("manifest names the rank of each layer", man["layers"]["20"]["rank"] == 2 and man["prompt_ids"][:3] == [650, 1131, 268]
           and len(man["plan"]) == 4, str(man.get("plan")))
 
-    env = dict(ENV, STRATA_FAULT_LAYER="20", STRATA_FAULT_RANK="2")
-    p = run(["dump", "-m", HF, "-f", pfile, "-o", bad, "-t", "1", "--split", "0-4,5-19,20-30,31-35"], ranks=4, env=env)
+    p = run(["--fault", "perturb-input@2", "dump", "-m", HF, "-f", pfile, "-o", bad, "-t", "1", "--split", "0-4,5-19,20-30,31-35"],
+            ranks=4, binary=FAULTS)
     check("dump with a broken layer", p.returncode == 0, p.stderr[-300:])
     p = run(["diff", bad, one, "--json"])
     try:

@@ -4,15 +4,18 @@ that says what happened: a worker killed with SIGKILL mid-generation (job
 ends non-zero within 10 s naming the rank, no orphan processes); a stopped
 worker (SIGSTOP: invisible to MPI) is found by --stage-timeout, which names
 its stage and aborts the job; a worker that is merely slow changes nothing;
-SIGTERM to mpirun stops every rank; malformed headers (a test-only hook
-corrupts one) are reported by the receiving rank; a KV cache that cannot
-fit is refused before allocation; a prompt longer than the context is an
-error unless --truncate.
+SIGTERM to mpirun stops every rank; malformed headers are reported by the
+receiving rank; a rank that stops between a header and its payload is found
+by --stage-timeout; a KV cache that cannot fit is refused before allocation;
+a prompt longer than the context is an error unless --truncate. The faults a
+rank cannot be made to commit from outside (a corrupt header, a stop between
+header and payload) come from the strata_faults test binary
+(worker/fault_injection.h).
 
-Run by ctest: test_faults.py BINARY SHARED_DIR. Prints 'N passed, N failed'."""
-import json, os, signal, subprocess, sys, time
+Run by ctest: test_faults.py BINARY SHARED_DIR FAULTS_BINARY. Prints 'N passed, N failed'."""
+import json, os, signal, subprocess, sys, tempfile, time
 
-BIN, SHARED = sys.argv[1], sys.argv[2]
+BIN, SHARED, FAULTS = sys.argv[1], sys.argv[2], sys.argv[3]
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MODEL = os.path.join(ROOT, "models", "smol-shakespeare-q4_k_m.gguf")
 ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
@@ -24,13 +27,9 @@ def check(name, ok, detail=""):
     print(f"{'PASS' if ok else 'FAIL'} {name}{': ' + detail if detail and not ok else ''}", flush=True)
 
 
-def mpirun(n, args, env=ENV):
-    cmd = ["mpirun", "--oversubscribe", "--bind-to", "none", "-np", str(n)]
-    for k in env:
-        if k.startswith("STRATA_TEST_"):
-            cmd += ["-x", k]
-    return subprocess.Popen([*cmd, BIN, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            start_new_session=True)
+def mpirun(n, args, binary=BIN):
+    cmd = ["mpirun", "--oversubscribe", "--bind-to", "none", "-np", str(n), binary, *args]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, start_new_session=True)
 
 
 def rank_pids(tag):
@@ -41,7 +40,7 @@ def rank_pids(tag):
             continue
         try:
             cmd = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
-            if not cmd or not cmd[0].endswith(b"strata") or tag.encode() not in b" ".join(cmd):
+            if not cmd or not cmd[0].endswith((b"/strata", b"/strata_faults")) or tag.encode() not in b" ".join(cmd):
                 continue
             env = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
             for e in env:
@@ -153,13 +152,27 @@ check("... and no rank is left behind", no_orphans(tag))
 
 # 5. Malformed headers are reported by the receiving rank, the job ends cleanly.
 for kind, words in (("hidden", "hidden size 255"), ("n_tok", "n_tok"), ("payload", "activation payload"), ("dtype", "wire dtype")):
-    env = dict(ENV, STRATA_TEST_CORRUPT=kind)
-    p = mpirun(2, ["generate", "-m", MODEL, "-p", "ROMEO:", "-n", "4", "-t", "1"], env=env)
+    p = mpirun(2, ["--fault", f"corrupt-{kind}@0", "generate", "-m", MODEL, "-p", "ROMEO:", "-n", "4", "-t", "1"], binary=FAULTS)
     rc, out, err, took = finish(p, 60)
     check(f"malformed header ({kind}): rank 1 reports it, exit 1", rc == 1 and f"rank 1" in err and words in err
           and "strata: error" in err, err[-300:])
 
-# 6. Memory and context limits.
+# 6. The last stage stops (SIGSTOP, invisible to MPI) after the header of its
+# first result and before the logits that follow it: rank 0's wait for the
+# payload has the deadline of the header's, so --stage-timeout ends the job.
+tag = "4006"
+with tempfile.TemporaryDirectory() as d:
+    text = os.path.join(d, f"ppl-{tag}.txt")
+    open(text, "w").write("ROMEO: But, soft! what light through yonder window breaks? " * 20)
+    p = mpirun(2, ["--fault", "stop-after-header@1", "perplexity", "-m", MODEL, "-f", text, "--ctx", "64", "-t", "1",
+                   "--stage-timeout", "3"], binary=FAULTS)
+    rc, out, err, took = finish(p, 120)
+check("a rank stopped between header and payload: --stage-timeout ends the job non-zero", rc not in (None, 0),
+      f"rc {rc}, {took:.1f} s, {err[-400:]}")
+check("... naming the stage that stopped answering", "not answering: stage 1 on rank 1" in err, err[-400:])
+check("... and no rank is left behind", no_orphans(tag))
+
+# 7. Memory and context limits.
 p = subprocess.run([BIN, "bench", "-m", MODEL, "--ctx", "16000000", "--parallel", "1000", "--reps", "1"], capture_output=True,
                    text=True, timeout=60)
 check("a KV cache that cannot fit is refused with its size", p.returncode == 1 and "KV cache" in p.stderr and "GiB" in p.stderr,

@@ -501,13 +501,66 @@ TEST_P(KernelSimdAgreeTest, Avx2AndAvx512BitForBit) {
 INSTANTIATE_TEST_SUITE_P(AllTypes, KernelSimdAgreeTest, ::testing::ValuesIn(kComputableTypes),
                          [](const auto& info) { return std::string(TypeName(info.param)); });
 
-TEST(KernelDispatch, ActiveIsaIsAvailable) {
-  const std::string active = ActiveIsa();
-  bool found = false;
-  for (Isa isa : kAllIsas)
-    if (active == IsaName(isa)) found = IsaAvailable(isa);
-  EXPECT_TRUE(found) << active;
-  std::printf("[          ] active ISA: %s\n", active.c_str());
+// The dispatch decision as a table: what CPUID and XGETBV report -> the ISA
+// chosen. The CPUs are real ones (bits from Intel's SDM and AMD's APM); the
+// gate must never pick an ISA whose -m flags the CPU lacks.
+namespace cpuid {
+constexpr uint32_t kFma = 1u << 12, kOsxsave = 1u << 27, kAvx = 1u << 28, kF16c = 1u << 29;     // leaf 1 ECX
+constexpr uint32_t kAvx2 = 1u << 5, kBmi2 = 1u << 8, kAvx512F = 1u << 16, kAvx512Dq = 1u << 17,  // leaf 7 EBX
+    kAvx512Cd = 1u << 28, kAvx512Bw = 1u << 30, kAvx512Vl = 1u << 31;
+constexpr uint32_t kAvx512Vnni = 1u << 11;                                                        // leaf 7 ECX
+constexpr uint64_t kXmmYmm = 0x7, kXmmYmmZmm = 0xE7;  // XCR0: x87 | SSE | AVX (| opmask | ZMM_Hi256 | Hi16_ZMM)
+
+constexpr uint32_t kLeaf1Avx2Era = kFma | kOsxsave | kAvx | kF16c;
+constexpr uint32_t kHaswell7 = kAvx2 | kBmi2;
+constexpr uint32_t kSkylakeX7 = kHaswell7 | kAvx512F | kAvx512Dq | kAvx512Cd | kAvx512Bw | kAvx512Vl;
+}  // namespace cpuid
+
+struct DispatchCase {
+  const char* cpu;
+  internal::CpuidBits bits;
+  const char* forced;  // STRATA_ISA, or null
+  Isa want;
+};
+
+TEST(KernelDispatch, CpuidBitsToIsa) {
+  using namespace cpuid;
+  const internal::CpuidBits haswell{kLeaf1Avx2Era, true, kHaswell7, 0, kXmmYmm};
+  const internal::CpuidBits skylake_x{kLeaf1Avx2Era, true, kSkylakeX7, 0, kXmmYmmZmm};
+  // Cascade Lake / Ice Lake: AVX-512 VNNI without AVX512_BF16 (which the
+  // avx512 kernels must therefore not be compiled for).
+  const internal::CpuidBits cascade_lake{kLeaf1Avx2Era, true, kSkylakeX7, kAvx512Vnni, kXmmYmmZmm};
+  const DispatchCase cases[] = {
+      {"Haswell", haswell, nullptr, Isa::kAvx2},
+      {"Skylake-X (AVX-512 without VNNI)", skylake_x, nullptr, Isa::kAvx2},
+      {"Cascade Lake (VNNI, no BF16)", cascade_lake, nullptr, Isa::kAvx512},
+      {"Cascade Lake, OS saves no ZMM state", {kLeaf1Avx2Era, true, kSkylakeX7, kAvx512Vnni, kXmmYmm}, nullptr, Isa::kAvx2},
+      {"Cascade Lake without AVX512VL", {kLeaf1Avx2Era, true, kSkylakeX7 & ~kAvx512Vl, kAvx512Vnni, kXmmYmmZmm}, nullptr,
+       Isa::kAvx2},
+      {"Knights Landing (F/CD, no BW/DQ/VL)", {kLeaf1Avx2Era, true, kHaswell7 | kAvx512F | kAvx512Cd, 0, kXmmYmmZmm}, nullptr,
+       Isa::kAvx2},
+      {"Haswell, OS without OSXSAVE", {kFma | kAvx | kF16c, true, kHaswell7, 0, 0}, nullptr, Isa::kRef},
+      {"Haswell, OS saves no YMM state", {kLeaf1Avx2Era, true, kHaswell7, 0, 0x3}, nullptr, Isa::kRef},
+      {"Ivy Bridge (AVX + F16C, no AVX2)", {kOsxsave | kAvx | kF16c, true, 0, 0, kXmmYmm}, nullptr, Isa::kRef},
+      {"AVX2 without FMA", {kOsxsave | kAvx | kF16c, true, kHaswell7, 0, kXmmYmm}, nullptr, Isa::kRef},
+      {"AVX2 without F16C", {kFma | kOsxsave | kAvx, true, kHaswell7, 0, kXmmYmm}, nullptr, Isa::kRef},
+      {"AVX2 without BMI2 (a VM that masks it)", {kLeaf1Avx2Era, true, kAvx2, 0, kXmmYmm}, nullptr, Isa::kRef},
+      {"no CPUID leaf 7", {kLeaf1Avx2Era, false, 0, 0, kXmmYmm}, nullptr, Isa::kRef},
+      {"nothing", {}, nullptr, Isa::kRef},
+      {"Cascade Lake, STRATA_ISA=ref", cascade_lake, "ref", Isa::kRef},
+      {"Cascade Lake, STRATA_ISA=avx2", cascade_lake, "avx2", Isa::kAvx2},
+      {"Cascade Lake, STRATA_ISA=avx512", cascade_lake, "avx512", Isa::kAvx512},
+      {"Cascade Lake, STRATA_ISA=bogus (the best)", cascade_lake, "bogus", Isa::kAvx512},
+      {"Cascade Lake, STRATA_ISA= (the best)", cascade_lake, "", Isa::kAvx512},
+      {"Haswell, STRATA_ISA=avx512 (unsupported: the best)", haswell, "avx512", Isa::kAvx2},
+      {"Haswell, STRATA_ISA=ref", haswell, "ref", Isa::kRef},
+  };
+  for (const DispatchCase& c : cases) {
+    const internal::CpuFeatures f = internal::FeaturesFromCpuid(c.bits);
+    EXPECT_EQ(IsaName(internal::ChooseIsa(f, c.forced)), std::string(IsaName(c.want))) << c.cpu;
+    // Whatever is chosen is supported.
+    EXPECT_TRUE(internal::IsaSupported(f, internal::ChooseIsa(f, c.forced))) << c.cpu;
+  }
 }
 
 // ---------------------------------------------------------------------------

@@ -11,7 +11,7 @@
 
 #include "coordinator/generate.h"
 #include "coordinator/pipeline.h"
-#include "coordinator/sampler.h"
+#include "worker/sampler.h"
 #include "model/model_files.h"
 #include "model/tokenizer.h"
 #include "worker/stage.h"

@@ -1,4 +1,4 @@
-// Tests for coordinator/sampler: greedy, seeding, the empirical distribution,
+// Tests for worker/sampler: greedy, seeding, the empirical distribution,
 // each filter of the chain, the repetition penalty, parameter validation,
 // non-finite logits, and agreement with a plain full-sort reference chain.
 #include <gtest/gtest.h>
@@ -13,7 +13,7 @@
 #include <set>
 #include <vector>
 
-#include "coordinator/sampler.h"
+#include "worker/sampler.h"
 
 namespace strata {
 namespace {

@@ -52,6 +52,8 @@ class FakePipeline : public Pipeline {
   }
   int n_stages() const override { return n_stages_; }
   Result<std::vector<StageStats>> Stats() override { return std::vector<StageStats>(n_stages_); }
+  std::vector<StagePlacement> Placement() const override { return std::vector<StagePlacement>(n_stages_); }
+  void EnableDump(const std::string&, LayerRange) override { ADD_FAILURE() << "the scheduler never dumps"; }
 
   int n_stages_;
   ModelConfig cfg_;

@@ -9,7 +9,7 @@
 // by the sum over *all* candidates gives exactly top-p-then-min-p, while the
 // sort only sees min-p's (usually few) survivors; the sort itself goes in
 // growing chunks (nth_element + sort) and stops once the top-p prefix is complete.
-#include "coordinator/sampler.h"
+#include "worker/sampler.h"
 
 #include <algorithm>
 #include <cfloat>

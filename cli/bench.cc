@@ -1,0 +1,154 @@
+// `strata bench`: prefill and decode speed (min / median / max over
+// repetitions), time to first token, each stage's busy share and the
+// pipeline's bubble, bytes sent per token and memory per rank. Rank 0; under
+// mpirun the other ranks serve their stages.
+#include <algorithm>
+#include <cstdio>
+#include <iostream>
+#include <memory>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/command.h"
+#include "common/log.h"
+#include "coordinator/bench.h"
+#include "coordinator/scheduler.h"
+#include "kernels/isa.h"
+
+namespace strata {
+namespace {
+
+struct BenchFlags {
+  CommonFlags common;
+  BenchOptions bench;
+};
+
+// The prompt a benchmark draws its tokens from (any text tokenizes to valid
+// ids; this keeps runs comparable).
+constexpr char kBenchText[] =
+    "First Citizen: Before we proceed any further, hear me speak. All: Speak, speak. First Citizen: You are all "
+    "resolved rather to die than to famish? All: Resolved. resolved. First Citizen: First, you know Caius Marcius "
+    "is chief enemy to the people.";
+
+nlohmann::json SpreadJson(const Spread& s) { return {{"min", s.min}, {"median", s.median}, {"max", s.max}}; }
+
+int RunBench(const BenchFlags& f, Transport* transport) {
+  auto session = OpenSession(f.common, transport);
+  if (!session.ok()) return Fail(session.status(), transport);
+  Session& s = *session;
+  BenchOptions opts = f.bench;
+  opts.parallel = f.common.parallel;
+  opts.n_ctx = f.common.ctx;
+  std::vector<int32_t> prompt = s.tokenizer->Encode(kBenchText, s.tokenizer->add_bos());
+  auto res = RunBenchmark(*s.pipeline, prompt, opts);
+  if (!res.ok()) return s.Fail(res.status());
+  const int n_stages = s.pipeline->n_stages();
+  const int inflight = opts.inflight > 0 ? opts.inflight : n_stages;
+  const int64_t chunk = ChunkTokens(opts.chunk, opts.prompt_tokens, n_stages);
+
+  std::vector<double> pp, ttft, tg, tg_seq;
+  for (const BenchTest& t : res->prefill) {
+    pp.push_back(t.tokens / t.wall_s);
+    ttft.push_back(t.first_token_ms);
+  }
+  for (const BenchTest& t : res->decode) {
+    tg.push_back(t.tokens / t.wall_s);
+    tg_seq.push_back(t.tokens / t.wall_s / opts.parallel);
+  }
+  // Per stage over all repetitions: busy share of the wall time, bytes sent
+  // per token, memory.
+  auto busy = [&](const std::vector<BenchTest>& tests, size_t stage) {
+    double b = 0, w = 0;
+    for (const BenchTest& t : tests) {
+      if (stage < t.delta.size()) b += t.delta[stage].busy_s;
+      w += t.wall_s;
+    }
+    return w > 0 ? 100.0 * b / w : 0.0;
+  };
+  auto bytes_per_token = [&](const std::vector<BenchTest>& tests, size_t stage) {
+    double b = 0, n = 0;
+    for (const BenchTest& t : tests) {
+      if (stage < t.delta.size()) b += static_cast<double>(t.delta[stage].bytes_sent);
+      n += static_cast<double>(t.tokens);
+    }
+    return n > 0 ? b / n : 0.0;
+  };
+  nlohmann::json stages = nlohmann::json::array();
+  double pp_busy_sum = 0, tg_busy_sum = 0;
+  for (size_t i = 0; i < res->final_stats.size(); ++i) {
+    const StageStats& st = res->final_stats[i];
+    const double pp_busy = busy(res->prefill, i), tg_busy = busy(res->decode, i);
+    pp_busy_sum += pp_busy;
+    tg_busy_sum += tg_busy;
+    const double budget = static_cast<double>(st.weight_bytes + st.peak_kv_bytes);
+    stages.push_back({{"stage", i}, {"rank", st.rank}, {"host", st.host.empty() ? HostName() : st.host},
+                      {"layers", {st.first_layer, st.last_layer}},
+                      {"prefill_busy_pct", pp_busy}, {"decode_busy_pct", tg_busy},
+                      {"prefill_bytes_sent_per_token", bytes_per_token(res->prefill, i)},
+                      {"decode_bytes_sent_per_token", bytes_per_token(res->decode, i)},
+                      {"weight_bytes", st.weight_bytes}, {"kv_bytes_peak", st.peak_kv_bytes}, {"rss_bytes", st.rss_bytes},
+                      {"rss_over_weights_kv_pct", budget > 0 ? 100.0 * (static_cast<double>(st.rss_bytes) / budget - 1.0) : 0.0}});
+  }
+  const double n = std::max<size_t>(1, res->final_stats.size());
+  nlohmann::json j = {
+      {"model", f.common.model}, {"stages", n_stages}, {"threads", s.pool->size()}, {"isa", ActiveIsa()},
+      {"prompt_tokens", opts.prompt_tokens}, {"gen_tokens", opts.gen_tokens}, {"parallel", opts.parallel},
+      {"inflight", inflight}, {"prefill_chunk", chunk}, {"reps", opts.reps}, {"wire", f.common.wire},
+      {"prefill_tok_s", SpreadJson(SpreadOf(pp))}, {"ttft_ms", SpreadJson(SpreadOf(ttft))},
+      {"decode_tok_s", SpreadJson(SpreadOf(tg))}, {"decode_tok_s_per_seq", SpreadJson(SpreadOf(tg_seq))},
+      {"prefill_bubble_pct", 100.0 - pp_busy_sum / n}, {"decode_bubble_pct", 100.0 - tg_busy_sum / n},
+      {"per_stage", stages}};
+  if (Status st = FinishTrace(f.common.trace_file, s.pipeline.get()); !st.ok()) return Fail(st, transport);
+  if (f.common.json) {
+    std::cout << j.dump() << std::endl;
+    return 0;
+  }
+  auto fmt = [](const nlohmann::json& sp) {
+    char b[96];
+    std::snprintf(b, sizeof b, "%9.2f %9.2f %9.2f", sp["min"].get<double>(), sp["median"].get<double>(), sp["max"].get<double>());
+    return std::string(b);
+  };
+  std::printf("strata bench: %s\n  %d stage(s), %d thread(s) per rank, %s kernels, wire %s; P=%lld G=%d parallel=%d inflight=%d chunk=%lld, %d reps\n",
+              f.common.model.c_str(), n_stages, s.pool->size(), ActiveIsa(), f.common.wire.c_str(),
+              static_cast<long long>(opts.prompt_tokens), opts.gen_tokens, opts.parallel, inflight,
+              static_cast<long long>(chunk), opts.reps);
+  std::printf("  %-26s %9s %9s %9s\n", "", "min", "median", "max");
+  std::printf("  %-26s %s\n", "prefill tok/s", fmt(j["prefill_tok_s"]).c_str());
+  std::printf("  %-26s %s\n", "time to first token ms", fmt(j["ttft_ms"]).c_str());
+  std::printf("  %-26s %s\n", "decode tok/s (aggregate)", fmt(j["decode_tok_s"]).c_str());
+  std::printf("  %-26s %s\n", "decode tok/s per sequence", fmt(j["decode_tok_s_per_seq"]).c_str());
+  std::printf("  bubble: prefill %.1f%%, decode %.1f%%\n", j["prefill_bubble_pct"].get<double>(), j["decode_bubble_pct"].get<double>());
+  for (const auto& st : stages)
+    std::printf("  rank %d (%s) layers %d-%d: busy prefill %.1f%% decode %.1f%%, sends %.0f B/token (decode), "
+                "RSS %.1f MiB = weights %.1f MiB + KV peak %.1f MiB %+.1f%%\n",
+                st["rank"].get<int>(), st["host"].get<std::string>().c_str(), st["layers"][0].get<int>(), st["layers"][1].get<int>(),
+                st["prefill_busy_pct"].get<double>(), st["decode_busy_pct"].get<double>(),
+                st["decode_bytes_sent_per_token"].get<double>(), st["rss_bytes"].get<double>() / 1048576.0,
+                st["weight_bytes"].get<double>() / 1048576.0, st["kv_bytes_peak"].get<double>() / 1048576.0,
+                st["rss_over_weights_kv_pct"].get<double>());
+  return 0;
+}
+
+}  // namespace
+
+Command AddBenchCommand(CLI::App& app) {
+  auto flags = std::make_shared<BenchFlags>();
+  BenchFlags& bch = *flags;
+  CLI::App* b = app.add_subcommand("bench", "measure prefill and decode speed, per-stage busy % and bubble, memory per rank");
+  AddCommonFlags(b, &bch.common, false);
+  b->add_option("--prompt-tokens", bch.bench.prompt_tokens, "prompt tokens per sequence in the prefill test")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
+  b->add_option("--gen-tokens", bch.bench.gen_tokens, "tokens generated per sequence in the decode test")->check(CLI::Range(1, 1 << 20));
+  b->add_option("--parallel", bch.common.parallel, "sequences at once")->check(CLI::Range(1, 1024));
+  b->add_option("--reps", bch.bench.reps, "repetitions (min / median / max reported)")->check(CLI::Range(1, 1000));
+  b->add_option("--inflight", bch.bench.inflight, "micro-batches in flight (default: one per stage)")->check(CLI::Range(1, 1024));
+  b->add_option("--chunk", bch.bench.chunk, "prefill chunk in tokens (default: auto)")->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
+
+  Command cmd;
+  cmd.app = b;
+  cmd.common = &bch.common;
+  cmd.run = [flags](Transport* transport) { return RunBench(*flags, transport); };
+  return cmd;
+}
+
+}  // namespace strata

@@ -1,0 +1,151 @@
+// `strata serve`: the OpenAI-compatible HTTP server on rank 0 over the
+// pipeline (/v1/chat/completions, /v1/completions, /v1/models, /health);
+// under mpirun the other ranks serve their stages.
+#include <signal.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <memory>
+#include <thread>
+
+#include "cli/command.h"
+#include "common/log.h"
+#include "coordinator/chat_template.h"
+#include "coordinator/http_server.h"
+#include "coordinator/serving.h"
+
+namespace strata {
+namespace {
+
+struct ServeFlags {
+  CommonFlags common;
+  HttpServerOptions http;
+  std::string alias;
+  int max_queue = 64;
+  int inflight = 0;
+  int64_t chunk = 0;
+  double shutdown_grace = 10;
+};
+
+// Set by SIGINT / SIGTERM in `strata serve`: finish, then stop.
+std::atomic<int> g_stop_signal{0};
+extern "C" void OnStopSignal(int sig) { g_stop_signal.store(sig); }
+
+std::string BaseName(const std::string& path) {
+  std::string p = path;
+  while (p.size() > 1 && p.back() == '/') p.pop_back();
+  const size_t slash = p.find_last_of('/');
+  return slash == std::string::npos ? p : p.substr(slash + 1);
+}
+
+// The HTTP server on rank 0 over the pipeline. SIGINT / SIGTERM: new
+// requests get 503, those running get --shutdown-grace seconds to finish,
+// the rest end with an error; then every rank stops.
+int RunServe(ServeFlags f, Transport* transport) {
+  auto session = OpenSession(f.common, transport);
+  if (!session.ok()) return Fail(session.status(), transport);
+  Session& s = *session;
+  std::unique_ptr<ChatTemplate> tmpl;
+  if (auto t = ChatTemplate::ForModel(*s.model, *s.tokenizer); t.ok()) {
+    tmpl = std::make_unique<ChatTemplate>(std::move(*t));
+  } else if (t.status().kind() == ErrorKind::kNotFound) {
+    Log(LogLevel::kWarn, "%s: /v1/chat/completions will answer 400", t.status().message().c_str());
+  } else {
+    return s.Fail(t.status());
+  }
+  ServingOptions so;
+  so.parallel = f.common.parallel;
+  so.max_queue = f.max_queue;
+  so.scheduler.inflight = f.inflight;
+  so.scheduler.chunk = f.chunk;
+  so.scheduler.n_ctx = f.common.ctx;
+  so.scheduler.eos_ids = s.model->config().eos_ids;
+  f.http.n_ctx = f.common.ctx;
+  f.http.model_ids = {f.alias.empty() ? BaseName(f.common.model) : f.alias, f.common.model};
+  // Every connection a thread: the running and queued requests, and a few
+  // more so that requests past the queue get their 503 at once.
+  f.http.http_threads = std::min(1024, f.common.parallel + f.max_queue + 8);
+  Status failure;
+  {
+    ServingLoop loop(*s.pipeline, so);
+    HttpServer server(loop, *s.tokenizer, tmpl.get(), s.model->config(), f.http);
+    auto port = server.Bind();
+    if (!port.ok()) {
+      (void)loop.Stop(std::chrono::milliseconds(0), "the server did not start");
+      return s.Fail(port.status());
+    }
+    loop.OnFailure([&server](const Status&) { server.Stop(); });
+    std::signal(SIGPIPE, SIG_IGN);
+    struct sigaction sa {};
+    sa.sa_handler = OnStopSignal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, nullptr);
+    sigaction(SIGTERM, &sa, nullptr);
+    std::atomic<bool> listening_done{false};
+    std::thread watcher([&] {
+      while (!listening_done.load()) {
+        if (int sig = g_stop_signal.load()) {
+          const ServingLoop::Counts c = loop.counts();
+          Log(LogLevel::kInfo, "%s: shutting down; %zu running and %zu queued requests get %g s to finish",
+              sig == SIGINT ? "SIGINT" : "SIGTERM", c.running, c.queued, f.shutdown_grace);
+          (void)loop.Stop(std::chrono::milliseconds(static_cast<int64_t>(f.shutdown_grace * 1000)),
+                          "the server is shutting down");
+          server.Stop();
+          return;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+    });
+    Log(LogLevel::kInfo, "listening on http://%s:%d (model '%s', %d stage(s), %d sequence(s) at once, queue %d, ctx %lld)",
+        f.http.host.c_str(), *port, f.http.model_ids[0].c_str(), s.pipeline->n_stages(), f.common.parallel, f.max_queue,
+        static_cast<long long>(f.common.ctx));
+    server.Listen();
+    listening_done.store(true);
+    watcher.join();
+    failure = loop.Stop(std::chrono::milliseconds(0), "the server stopped");
+    const HttpServer::Counters c = server.counters();
+    Log(LogLevel::kInfo, "served %llu requests: %llu ok, %llu client errors, %llu server errors, %llu disconnected",
+        static_cast<unsigned long long>(c.requests), static_cast<unsigned long long>(c.ok),
+        static_cast<unsigned long long>(c.client_errors), static_cast<unsigned long long>(c.server_errors),
+        static_cast<unsigned long long>(c.disconnects));
+  }
+  if (!failure.ok()) return s.Fail(failure);
+  if (Status st = FinishTrace(f.common.trace_file, s.pipeline.get()); !st.ok()) return Fail(st, transport);
+  return 0;
+}
+
+}  // namespace
+
+Command AddServeCommand(CLI::App& app) {
+  auto flags = std::make_shared<ServeFlags>();
+  ServeFlags& srv = *flags;
+  CLI::App* sv = app.add_subcommand("serve", "OpenAI-compatible HTTP server: /v1/chat/completions, /v1/completions, /v1/models, /health");
+  AddCommonFlags(sv, &srv.common, false);
+  sv->add_option("--host", srv.http.host, "address to listen on");
+  sv->add_option("--port", srv.http.port, "port to listen on (0: any free port, printed at start)")->check(CLI::Range(0, 65535));
+  sv->add_option("--parallel", srv.common.parallel, "sequences computed at once (each holds a KV cache on every stage)")
+      ->check(CLI::Range(1, 1024));
+  sv->add_option("--max-queue", srv.max_queue, "requests waiting for a free sequence; beyond, 503 with Retry-After")
+      ->check(CLI::Range(0, 100000));
+  sv->add_option("--max-tokens", srv.http.max_tokens, "the most tokens a request may generate (default: the context)")
+      ->check(CLI::Range(1, 1 << 30));
+  sv->add_option("--max-body", srv.http.max_body_bytes, "largest request body in bytes (413 beyond)")
+      ->check(CLI::Range(size_t{1024}, size_t{1} << 32));
+  sv->add_option("--request-timeout", srv.http.request_timeout_s, "seconds a request may take, queue included (504 beyond)")
+      ->check(CLI::Range(0.1, 1e7));
+  sv->add_option("--shutdown-grace", srv.shutdown_grace, "on SIGINT / SIGTERM: seconds running requests get to finish")
+      ->check(CLI::Range(0.0, 1e6));
+  sv->add_option("--alias", srv.alias, "the model's name in the API (default: the model file's name)");
+  sv->add_option("--inflight", srv.inflight, "micro-batches in flight (default: one per stage)")->check(CLI::Range(1, 1024));
+  sv->add_option("--chunk", srv.chunk, "prefill chunk in tokens (default: auto)")->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
+
+  Command cmd;
+  cmd.app = sv;
+  cmd.common = &srv.common;
+  cmd.run = [flags](Transport* transport) { return RunServe(*flags, transport); };
+  return cmd;
+}
+
+}  // namespace strata
