@@ -29,8 +29,10 @@ void AddBias(float* y, const std::vector<float>& b, int64_t n_tok) {
     for (int64_t i = 0; i < n; ++i) y[t * n + i] += b[i];
 }
 
-// Rows of a KV cache are allocated in steps of this many positions.
+// Rows of a KV cache are allocated in steps of this many positions; a ring
+// (a window's) in finer steps, since it never grows with the sequence.
 constexpr int64_t kCacheStep = 256;
+constexpr int64_t kRingStep = 64;
 
 int64_t RoundUp(int64_t n, int64_t step) { return (n + step - 1) / step * step; }
 
@@ -39,7 +41,7 @@ int64_t RoundUp(int64_t n, int64_t step) { return (n + step - 1) / step * step; 
 // batch and the batch's own.
 int64_t KvRowsNeeded(int window, int64_t pos0, int64_t n_tok, int64_t n_ctx) {
   if (window <= 0) return std::min(n_ctx, RoundUp(pos0 + n_tok, kCacheStep));
-  return std::min(n_ctx, RoundUp(window - 1 + n_tok, kCacheStep));
+  return std::min(n_ctx, RoundUp(window - 1 + n_tok, kRingStep));
 }
 
 }  // namespace
@@ -75,7 +77,7 @@ void PrepareLayerState(const ModelConfig& cfg, LayerKind kind, int window, int64
 
 uint64_t LayerStateBytes(const ModelConfig& cfg, LayerKind kind, int window, int64_t n_ctx, int64_t max_batch) {
   if (kind == LayerKind::kShortConv) return static_cast<uint64_t>(cfg.conv_kernel - 1) * cfg.hidden * sizeof(float);
-  const int64_t rows = window <= 0 ? n_ctx : std::min(n_ctx, RoundUp(window - 1 + max_batch, kCacheStep));
+  const int64_t rows = window <= 0 ? n_ctx : std::min(n_ctx, RoundUp(window - 1 + max_batch, kRingStep));
   return static_cast<uint64_t>(rows) * cfg.kv_dim() * 2 * sizeof(float);
 }
 

@@ -93,7 +93,7 @@ struct SequenceSpan {
 // Makes room in `state` for positions pos0 .. pos0 + n_tok - 1 of a layer
 // (KV rows for an attention layer of the given window, the conv rows of a
 // short-convolution layer). Capacities grow in steps of 256 positions up to
-// n_ctx; a ring keeps window - 1 + n_tok rows.
+// n_ctx; a ring keeps window - 1 + n_tok rows, in steps of 64.
 void PrepareLayerState(const ModelConfig& cfg, LayerKind kind, int window, int64_t pos0, int64_t n_tok, int64_t n_ctx,
                        LayerState* state);
 // Bytes one sequence's state of such a layer holds at n_ctx positions (the

@@ -236,11 +236,6 @@ void Stage::EnableDump(const std::string& dir, LayerRange layers) {
   dump_layers_ = layers;
 }
 
-int64_t Stage::CachedLength(uint64_t seq_id) const {
-  auto it = caches_.find(seq_id);
-  return it == caches_.end() ? 0 : it->second.length;
-}
-
 uint64_t Stage::kv_bytes() const {
   uint64_t total = 0;
   for (const auto& [id, c] : caches_)

@@ -96,7 +96,6 @@ class Stage {
   // as .npy files into `dir`: embeddings.npy (first stage), layer_NNN.npy
   // after each owned layer inside `layers`, final_norm.npy (last stage).
   void EnableDump(const std::string& dir, LayerRange layers);
-  int64_t CachedLength(uint64_t seq_id) const;
   // Bytes of weights this stage maps and touches, and of its layers'
   // per-sequence state now.
   uint64_t weight_bytes() const { return weight_bytes_; }

@@ -233,7 +233,8 @@ TEST_P(TinyArchitectureTest, StateFollowsTheWindowAndTheLayerKind) {
     chain.Forward({{1, std::vector<int32_t>(ids.begin() + at, ids.begin() + std::min(ids.size(), at + 8))}}, &logits);
   uint64_t want = 0;
   for (int l = 0; l < c.n_layers; ++l) {
-    const int64_t rows = c.layer_window[l] > 0 ? std::min<int64_t>(512, (c.layer_window[l] - 1 + 8 + 255) / 256 * 256) : 256;
+    // A window's ring: window - 1 + 8 rows in steps of 64 (Mistral's 32: 64 rows, wrapped twice by 164 tokens).
+    const int64_t rows = c.layer_window[l] > 0 ? std::min<int64_t>(512, (c.layer_window[l] - 1 + 8 + 63) / 64 * 64) : 256;
     want += c.layer_kinds[l] == LayerKind::kShortConv ? (c.conv_kernel - 1) * c.hidden * sizeof(float)
                                                       : rows * c.kv_dim() * 2 * sizeof(float);
   }
