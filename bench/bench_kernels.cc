@@ -266,7 +266,9 @@ void BM_Attention(benchmark::State& state) {
                            vc = RandomActivations(n_pos * kv_dim);
   std::vector<float> out(n_tok * q_dim);
   for (auto _ : state) {
-    CausalAttention(shape, q.data(), KvView{kc.data(), vc.data(), n_pos}, pos0, n_tok, 0, out.data(), &pool);
+    CausalAttention(shape, q.data(), KvView{TensorType::kF32, reinterpret_cast<const uint8_t*>(kc.data()),
+                                            reinterpret_cast<const uint8_t*>(vc.data()), kv_dim * 4, n_pos},
+                    pos0, n_tok, 0, out.data(), &pool);
     benchmark::DoNotOptimize(out.data());
   }
   int64_t rows = 0;

@@ -46,6 +46,7 @@ struct InspectFlags {
   std::string split = "auto";
   int64_t ctx = 4096;
   int parallel = 1;
+  std::string kv_type = "f32";
   bool json = false;
 };
 InspectFlags g_flags;
@@ -139,10 +140,10 @@ struct KvGrowthRow {
 
 // Per-sequence layer state (KV caches, windows, conv states) of `layers` for
 // `n_seq` sequences of `n_ctx` tokens.
-Result<uint64_t> KvBytes(const ModelConfig& c, LayerRange layers, int64_t n_ctx, int n_seq) {
+Result<uint64_t> KvBytes(const ModelConfig& c, LayerRange layers, TensorType kv_type, int64_t n_ctx, int n_seq) {
   // Each layer's bytes fit 64 bits (n_ctx < 2^31 rows of kv_dim < 2^25 floats).
   uint64_t b = 0;
-  for (int l = layers.first; l <= layers.last; ++l) b += LayerStateBytes(c, c.layer_kinds[l], c.layer_window[l], n_ctx);
+  for (int l = layers.first; l <= layers.last; ++l) b += LayerStateBytes(c, c.layer_kinds[l], c.layer_window[l], kv_type, n_ctx);
   return CheckedMul(b, static_cast<uint64_t>(n_seq), "KV cache size");
 }
 
@@ -337,6 +338,8 @@ Result<nlohmann::json> Inspect(const InspectFlags& f, std::string* plan_text) {
   j["output_bytes"] = out;
   j["layers"] = std::move(layers);
 
+  STRATA_ASSIGN_OR_RETURN(const TensorType kv_type, ParseKvType(f.kv_type));
+  STRATA_RETURN_IF_ERROR(CheckKvType(c, kv_type));
   // The plan.
   STRATA_ASSIGN_OR_RETURN(LayerPlan plan, MakeLayerPlan(f.split, f.ranks, CostsOf(*model)));
   *plan_text = DescribePlan(plan);
@@ -351,7 +354,7 @@ Result<nlohmann::json> Inspect(const InspectFlags& f, std::string* plan_text) {
     if (s.first) r.weight_bytes += embd;
     if (s.last) r.weight_bytes += out_norm + out;
     r.mapped_bytes = r.weight_bytes + (s.last && !s.first && c.tied_embeddings ? embd : 0);
-    STRATA_ASSIGN_OR_RETURN(r.kv_bytes, KvBytes(c, s.layers, f.ctx, f.parallel));
+    STRATA_ASSIGN_OR_RETURN(r.kv_bytes, KvBytes(c, s.layers, kv_type, f.ctx, f.parallel));
     ranks.push_back(r);
   }
   nlohmann::json jranks = nlohmann::json::array();
@@ -369,14 +372,14 @@ Result<nlohmann::json> Inspect(const InspectFlags& f, std::string* plan_text) {
     nlohmann::json per_rank = nlohmann::json::array();
     uint64_t total = 0;
     for (const RankRow& r : ranks) {
-      STRATA_ASSIGN_OR_RETURN(uint64_t b, KvBytes(c, r.layers, ctx, f.parallel));
+      STRATA_ASSIGN_OR_RETURN(uint64_t b, KvBytes(c, r.layers, kv_type, ctx, f.parallel));
       per_rank.push_back(b);
       total += b;
     }
     growth.push_back({{"ctx", ctx}, {"per_rank", per_rank}, {"total", total}});
   }
-  const uint64_t kv_layer_seq = LayerStateBytes(c, LayerKind::kAttention, 0, f.ctx);
-  j["plan"] = {{"source", plan.source}, {"n_ranks", f.ranks}, {"ctx", f.ctx}, {"parallel", f.parallel},
+  const uint64_t kv_layer_seq = LayerStateBytes(c, LayerKind::kAttention, 0, kv_type, f.ctx);
+  j["plan"] = {{"source", plan.source}, {"n_ranks", f.ranks}, {"ctx", f.ctx}, {"parallel", f.parallel}, {"kv_type", f.kv_type},
                {"ctx_exceeds_train", c.n_ctx_train > 0 && f.ctx > c.n_ctx_train},
                {"kv_bytes_per_layer_per_sequence", kv_layer_seq}, {"kv_bytes", kv_total},
                {"ranks", jranks}, {"kv_growth", growth}};
@@ -466,8 +469,8 @@ void PrintText(const nlohmann::json& j, const std::string& plan_text) {
   out += "\n" + plan_text;
   const int64_t ctx = p["ctx"].get<int64_t>();
   const int parallel = p["parallel"].get<int>();
-  out += Printf("\nper rank at ctx %lld, %d sequence%s (KV cache f32: %s per layer per sequence)\n",
-                static_cast<long long>(ctx), parallel, parallel == 1 ? "" : "s",
+  out += Printf("\nper rank at ctx %lld, %d sequence%s (KV cache %s: %s per layer per sequence)\n",
+                static_cast<long long>(ctx), parallel, parallel == 1 ? "" : "s", p["kv_type"].get<std::string>().c_str(),
                 HumanBytes(p["kv_bytes_per_layer_per_sequence"].get<uint64_t>()).c_str());
   if (p["ctx_exceeds_train"].get<bool>())
     out += Printf("  note: ctx %lld is beyond the model's training context %d\n", static_cast<long long>(ctx),
@@ -511,6 +514,8 @@ CLI::App* AddInspectCommand(CLI::App& app) {
   cmd->add_option("--ctx", f.ctx, "context size in tokens (for the KV cache)")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 24));
   cmd->add_option("--parallel", f.parallel, "sequences held at once (for the KV cache)")->check(CLI::Range(1, 1 << 16));
+  cmd->add_option("--kv-type", f.kv_type, "KV cache storage type: f32, f16, bf16 or q8_0")
+      ->check(CLI::IsMember({"f32", "f16", "bf16", "q8_0"}));
   cmd->add_flag("--json", f.json, "print one JSON object on stdout");
   return cmd;
 }

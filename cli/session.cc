@@ -36,6 +36,8 @@ void AddCommonFlags(CLI::App* cmd, CommonFlags* f, bool ctx_required) {
                 "copy every matrix of each rank's slice into huge-page memory instead of reading the mapped file; "
                 "Q4_K / Q6_K / Q8_0 matrices are rebuilt there in the kernels' interleaved layout in any case, so this "
                 "moves only the others");
+  cmd->add_option("--kv-type", f->kv_type, "KV cache storage type: f32, f16, bf16 or q8_0 (q8_0 needs head_dim % 32 == 0)")
+      ->check(CLI::IsMember({"f32", "f16", "bf16", "q8_0"}));
   cmd->add_flag("--coordinator-only", f->coordinator_only, "under mpirun: rank 0 only coordinates; stages run on ranks 1..N-1");
 }
 
@@ -72,6 +74,7 @@ Result<Session> OpenSession(const CommonFlags& f, Transport* transport) {
     opts.stage_timeout_s = f.stage_timeout;
     opts.max_sequences = f.parallel;
     opts.copy_weights = f.no_mmap;
+    STRATA_ASSIGN_OR_RETURN(opts.kv_type, ParseKvType(f.kv_type));
     STRATA_ASSIGN_OR_RETURN(auto mpi, MpiPipeline::Start(*transport, *s.model, opts, s.pool.get()));
     s.pipeline = std::move(mpi);
   } else {
@@ -81,7 +84,12 @@ Result<Session> OpenSession(const CommonFlags& f, Transport* transport) {
       (void)plan;
       if (f.coordinator_only) return InvalidArgument("--coordinator-only needs mpirun with at least 2 ranks");
     }
-    STRATA_ASSIGN_OR_RETURN(auto local, LocalPipeline::Create(*s.model, f.ctx, s.pool.get(), f.parallel, f.no_mmap));
+    StageOptions so;
+    so.n_ctx = f.ctx;
+    so.max_sequences = f.parallel;
+    so.copy_weights = f.no_mmap;
+    STRATA_ASSIGN_OR_RETURN(so.kv_type, ParseKvType(f.kv_type));
+    STRATA_ASSIGN_OR_RETURN(auto local, LocalPipeline::Create(*s.model, so, s.pool.get()));
     s.pipeline = std::move(local);
   }
   return s;

@@ -37,6 +37,7 @@ struct CommonFlags {
   double stage_timeout = 300;
   int parallel = 1;  // sequences alive at once (bench, serve)
   bool no_mmap = false;
+  std::string kv_type = "f32";  // the KV cache's storage type
 };
 
 // Registers the common flags on `cmd` (--parallel is the command's own).

@@ -77,6 +77,7 @@ Result<std::unique_ptr<MpiPipeline>> MpiPipeline::Start(Transport& t, const Mode
   wp->set_n_ctx(opts.n_ctx);
   wp->set_wire_dtype(opts.wire_dtype);
   wp->set_max_sequences(opts.max_sequences);
+  wp->set_kv_type(KvTypeName(opts.kv_type));
   for (size_t s = 0; s < p->plan_.stages.size(); ++s) {
     const StagePlan& sp = p->plan_.stages[s];
     wire::StageAssignment* a = wp->add_stages();
@@ -100,6 +101,7 @@ Result<std::unique_ptr<MpiPipeline>> MpiPipeline::Start(Transport& t, const Mode
     so.n_ctx = opts.n_ctx;
     so.max_sequences = opts.max_sequences;
     so.copy_weights = opts.copy_weights;
+    so.kv_type = opts.kv_type;
     auto stage = Stage::Load(model, so, pool);
     if (stage.ok()) {
       p->stage_ = std::move(stage).value();

@@ -18,11 +18,15 @@ Result<std::vector<SequenceResult>> Pipeline::Forward(const std::vector<Sequence
 Result<std::unique_ptr<LocalPipeline>> LocalPipeline::Create(const ModelFiles& model, int64_t n_ctx, ThreadPool* pool,
                                                              int max_sequences, bool copy_weights) {
   StageOptions opts;
-  opts.layers = {0, model.config().n_layers - 1};
-  opts.first = opts.last = true;
   opts.n_ctx = n_ctx;
   opts.max_sequences = max_sequences;
   opts.copy_weights = copy_weights;
+  return Create(model, opts, pool);
+}
+
+Result<std::unique_ptr<LocalPipeline>> LocalPipeline::Create(const ModelFiles& model, StageOptions opts, ThreadPool* pool) {
+  opts.layers = {0, model.config().n_layers - 1};
+  opts.first = opts.last = true;
   auto p = std::make_unique<LocalPipeline>();
   STRATA_ASSIGN_OR_RETURN(p->stage_, Stage::Load(model, opts, pool));
   p->stats_.first_layer = opts.layers.first;

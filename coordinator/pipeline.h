@@ -87,6 +87,8 @@ class LocalPipeline : public Pipeline {
  public:
   static Result<std::unique_ptr<LocalPipeline>> Create(const ModelFiles& model, int64_t n_ctx, ThreadPool* pool,
                                                        int max_sequences = 1, bool copy_weights = false);
+  // Every layer with these options (opts.layers and first / last are set here).
+  static Result<std::unique_ptr<LocalPipeline>> Create(const ModelFiles& model, StageOptions opts, ThreadPool* pool);
   const ModelConfig& config() const override { return stage_->config(); }
   Result<uint64_t> Submit(const std::vector<SequenceRequest>& batch) override;
   Result<BatchOutput> Wait() override;

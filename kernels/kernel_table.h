@@ -75,6 +75,10 @@ using QDotTileFn = void (*)(const uint8_t* w, uint64_t row_bytes, int64_t n_rows
 using RmsNormFn = void (*)(const float* x, const float* weight, float* y, int64_t n, float eps);
 // In place: x = Exp(x - max) / sum. n >= 1.
 using SoftmaxFn = void (*)(float* x, int64_t n);
+// In place: x[i] = Exp(x[i] - m) for i < n; returns their sum in softmax's
+// order (16 partial sums by index % 16, then the pairwise tree). Attention's
+// running softmax: softmax's middle pass over one tile of keys.
+using ExpSumFn = float (*)(float* x, int64_t n, float m);
 // out = gate / (1 + Exp(-gate)) * up. out may alias gate or up.
 using SiluMulFn = void (*)(const float* gate, const float* up, float* out, int64_t n);
 // For each set g < n_sets, with wg = w + g * w_stride and yg = y + g * y_stride:
@@ -136,6 +140,7 @@ struct KernelTable {
   // Small ops, bit-identical across ISAs (above).
   RmsNormFn rms_norm;
   SoftmaxFn softmax;
+  ExpSumFn exp_sum;
   SiluMulFn silu_mul;
   WeightedSumFn weighted_sum;
   RopeRotateFn rope_rotate;
@@ -215,6 +220,7 @@ inline constexpr float kExpP[6] = {1.9875691500e-4f, 1.3981999507e-3f, 8.3334519
                                    4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f};
 void RmsNorm(const float* x, const float* weight, float* y, int64_t n, float eps);
 void Softmax(float* x, int64_t n);
+float ExpSum(float* x, int64_t n, float m);
 void SiluMul(const float* gate, const float* up, float* out, int64_t n);
 void WeightedSum(const float* w, int64_t w_stride, int n_sets, const float* rows, int64_t stride, int64_t n_rows,
                  int64_t n, float* y, int64_t y_stride, bool accumulate);

@@ -229,6 +229,7 @@ const KernelTable kRefTable = {
      QDotTileX8Ref<DotQ6KRef, TensorType::kQ6_K>},
     ref::RmsNorm,
     ref::Softmax,
+    ref::ExpSum,
     ref::SiluMul,
     ref::WeightedSum,
     ref::RopeRotate,

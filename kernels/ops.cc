@@ -82,6 +82,11 @@ void Softmax(float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] = x[i] / sum;
 }
 
+float ExpSum(float* x, int64_t n, float m) {
+  for (int64_t i = 0; i < n; ++i) x[i] = Exp(x[i] - m);
+  return FixedOrderSum(n, [x](int64_t i) { return x[i]; });
+}
+
 void SiluMul(const float* gate, const float* up, float* out, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
     const float g = gate[i];

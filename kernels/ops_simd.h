@@ -218,6 +218,23 @@ void SoftmaxSimd(float* x, int64_t n) {
   if (i < n) StoreFirst(x + i, Div(LoadFirst(x + i, n - i), sum), n - i);
 }
 
+float ExpSumSimd(float* x, int64_t n, float m) {
+  const F32x16 max = Set1(m);
+  F32x16 acc = Set1(0.0f);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const F32x16 e = Exp(Sub(Load(x + i), max));
+    Store(x + i, e);
+    acc = Add(acc, e);
+  }
+  if (i < n) {
+    const F32x16 e = Exp(Sub(LoadFirst(x + i, n - i), max));
+    StoreFirst(x + i, e, n - i);
+    acc = Add(acc, KeepFirst(e, n - i));
+  }
+  return ReduceSum(acc);
+}
+
 inline F32x16 SiluMulOf(F32x16 g, F32x16 u) { return Mul(Div(g, Add(Set1(1.0f), Exp(Neg(g)))), u); }
 
 void SiluMulSimd(const float* gate, const float* up, float* out, int64_t n) {
@@ -331,6 +348,7 @@ void RopeRotateSimd(float* v, int n_heads, int head_dim, const float* cos, const
 inline void FillOps(KernelTable* t) {
   t->rms_norm = ops::RmsNormSimd;
   t->softmax = ops::SoftmaxSimd;
+  t->exp_sum = ops::ExpSumSimd;
   t->silu_mul = ops::SiluMulSimd;
   t->weighted_sum = ops::WeightedSumSimd;
   t->rope_rotate = ops::RopeRotateSimd;

@@ -11,6 +11,7 @@
 
 #include "kernels/attention.h"
 #include "kernels/ops.h"
+#include "kernels/quant.h"
 
 namespace strata {
 namespace {
@@ -46,39 +47,69 @@ int64_t KvRowsNeeded(int window, int64_t pos0, int64_t n_tok, int64_t n_ctx) {
 
 }  // namespace
 
-void PrepareLayerState(const ModelConfig& cfg, LayerKind kind, int window, int64_t pos0, int64_t n_tok, int64_t n_ctx,
-                       LayerState* state) {
+void PrepareLayerState(const ModelConfig& cfg, LayerKind kind, int window, TensorType kv_type, int64_t pos0, int64_t n_tok,
+                       int64_t n_ctx, LayerState* state) {
   if (kind == LayerKind::kShortConv) {
     const size_t n = static_cast<size_t>(cfg.conv_kernel - 1) * cfg.hidden;
     if (state->conv.rows.size() != n) state->conv.rows.assign(n, 0.0f);
     return;
   }
   KvCache& kv = state->kv;
+  if (kv.capacity == 0) {
+    kv.type = kv_type;
+    kv.row_bytes = *RowBytes(kv_type, cfg.kv_dim());  // CheckKvType vetted the shape
+  }
   const int64_t need = KvRowsNeeded(window, pos0, n_tok, n_ctx);
   if (need <= kv.capacity) return;
-  const int64_t kv_dim = cfg.kv_dim();
+  const uint64_t row = kv.row_bytes;
   if (window <= 0 || kv.capacity == 0) {
     // Rows are positions (p % capacity == p): growing keeps them in place.
-    kv.k.resize(static_cast<size_t>(need * kv_dim));
-    kv.v.resize(static_cast<size_t>(need * kv_dim));
+    kv.k.resize(static_cast<size_t>(need * row));
+    kv.v.resize(static_cast<size_t>(need * row));
     kv.capacity = need;
     return;
   }
   // A ring grows: the positions still in reach move to their new rows.
-  std::vector<float> k(static_cast<size_t>(need * kv_dim)), v(static_cast<size_t>(need * kv_dim));
+  std::vector<uint8_t> k(static_cast<size_t>(need * row)), v(static_cast<size_t>(need * row));
   for (int64_t p = std::max<int64_t>(0, pos0 - window + 1); p < pos0; ++p) {
-    std::memcpy(k.data() + (p % need) * kv_dim, kv.k.data() + (p % kv.capacity) * kv_dim, sizeof(float) * kv_dim);
-    std::memcpy(v.data() + (p % need) * kv_dim, kv.v.data() + (p % kv.capacity) * kv_dim, sizeof(float) * kv_dim);
+    std::memcpy(k.data() + (p % need) * row, kv.k.data() + (p % kv.capacity) * row, row);
+    std::memcpy(v.data() + (p % need) * row, kv.v.data() + (p % kv.capacity) * row, row);
   }
   kv.k = std::move(k);
   kv.v = std::move(v);
   kv.capacity = need;
 }
 
-uint64_t LayerStateBytes(const ModelConfig& cfg, LayerKind kind, int window, int64_t n_ctx, int64_t max_batch) {
+uint64_t LayerStateBytes(const ModelConfig& cfg, LayerKind kind, int window, TensorType kv_type, int64_t n_ctx, int64_t max_batch) {
   if (kind == LayerKind::kShortConv) return static_cast<uint64_t>(cfg.conv_kernel - 1) * cfg.hidden * sizeof(float);
   const int64_t rows = window <= 0 ? n_ctx : std::min(n_ctx, RoundUp(window - 1 + max_batch, kRingStep));
-  return static_cast<uint64_t>(rows) * cfg.kv_dim() * 2 * sizeof(float);
+  auto row = RowBytes(kv_type, cfg.kv_dim());
+  return static_cast<uint64_t>(rows) * (row.ok() ? *row : 0) * 2;
+}
+
+Result<TensorType> ParseKvType(const std::string& name) {
+  for (TensorType t : {TensorType::kF32, TensorType::kF16, TensorType::kBF16, TensorType::kQ8_0})
+    if (name == KvTypeName(t)) return t;
+  return InvalidArgument("--kv-type '" + name + "': expected f32, f16, bf16 or q8_0");
+}
+
+const char* KvTypeName(TensorType type) {
+  switch (type) {
+    case TensorType::kF32: return "f32";
+    case TensorType::kF16: return "f16";
+    case TensorType::kBF16: return "bf16";
+    case TensorType::kQ8_0: return "q8_0";
+    default: return "?";
+  }
+}
+
+Status CheckKvType(const ModelConfig& cfg, TensorType type) {
+  if (!IsKvType(type))
+    return InvalidArgument(std::string("KV cache type ") + Traits(type).name + " is not one of f32, f16, bf16, q8_0");
+  if (cfg.head_dim % Traits(type).block_elems != 0)
+    return InvalidArgument(std::string("a ") + Traits(type).name + " KV cache needs head_dim to be a multiple of " +
+                           std::to_string(Traits(type).block_elems) + "; this model's head_dim is " + std::to_string(cfg.head_dim));
+  return Status::Ok();
 }
 
 // ---------------------------------------------------------------------------
@@ -122,17 +153,17 @@ void AttentionBlock(const BlockContext& ctx, const AttentionWeights& w, const fl
         for (int64_t i = 0; i < q_dim; ++i) qt[i] *= scale;
       }
       KvCache& kv = sp.state->kv;
-      const int64_t slot = pos % kv.capacity;
-      std::memcpy(kv.k.data() + slot * kv_dim, kt, sizeof(float) * kv_dim);
-      std::memcpy(kv.v.data() + slot * kv_dim, v + row * kv_dim, sizeof(float) * kv_dim);
+      const uint64_t slot = static_cast<uint64_t>(pos % kv.capacity) * kv.row_bytes;
+      QuantizeRow(kv.type, kt, kv.k.data() + slot, kv_dim);
+      QuantizeRow(kv.type, v + row * kv_dim, kv.v.data() + slot, kv_dim);
     }
   }
   const AttentionShape shape{c.n_heads, c.n_kv_heads, c.head_dim};
   row = 0;
   for (const SequenceSpan& sp : ctx.spans) {
     const KvCache& kv = sp.state->kv;
-    CausalAttention(shape, q + row * q_dim, KvView{kv.k.data(), kv.v.data(), kv.capacity}, sp.pos0, sp.n_tok, w.window,
-                    attn + row * q_dim, ctx.pool);
+    CausalAttention(shape, q + row * q_dim, KvView{kv.type, kv.k.data(), kv.v.data(), kv.row_bytes, kv.capacity}, sp.pos0,
+                    sp.n_tok, w.window, attn + row * q_dim, ctx.pool);
     row += sp.n_tok;
   }
   MatMul(w.wo, attn, n, out, ctx.pool);

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "common/status.h"
 #include "common/thread_pool.h"
 #include "kernels/matmul.h"
 #include "model/model_config.h"
@@ -62,11 +63,14 @@ struct MoeWeights {
 // ---------------------------------------------------------------------------
 // Per-sequence state of one layer
 // ---------------------------------------------------------------------------
-// K and V rows of an attention layer. Position p lives in row p % capacity: a
+// K and V rows of an attention layer, in the cache's storage type (F32, F16,
+// BF16 or Q8_0: --kv-type). Position p lives in row p % capacity: a
 // full-attention layer's capacity covers every position (rows = positions);
 // a sliding-window layer's is about its window, a ring.
 struct KvCache {
-  std::vector<float> k, v;  // [capacity][kv_dim] f32
+  TensorType type = TensorType::kF32;
+  uint64_t row_bytes = 0;     // one position: kv_dim elements in `type`
+  std::vector<uint8_t> k, v;  // [capacity][row_bytes]
   int64_t capacity = 0;
 };
 
@@ -79,7 +83,7 @@ struct ConvState {
 struct LayerState {
   KvCache kv;
   ConvState conv;
-  uint64_t bytes() const { return (kv.k.capacity() + kv.v.capacity() + conv.rows.capacity()) * sizeof(float); }
+  uint64_t bytes() const { return kv.k.capacity() + kv.v.capacity() + conv.rows.capacity() * sizeof(float); }
 };
 
 // One sequence's run of tokens inside a batch: positions pos0 .. pos0 + n_tok - 1,
@@ -91,14 +95,21 @@ struct SequenceSpan {
 };
 
 // Makes room in `state` for positions pos0 .. pos0 + n_tok - 1 of a layer
-// (KV rows for an attention layer of the given window, the conv rows of a
-// short-convolution layer). Capacities grow in steps of 256 positions up to
-// n_ctx; a ring keeps window - 1 + n_tok rows, in steps of 64.
-void PrepareLayerState(const ModelConfig& cfg, LayerKind kind, int window, int64_t pos0, int64_t n_tok, int64_t n_ctx,
-                       LayerState* state);
+// (KV rows of `kv_type` for an attention layer of the given window, the conv
+// rows of a short-convolution layer). Capacities grow in steps of 256
+// positions up to n_ctx; a ring keeps window - 1 + n_tok rows, in steps of 64.
+void PrepareLayerState(const ModelConfig& cfg, LayerKind kind, int window, TensorType kv_type, int64_t pos0, int64_t n_tok,
+                       int64_t n_ctx, LayerState* state);
 // Bytes one sequence's state of such a layer holds at n_ctx positions (the
 // largest a batch of up to `max_batch` tokens makes it).
-uint64_t LayerStateBytes(const ModelConfig& cfg, LayerKind kind, int window, int64_t n_ctx, int64_t max_batch = 512);
+uint64_t LayerStateBytes(const ModelConfig& cfg, LayerKind kind, int window, TensorType kv_type, int64_t n_ctx,
+                         int64_t max_batch = 512);
+// Whether a model can keep its KV cache in `type`: F32, F16, BF16, or Q8_0
+// when head_dim is a multiple of its 32-element block. Names the problem.
+Status CheckKvType(const ModelConfig& cfg, TensorType type);
+// "f32", "f16", "bf16", "q8_0" (--kv-type); InvalidArgument naming the rest.
+Result<TensorType> ParseKvType(const std::string& name);
+const char* KvTypeName(TensorType type);  // the same names
 
 // ---------------------------------------------------------------------------
 // The blocks

@@ -25,12 +25,14 @@ Result<std::unique_ptr<Stage>> Stage::Load(const ModelFiles& model, const StageO
                            " are outside the model's " + std::to_string(cfg.n_layers) + " layers");
   if (opts.n_ctx <= 0) return InvalidArgument("context size must be positive");
   if (opts.max_sequences < 1) return InvalidArgument("a stage needs room for at least one sequence");
+  STRATA_RETURN_IF_ERROR(CheckKvType(cfg, opts.kv_type));
   {
     // The per-sequence state (KV caches, windows, conv states) grows with the
     // sequences; refuse a size that can never fit before anything is allocated.
     double need = 0;
     for (int l = opts.layers.first; l <= opts.layers.last; ++l)
-      need += static_cast<double>(LayerStateBytes(cfg, cfg.layer_kinds[l], cfg.layer_window[l], opts.n_ctx)) * opts.max_sequences;
+      need += static_cast<double>(LayerStateBytes(cfg, cfg.layer_kinds[l], cfg.layer_window[l], opts.kv_type, opts.n_ctx)) *
+              opts.max_sequences;
     const uint64_t avail = AvailableMemoryBytes();
     if (avail > 0 && need > static_cast<double>(avail)) {
       char msg[256];
@@ -160,7 +162,7 @@ Result<Stage::SequenceCache*> Stage::CacheFor(uint64_t seq_id, int64_t pos0, int
     return InvalidArgument("sequence " + std::to_string(seq_id) + ": " + std::to_string(pos0 + n_tok) +
                            " positions exceed the context of " + std::to_string(opts_.n_ctx));
   for (size_t l = 0; l < layers_.size(); ++l)
-    PrepareLayerState(cfg_, layers_[l].kind, layers_[l].attn.window, pos0, n_tok, opts_.n_ctx, &c.layers[l]);
+    PrepareLayerState(cfg_, layers_[l].kind, layers_[l].attn.window, opts_.kv_type, pos0, n_tok, opts_.n_ctx, &c.layers[l]);
   return &c;
 }
 

@@ -34,6 +34,7 @@ struct StageOptions {
   bool last = true;      // holds the final norm and lm_head
   int64_t n_ctx = 4096;  // maximum positions per sequence
   int max_sequences = 1;  // alive at once; Load refuses a KV cache that cannot fit in memory
+  TensorType kv_type = TensorType::kF32;  // the KV cache's storage type (model/blocks.h)
   bool copy_weights = false;  // --no-mmap: the slice's matrices in huge-page memory, not the file mapping
   // Q4_K / Q6_K / Q8_0 layer matrices and lm_head rebuilt in the
   // row-interleaved layout the kernels read fastest (kernels/interleave.h);

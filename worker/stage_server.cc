@@ -235,7 +235,12 @@ int RunWorker(Transport& t, const WorkerOptions& opts) {
     so.n_ctx = plan.n_ctx();
     so.max_sequences = std::max(1, plan.max_sequences());
     so.copy_weights = opts.copy_weights;
-    auto loaded = Stage::Load(**model, so, pool.get());
+    auto kv_type = ParseKvType(plan.kv_type().empty() ? "f32" : plan.kv_type());
+    Result<std::unique_ptr<Stage>> loaded = kv_type.status();
+    if (kv_type.ok()) {
+      so.kv_type = *kv_type;
+      loaded = Stage::Load(**model, so, pool.get());
+    }
     Status dump_ok = opts.dump_dir.empty() ? Status::Ok() : MakeDirectories(opts.dump_dir);
     if (loaded.ok() && dump_ok.ok()) {
       stage = std::move(loaded).value();

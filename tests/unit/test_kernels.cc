@@ -825,13 +825,32 @@ TEST_P(KernelOpsIsaTest, RopeRotateBitEqualsReference) {
 INSTANTIATE_TEST_SUITE_P(AllIsas, KernelOpsIsaTest, ::testing::ValuesIn(kAllIsas),
                          [](const auto& info) { return std::string(IsaName(info.param)); });
 
-// Attention against a double-precision formula, and a sequence's outputs do
-// not depend on how its tokens are batched or threaded.
+// A KV cache of `capacity` rows in `type` holding positions [lo, hi) of the
+// f32 rows k, v ([positions][kv_dim]) at row p % capacity.
+struct TypedCache {
+  TensorType type;
+  uint64_t row_bytes;
+  int64_t capacity;
+  std::vector<uint8_t> k, v;
+  TypedCache(TensorType t, const std::vector<float>& kf, const std::vector<float>& vf, int64_t kv_dim, int64_t lo, int64_t hi,
+             int64_t cap)
+      : type(t), row_bytes(*RowBytes(t, kv_dim)), capacity(cap), k(cap * row_bytes), v(cap * row_bytes) {
+    for (int64_t p = lo; p < hi; ++p) {
+      QuantizeRow(t, kf.data() + p * kv_dim, k.data() + (p % cap) * row_bytes, kv_dim);
+      QuantizeRow(t, vf.data() + p * kv_dim, v.data() + (p % cap) * row_bytes, kv_dim);
+    }
+  }
+  KvView view() const { return {type, k.data(), v.data(), row_bytes, capacity}; }
+};
+
+// Attention against a double-precision formula over a cache long enough to
+// span three segments (each cache type within its rounding), and a token's
+// outputs do not depend on how its sequence is batched, threaded or split:
+// prompt blocks and a decoding token's segment split give the same bits.
 TEST(KernelOps, CausalAttention) {
   const AttentionShape shape{8, 2, 64};
-  const int64_t q_dim = 8 * 64, kv_dim = 2 * 64, pos0 = 5, n_tok = 4, n_pos = pos0 + n_tok;
-  const std::vector<float> q = Gaussian(n_tok * q_dim, 61), kc = Gaussian(n_pos * kv_dim, 62),
-                           vc = Gaussian(n_pos * kv_dim, 63);
+  const int64_t q_dim = 8 * 64, kv_dim = 2 * 64, pos0 = 2 * kAttnSegment + 37, n_tok = 40, n_pos = pos0 + n_tok;
+  const std::vector<float> q = Gaussian(n_tok * q_dim, 61), kc = Gaussian(n_pos * kv_dim, 62), vc = Gaussian(n_pos * kv_dim, 63);
   std::vector<float> expect(n_tok * q_dim);
   for (int64_t t = 0; t < n_tok; ++t) {
     for (int h = 0; h < 8; ++h) {
@@ -841,7 +860,7 @@ TEST(KernelOps, CausalAttention) {
       for (int64_t j = 0; j <= pos0 + t; ++j) {
         double d = 0;
         for (int i = 0; i < 64; ++i) d += double(q[t * q_dim + h * 64 + i]) * kc[j * kv_dim + kvh * 64 + i];
-        p[j] = d / 8.0;
+        p[j] = 2.0 * d / 8.0;  // sharper than random: the softmax matters
         mx = std::max(mx, p[j]);
       }
       for (double& v : p) sum += (v = std::exp(v - mx));
@@ -852,39 +871,49 @@ TEST(KernelOps, CausalAttention) {
       }
     }
   }
-  std::vector<float> batched(n_tok * q_dim);
+  std::vector<float> q2 = q;
+  for (float& x : q2) x *= 2.0f;  // exact
   ThreadPool pool(2);
-  const KvView full{kc.data(), vc.data(), n_pos};
-  CausalAttention(shape, q.data(), full, pos0, n_tok, 0, batched.data(), &pool);
-  EXPECT_LE(Nmse(expect.data(), batched.data(), batched.size()), 1e-12);
-  for (int64_t t = 0; t < n_tok; ++t) {
-    std::vector<float> one(q_dim);
-    CausalAttention(shape, q.data() + t * q_dim, full, pos0 + t, 1, 0, one.data(), nullptr);
-    EXPECT_TRUE(SameBits(batched.data() + t * q_dim, one.data(), q_dim)) << "token " << t;
+  for (auto [type, limit] : {std::pair{TensorType::kF32, 1e-12}, {TensorType::kF16, 1e-6}, {TensorType::kBF16, 1e-4},
+                             {TensorType::kQ8_0, 1e-3}}) {
+    SCOPED_TRACE(TypeName(type));
+    const TypedCache cache(type, kc, vc, kv_dim, 0, n_pos, n_pos);
+    std::vector<float> batched(n_tok * q_dim);
+    CausalAttention(shape, q2.data(), cache.view(), pos0, n_tok, 0, batched.data(), &pool);
+    EXPECT_LE(Nmse(expect.data(), batched.data(), batched.size()), limit);
+    for (int64_t t = 0; t < n_tok; t += 7) {
+      std::vector<float> one(q_dim), alone(q_dim);
+      CausalAttention(shape, q2.data() + t * q_dim, cache.view(), pos0 + t, 1, 0, one.data(), &pool);  // segments on 2 threads
+      CausalAttention(shape, q2.data() + t * q_dim, cache.view(), pos0 + t, 1, 0, alone.data(), nullptr);
+      EXPECT_TRUE(SameBits(batched.data() + t * q_dim, one.data(), q_dim)) << "token " << t;
+      EXPECT_TRUE(SameBits(one.data(), alone.data(), q_dim)) << "token " << t;
+    }
   }
 }
 
 // A sliding window over a ring: the same bits as the window over a full
-// cache, wherever the ring wraps; and a window as long as the context is
-// full attention.
+// cache, wherever the ring wraps, for every cache type; and a window as long
+// as the context is full attention.
 TEST(KernelOps, CausalAttentionWindowOverRing) {
-  const AttentionShape shape{4, 2, 16};
-  const int64_t q_dim = 4 * 16, kv_dim = 2 * 16, window = 5, pos0 = 11, n_tok = 3, n_pos = pos0 + n_tok;
+  const AttentionShape shape{4, 2, 32};
+  const int64_t q_dim = 4 * 32, kv_dim = 2 * 32, window = 70, pos0 = 1100, n_tok = 3, n_pos = pos0 + n_tok;
   const std::vector<float> q = Gaussian(n_tok * q_dim, 64), kc = Gaussian(n_pos * kv_dim, 65), vc = Gaussian(n_pos * kv_dim, 66);
-  std::vector<float> want(n_tok * q_dim), all(n_tok * q_dim), whole(n_tok * q_dim);
-  CausalAttention(shape, q.data(), KvView{kc.data(), vc.data(), n_pos}, pos0, n_tok, window, want.data(), nullptr);
-  CausalAttention(shape, q.data(), KvView{kc.data(), vc.data(), n_pos}, pos0, n_tok, 0, all.data(), nullptr);
-  CausalAttention(shape, q.data(), KvView{kc.data(), vc.data(), n_pos}, pos0, n_tok, n_pos, whole.data(), nullptr);
-  EXPECT_TRUE(SameBits(all.data(), whole.data(), all.size()));
-  EXPECT_FALSE(SameBits(all.data(), want.data(), all.size()));  // the window changes the answer
-  for (int64_t capacity : {window - 1 + n_tok, window + 2, int64_t{9}}) {
-    std::vector<float> rk(capacity * kv_dim), rv(capacity * kv_dim), got(n_tok * q_dim);
-    for (int64_t p = pos0 - window + 1; p < n_pos; ++p) {
-      std::memcpy(rk.data() + (p % capacity) * kv_dim, kc.data() + p * kv_dim, kv_dim * sizeof(float));
-      std::memcpy(rv.data() + (p % capacity) * kv_dim, vc.data() + p * kv_dim, kv_dim * sizeof(float));
+  for (TensorType type : {TensorType::kF32, TensorType::kF16, TensorType::kBF16, TensorType::kQ8_0}) {
+    SCOPED_TRACE(TypeName(type));
+    const TypedCache full(type, kc, vc, kv_dim, 0, n_pos, n_pos);
+    std::vector<float> want(n_tok * q_dim), all(n_tok * q_dim), whole(n_tok * q_dim);
+    CausalAttention(shape, q.data(), full.view(), pos0, n_tok, window, want.data(), nullptr);
+    CausalAttention(shape, q.data(), full.view(), pos0, n_tok, 0, all.data(), nullptr);
+    CausalAttention(shape, q.data(), full.view(), pos0, n_tok, n_pos, whole.data(), nullptr);
+    EXPECT_TRUE(SameBits(all.data(), whole.data(), all.size()));
+    EXPECT_FALSE(SameBits(all.data(), want.data(), all.size()));  // the window changes the answer
+    for (int64_t capacity : {window - 1 + n_tok, window + 2, int64_t{100}, int64_t{128}}) {
+      const TypedCache ring(type, kc, vc, kv_dim, pos0 - window + 1, n_pos, capacity);
+      std::vector<float> got(n_tok * q_dim);
+      ThreadPool pool(2);
+      CausalAttention(shape, q.data(), ring.view(), pos0, n_tok, window, got.data(), &pool);
+      EXPECT_TRUE(SameBits(want.data(), got.data(), want.size())) << "capacity " << capacity;
     }
-    CausalAttention(shape, q.data(), KvView{rk.data(), rv.data(), capacity}, pos0, n_tok, window, got.data(), nullptr);
-    EXPECT_TRUE(SameBits(want.data(), got.data(), want.size())) << "capacity " << capacity;
   }
 }
 
