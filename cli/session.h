@@ -38,6 +38,7 @@ struct CommonFlags {
   int parallel = 1;  // sequences alive at once (bench, serve)
   bool no_mmap = false;
   std::string kv_type = "f32";  // the KV cache's storage type
+  RopeOverride rope;             // --rope-scaling, --rope-scale, --yarn-orig-ctx
 };
 
 // Registers the common flags on `cmd` (--parallel is the command's own).

@@ -78,6 +78,9 @@ Result<std::unique_ptr<MpiPipeline>> MpiPipeline::Start(Transport& t, const Mode
   wp->set_wire_dtype(opts.wire_dtype);
   wp->set_max_sequences(opts.max_sequences);
   wp->set_kv_type(KvTypeName(opts.kv_type));
+  wp->set_rope_scaling(opts.rope.scaling);
+  wp->set_rope_scale(opts.rope.factor);
+  wp->set_yarn_orig_ctx(opts.rope.original_ctx);
   for (size_t s = 0; s < p->plan_.stages.size(); ++s) {
     const StagePlan& sp = p->plan_.stages[s];
     wire::StageAssignment* a = wp->add_stages();

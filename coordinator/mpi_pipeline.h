@@ -28,6 +28,7 @@ struct MpiPipelineOptions {
   int max_sequences = 1;  // sequences alive at once on every stage
   bool copy_weights = false;  // rank 0's stage: --no-mmap (workers read it from their own flags)
   TensorType kv_type = TensorType::kF32;  // every stage's KV cache (sent in the plan)
+  RopeOverride rope;                      // applied by every rank (sent in the plan)
 };
 
 class MpiPipeline : public Pipeline {

@@ -5,12 +5,14 @@
 
 #include <sys/stat.h>
 
+#include <cmath>
 #include <fstream>
 #include <set>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
 
+#include "model/hparams.h"
 #include "model/untrusted_json.h"
 
 namespace strata {
@@ -305,6 +307,31 @@ uint64_t ModelFiles::OutputBytes() const {
   if (config_.tied_embeddings) return 0;
   auto t = TensorOf(TensorRole::kOutput);
   return t.ok() ? t->nbytes : 0;
+}
+
+Status ModelFiles::ApplyRopeOverride(const RopeOverride& o) {
+  if (!o.active()) return Status::Ok();
+  ModelConfig c = config_;
+  if (o.scaling == "none") {
+    c.rope.scaling = RopeScaling::kNone;
+  } else if (o.scaling == "yarn") {
+    if (!(o.factor > 0.0f) || !std::isfinite(o.factor) || o.factor > 1e4)
+      return InvalidArgument("--rope-scale " + std::to_string(o.factor) + ": a YaRN factor must be positive (and at most 1e4)");
+    if (o.original_ctx < 0) return InvalidArgument("--yarn-orig-ctx " + std::to_string(o.original_ctx) + " must be positive");
+    c.rope.scaling = RopeScaling::kYarn;
+    c.rope.factor = o.factor;
+    c.rope.original_ctx = o.original_ctx > 0 ? o.original_ctx : config_.n_ctx_train;
+    c.rope.beta_fast = 32.0f;
+    c.rope.beta_slow = 1.0f;
+    c.rope.attention_factor = YarnAttentionFactor(o.factor, std::nullopt, std::nullopt);
+    c.rope.freq_factors.clear();
+    c.n_ctx_train = static_cast<int>(std::min<double>(static_cast<double>(c.rope.original_ctx) * o.factor, 1 << 30));
+  } else {
+    return InvalidArgument("--rope-scaling '" + o.scaling + "': expected none or yarn");
+  }
+  STRATA_RETURN_IF_ERROR(c.Validate("model '" + path_ + "' with --rope-scaling " + o.scaling));
+  config_ = std::move(c);
+  return Status::Ok();
 }
 
 Result<VocabSpec> ModelFiles::LoadVocab() const {

@@ -49,6 +49,15 @@ struct WeightTensor {
 // returns config.json re-serialized (for the fingerprint) when asked.
 Result<ModelConfig> ReadHfConfig(const std::string& dir, std::string* config_text = nullptr);
 
+// Rotary scaling chosen on the command line instead of the model's own
+// (llama.cpp's --rope-scaling / --rope-scale / --yarn-orig-ctx).
+struct RopeOverride {
+  std::string scaling;   // "" = the model's own; "none" or "yarn"
+  float factor = 0.0f;   // yarn: how many times the original context
+  int original_ctx = 0;  // yarn: the context the model was trained at (0 = its context_length)
+  bool active() const { return !scaling.empty(); }
+};
+
 class ModelFiles {
  public:
   enum class Format { kGguf, kHfDirectory };
@@ -77,6 +86,10 @@ class ModelFiles {
   uint64_t LayerBytes(int layer) const;
   uint64_t EmbeddingBytes() const;
   uint64_t OutputBytes() const;
+
+  // Replaces the model's rotary scaling (every rank applies the same one);
+  // the trained context becomes original_ctx * factor. Errors name the flag.
+  Status ApplyRopeOverride(const RopeOverride& o);
 
   Result<VocabSpec> LoadVocab() const;
   // The chat template the model ships (GGUF tokenizer.chat_template, or

@@ -209,6 +209,7 @@ int RunWorker(Transport& t, const WorkerOptions& opts) {
     if (m->envelope.has_control() && m->envelope.control().kind() == wire::Control::KIND_SHUTDOWN) return 1;
   }
   if (!plan.error().empty() || !model.ok()) return 1;
+  const Status rope_ok = (*model)->ApplyRopeOverride({plan.rope_scaling(), plan.rope_scale(), plan.yarn_orig_ctx()});
   const wire::StageAssignment* mine = nullptr;
   int next_rank = -1;
   int prev_rank = kCoordinatorRank;
@@ -236,11 +237,15 @@ int RunWorker(Transport& t, const WorkerOptions& opts) {
     so.max_sequences = std::max(1, plan.max_sequences());
     so.copy_weights = opts.copy_weights;
     auto kv_type = ParseKvType(plan.kv_type().empty() ? "f32" : plan.kv_type());
-    Result<std::unique_ptr<Stage>> loaded = kv_type.status();
-    if (kv_type.ok()) {
+    // The plan's options are checked before loading; a Result is only ever
+    // built from an error or a loaded stage.
+    auto load = [&]() -> Result<std::unique_ptr<Stage>> {
+      STRATA_RETURN_IF_ERROR(rope_ok);
+      STRATA_RETURN_IF_ERROR(kv_type.status());
       so.kv_type = *kv_type;
-      loaded = Stage::Load(**model, so, pool.get());
-    }
+      return Stage::Load(**model, so, pool.get());
+    };
+    Result<std::unique_ptr<Stage>> loaded = load();
     Status dump_ok = opts.dump_dir.empty() ? Status::Ok() : MakeDirectories(opts.dump_dir);
     if (loaded.ok() && dump_ok.ok()) {
       stage = std::move(loaded).value();
