@@ -38,7 +38,7 @@ int RunBench(const BenchFlags& f, Transport* transport) {
   Session& s = *session;
   BenchOptions opts = f.bench;
   opts.parallel = f.common.parallel;
-  opts.n_ctx = f.common.ctx;
+  opts.n_ctx = s.n_ctx;
   std::vector<int32_t> prompt = s.tokenizer->Encode(kBenchText, s.tokenizer->add_bos());
   auto res = RunBenchmark(*s.pipeline, prompt, opts);
   if (!res.ok()) return s.Fail(res.status());

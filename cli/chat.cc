@@ -78,10 +78,10 @@ int RunChat(const GenerateFlags& f, Transport* transport) {
       continue;
     }
     std::vector<int32_t> ids = s.tokenizer->Encode(*text, false, true);
-    if (static_cast<int64_t>(ids.size()) + 1 > f.common.ctx) {
+    if (static_cast<int64_t>(ids.size()) + 1 > s.n_ctx) {
       conv.messages.erase(conv.messages.end() - 1);
       note("error: the conversation has " + std::to_string(ids.size()) + " tokens, more than --ctx " +
-           std::to_string(f.common.ctx) + " allows; /reset starts over");
+           std::to_string(s.n_ctx) + " allows; /reset starts over");
       continue;
     }
     GenerateOptions opts = GenerateOptionsOf(f);
@@ -97,7 +97,7 @@ int RunChat(const GenerateFlags& f, Transport* transport) {
       answer += a;
       printer.Print(r, a);
     };
-    auto res = Generate(*s.pipeline, *s.tokenizer, ids, opts, f.common.ctx, stream);
+    auto res = Generate(*s.pipeline, *s.tokenizer, ids, opts, s.n_ctx, stream);
     if (!res.ok()) return s.Fail(res.status());
     std::string r, a;
     splitter.Flush(&r, &a);

@@ -65,8 +65,8 @@ int RunDump(const DumpFlags& f, Transport* transport) {
   for (int32_t id : ids)
     if (id < 0 || id >= cfg.vocab)
       return s.Fail(InvalidArgument("--ids: token id " + std::to_string(id) + " is outside the vocabulary of " + std::to_string(cfg.vocab)));
-  if (static_cast<int64_t>(ids.size()) > f.common.ctx)
-    return s.Fail(InvalidArgument("the prompt has " + std::to_string(ids.size()) + " tokens, more than --ctx " + std::to_string(f.common.ctx)));
+  if (static_cast<int64_t>(ids.size()) > s.n_ctx)
+    return s.Fail(InvalidArgument("the prompt has " + std::to_string(ids.size()) + " tokens, more than --ctx " + std::to_string(s.n_ctx)));
   SequenceRequest req;
   req.seq_id = 1;
   req.tokens = ids;

@@ -59,11 +59,11 @@ int RunGenerate(const GenerateFlags& f, Transport* transport) {
   } else {
     ids = s.tokenizer->Encode(prompt, s.tokenizer->add_bos());
   }
-  if (f.truncate && static_cast<int64_t>(ids.size()) >= f.common.ctx) {
+  if (f.truncate && static_cast<int64_t>(ids.size()) >= s.n_ctx) {
     // Keep the end of the prompt, leaving room for the answer.
-    const int64_t keep = std::max<int64_t>(1, f.common.ctx - std::min<int64_t>(f.n_predict, f.common.ctx / 2));
+    const int64_t keep = std::max<int64_t>(1, s.n_ctx - std::min<int64_t>(f.n_predict, s.n_ctx / 2));
     Log(LogLevel::kWarn, "the prompt has %zu tokens; --truncate keeps its last %lld for --ctx %lld", ids.size(),
-        static_cast<long long>(keep), static_cast<long long>(f.common.ctx));
+        static_cast<long long>(keep), static_cast<long long>(s.n_ctx));
     ids.erase(ids.begin(), ids.end() - keep);
   }
   GenerateOptions opts = GenerateOptionsOf(f);
@@ -82,7 +82,7 @@ int RunGenerate(const GenerateFlags& f, Transport* transport) {
       std::fflush(stdout);
     };
   }
-  auto res = Generate(*s.pipeline, *s.tokenizer, ids, opts, f.common.ctx, stream);
+  auto res = Generate(*s.pipeline, *s.tokenizer, ids, opts, s.n_ctx, stream);
   if (!res.ok()) return s.Fail(res.status());
   if (f.chat) {
     std::string r, a;

@@ -36,6 +36,7 @@
 #include "model/model_files.h"
 #include "model/safetensors.h"
 #include "model/tokenizer.h"
+#include "worker/stage.h"
 
 namespace strata {
 namespace {
@@ -357,15 +358,21 @@ Result<nlohmann::json> Inspect(const InspectFlags& f, std::string* plan_text) {
     STRATA_ASSIGN_OR_RETURN(r.kv_bytes, KvBytes(c, s.layers, kv_type, f.ctx, f.parallel));
     ranks.push_back(r);
   }
+  // What a rank needs resident is what it maps plus its cache; compared with
+  // this host's available memory (a host like this one per rank, or all
+  // ranks here).
+  const uint64_t avail = AvailableMemoryBytes();
   nlohmann::json jranks = nlohmann::json::array();
-  uint64_t kv_total = 0;
+  uint64_t kv_total = 0, need_total = 0;
   for (size_t i = 0; i < ranks.size(); ++i) {
     const RankRow& r = ranks[i];
     kv_total += r.kv_bytes;
+    need_total += r.mapped_bytes + r.kv_bytes;
     jranks.push_back({{"rank", i}, {"first_layer", r.layers.first}, {"last_layer", r.layers.last},
                       {"n_layers", r.layers.count()}, {"first", r.first}, {"last", r.last},
                       {"weight_bytes", r.weight_bytes}, {"mapped_bytes", r.mapped_bytes},
-                      {"plan_cost_bytes", r.plan_cost_bytes}, {"kv_bytes", r.kv_bytes}});
+                      {"plan_cost_bytes", r.plan_cost_bytes}, {"kv_bytes", r.kv_bytes},
+                      {"fits_host", avail == 0 || r.mapped_bytes + r.kv_bytes <= avail}});
   }
   nlohmann::json growth = nlohmann::json::array();
   for (int64_t ctx : GrowthContexts(f.ctx)) {
@@ -382,6 +389,8 @@ Result<nlohmann::json> Inspect(const InspectFlags& f, std::string* plan_text) {
   j["plan"] = {{"source", plan.source}, {"n_ranks", f.ranks}, {"ctx", f.ctx}, {"parallel", f.parallel}, {"kv_type", f.kv_type},
                {"ctx_exceeds_train", c.n_ctx_train > 0 && f.ctx > c.n_ctx_train},
                {"kv_bytes_per_layer_per_sequence", kv_layer_seq}, {"kv_bytes", kv_total},
+               {"host_available_bytes", avail}, {"need_bytes", need_total},
+               {"all_ranks_fit_host", avail == 0 || need_total <= avail},
                {"ranks", jranks}, {"kv_growth", growth}};
   return j;
 }
@@ -489,6 +498,17 @@ void PrintText(const nlohmann::json& j, const std::string& plan_text) {
   }
   out += Printf("  %4s  %-9s %3s  %12.2f  %12.2f  %12.2f  %12.2f\n", "all", "", "", MiB(sum_w), MiB(sum_m), MiB(sum_kv),
                 MiB(sum_m + sum_kv));
+
+  const uint64_t avail = p["host_available_bytes"].get<uint64_t>();
+  if (avail > 0) {
+    std::string short_ranks;
+    for (const auto& r : p["ranks"])
+      if (!r["fits_host"].get<bool>()) short_ranks += (short_ranks.empty() ? "" : ",") + std::to_string(r["rank"].get<int>());
+    out += Printf("  this host has %.2f GiB available: %s; all ranks on this host: %s (%.2f GiB)\n",
+                  avail / 1073741824.0,
+                  short_ranks.empty() ? "every rank fits a host like it" : ("rank(s) " + short_ranks + " do not fit a host like it").c_str(),
+                  p["all_ranks_fit_host"].get<bool>() ? "fits" : "does NOT fit", p["need_bytes"].get<uint64_t>() / 1073741824.0);
+  }
 
   out += Printf("\nKV cache MiB by context (%d sequence%s)\n", parallel, parallel == 1 ? "" : "s");
   out += Printf("  %8s", "ctx");

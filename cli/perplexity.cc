@@ -30,16 +30,16 @@ int RunPerplexity(const PerplexityFlags& f, Transport* transport) {
     if (chunk == n) std::fprintf(stderr, "\n");
     std::fflush(stderr);
   };
-  auto res = Perplexity(*s.pipeline, tokens, f.common.ctx, s.tokenizer->bos_id(), s.tokenizer->add_bos(), progress);
+  auto res = Perplexity(*s.pipeline, tokens, s.n_ctx, s.tokenizer->bos_id(), s.tokenizer->add_bos(), progress);
   if (!res.ok()) return s.Fail(res.status());
   if (Status st = FinishTrace(f.common.trace_file, s.pipeline.get()); !st.ok()) return Fail(st, transport);
   if (f.common.json) {
     nlohmann::json j = {{"ppl", res->ppl}, {"chunks", res->chunks}, {"tokens_scored", res->tokens_scored},
-                        {"tokens", res->tokens_total}, {"ctx", f.common.ctx}};
+                        {"tokens", res->tokens_total}, {"ctx", s.n_ctx}};
     std::cout << j.dump() << std::endl;
   } else {
     std::printf("perplexity %.4f over %d chunks of %lld tokens (%lld tokens scored)\n", res->ppl, res->chunks,
-                static_cast<long long>(f.common.ctx), static_cast<long long>(res->tokens_scored));
+                static_cast<long long>(s.n_ctx), static_cast<long long>(res->tokens_scored));
   }
   return 0;
 }

@@ -60,9 +60,9 @@ int RunServe(ServeFlags f, Transport* transport) {
   so.max_queue = f.max_queue;
   so.scheduler.inflight = f.inflight;
   so.scheduler.chunk = f.chunk;
-  so.scheduler.n_ctx = f.common.ctx;
+  so.scheduler.n_ctx = s.n_ctx;
   so.scheduler.eos_ids = s.model->config().eos_ids;
-  f.http.n_ctx = f.common.ctx;
+  f.http.n_ctx = s.n_ctx;
   f.http.model_ids = {f.alias.empty() ? BaseName(f.common.model) : f.alias, f.common.model};
   // Every connection a thread: the running and queued requests, and a few
   // more so that requests past the queue get their 503 at once.
@@ -100,7 +100,7 @@ int RunServe(ServeFlags f, Transport* transport) {
     });
     Log(LogLevel::kInfo, "listening on http://%s:%d (model '%s', %d stage(s), %d sequence(s) at once, queue %d, ctx %lld)",
         f.http.host.c_str(), *port, f.http.model_ids[0].c_str(), s.pipeline->n_stages(), f.common.parallel, f.max_queue,
-        static_cast<long long>(f.common.ctx));
+        static_cast<long long>(s.n_ctx));
     server.Listen();
     listening_done.store(true);
     watcher.join();

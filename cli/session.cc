@@ -2,6 +2,7 @@
 // Rank 0.
 #include "cli/session.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -18,8 +19,14 @@ void AddCommonFlags(CLI::App* cmd, CommonFlags* f, bool ctx_required) {
   cmd->add_option("-m,--model", f->model, "model: a .gguf file or an HF model directory")->required();
   cmd->add_option("-t,--threads", f->threads, "compute threads (default: the cores this rank may use)")
       ->check(CLI::Range(1, 1024));
-  auto* ctx = cmd->add_option("--ctx", f->ctx, "context size in tokens")->check(CLI::Range(int64_t{1}, int64_t{1} << 24));
+  auto* ctx = cmd->add_option("--ctx", f->ctx,
+                              ctx_required ? "context size in tokens"
+                                           : "context size in tokens (default: the model's training context, at most 4096)")
+                  ->check(CLI::Range(int64_t{1}, int64_t{1} << 24));
   if (ctx_required) ctx->required();
+  cmd->add_flag("--force-ctx", f->force_ctx,
+                "run a --ctx beyond the model's training context (its rotary scaling included); quality is not "
+                "what the model was trained for");
   cmd->add_flag("--json", f->json, "print one JSON object on stdout");
   cmd->add_option("--split", f->split,
                   "layer plan under mpirun: auto, ranges such as 0-8,9-17,18-26,27-35, or a plan file (configs/*.json)");
@@ -61,6 +68,21 @@ Result<std::string> PromptText(const std::string& prompt, const std::string& pro
   return ReadFile(prompt_file);
 }
 
+Result<int64_t> ResolveContext(const CommonFlags& f, const ModelConfig& c) {
+  if (f.ctx <= 0) return c.n_ctx_train > 0 ? std::min<int64_t>(c.n_ctx_train, kDefaultCtx) : kDefaultCtx;
+  if (c.n_ctx_train > 0 && f.ctx > c.n_ctx_train) {
+    const std::string scaling = c.rope.scaling == RopeScaling::kYarn ? " with its YaRN scaling" : "";
+    const std::string msg = "--ctx " + std::to_string(f.ctx) + " is beyond the " + std::to_string(c.n_ctx_train) +
+                            " tokens model '" + f.model + "' was trained for" + scaling;
+    if (!f.force_ctx)
+      return InvalidArgument(msg + ": positions past it are untrained (pass --force-ctx to run anyway" +
+                             (c.rope.scaling == RopeScaling::kYarn ? "" : ", or extend it with --rope-scaling yarn --rope-scale F") +
+                             ")");
+    Log(LogLevel::kWarn, "%s; running anyway (--force-ctx)", msg.c_str());
+  }
+  return f.ctx;
+}
+
 Result<Session> OpenSession(const CommonFlags& f, Transport* transport) {
   Session s;
   s.transport = transport;
@@ -68,6 +90,7 @@ Result<Session> OpenSession(const CommonFlags& f, Transport* transport) {
   if (f.rope.active() && f.rope.scaling == "yarn" && !(f.rope.factor > 0))
     return InvalidArgument("--rope-scaling yarn needs --rope-scale F (the factor the context grows by)");
   STRATA_RETURN_IF_ERROR(s.model->ApplyRopeOverride(f.rope));
+  STRATA_ASSIGN_OR_RETURN(s.n_ctx, ResolveContext(f, s.model->config()));
   STRATA_ASSIGN_OR_RETURN(VocabSpec vocab, s.model->LoadVocab());
   STRATA_ASSIGN_OR_RETURN(Tokenizer tok, Tokenizer::Create(std::move(vocab)));
   s.tokenizer = std::make_unique<Tokenizer>(std::move(tok));
@@ -78,7 +101,7 @@ Result<Session> OpenSession(const CommonFlags& f, Transport* transport) {
   if (transport != nullptr) {
     MpiPipelineOptions opts;
     opts.split = f.split;
-    opts.n_ctx = f.ctx;
+    opts.n_ctx = s.n_ctx;
     STRATA_ASSIGN_OR_RETURN(opts.wire_dtype, ParseWireDType(f.wire));
     opts.coordinator_only = f.coordinator_only;
     opts.stage_timeout_s = f.stage_timeout;
@@ -96,7 +119,7 @@ Result<Session> OpenSession(const CommonFlags& f, Transport* transport) {
       if (f.coordinator_only) return InvalidArgument("--coordinator-only needs mpirun with at least 2 ranks");
     }
     StageOptions so;
-    so.n_ctx = f.ctx;
+    so.n_ctx = s.n_ctx;
     so.max_sequences = f.parallel;
     so.copy_weights = f.no_mmap;
     STRATA_ASSIGN_OR_RETURN(so.kv_type, ParseKvType(f.kv_type));

@@ -24,10 +24,15 @@
 
 namespace strata {
 
+// --ctx when not given: the model's training context, capped here (a 64k
+// model should not allocate 64k of cache unasked).
+constexpr int64_t kDefaultCtx = 4096;
+
 struct CommonFlags {
   std::string model;
   int threads = 0;  // 0: the cores this process may use
-  int64_t ctx = 4096;
+  int64_t ctx = 0;  // 0: the model's training context, at most kDefaultCtx
+  bool force_ctx = false;  // --force-ctx: a --ctx beyond the training context runs anyway
   bool json = false;
   std::string split = "auto";
   std::string wire = "f32";
@@ -66,10 +71,18 @@ struct Session {
   std::unique_ptr<Tokenizer> tokenizer;
   std::unique_ptr<ThreadPool> pool;
   std::unique_ptr<Pipeline> pipeline;
+  int64_t n_ctx = 0;  // the context every stage was sized for (--ctx or the default)
 
   int Fail(const Status& st) { return strata::Fail(st, transport, pipeline.get()); }
 };
 
+// Opens the model (with --rope-scaling applied), its tokenizer and the
+// pipeline. The context is --ctx, or the model's training context up to
+// kDefaultCtx; a --ctx beyond what the model (and its rotary scaling) was
+// trained for is refused unless --force-ctx.
 Result<Session> OpenSession(const CommonFlags& f, Transport* transport);
+
+// The context a session runs at (see OpenSession); errors name --ctx.
+Result<int64_t> ResolveContext(const CommonFlags& f, const ModelConfig& c);
 
 }  // namespace strata

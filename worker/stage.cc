@@ -27,20 +27,27 @@ Result<std::unique_ptr<Stage>> Stage::Load(const ModelFiles& model, const StageO
   if (opts.max_sequences < 1) return InvalidArgument("a stage needs room for at least one sequence");
   STRATA_RETURN_IF_ERROR(CheckKvType(cfg, opts.kv_type));
   {
-    // The per-sequence state (KV caches, windows, conv states) grows with the
-    // sequences; refuse a size that can never fit before anything is allocated.
-    double need = 0;
-    for (int l = opts.layers.first; l <= opts.layers.last; ++l)
-      need += static_cast<double>(LayerStateBytes(cfg, cfg.layer_kinds[l], cfg.layer_window[l], opts.kv_type, opts.n_ctx)) *
-              opts.max_sequences;
+    // Weights and the per-sequence state (KV caches, windows, conv states)
+    // must fit together; refuse a size that can never fit before anything is
+    // allocated or mapped.
+    double state = 0, weights = 0;
+    for (int l = opts.layers.first; l <= opts.layers.last; ++l) {
+      state += static_cast<double>(LayerStateBytes(cfg, cfg.layer_kinds[l], cfg.layer_window[l], opts.kv_type, opts.n_ctx)) *
+               opts.max_sequences;
+      weights += static_cast<double>(model.LayerBytes(l));
+    }
+    if (opts.first || (opts.last && cfg.tied_embeddings)) weights += static_cast<double>(model.EmbeddingBytes());
+    if (opts.last && !cfg.tied_embeddings) weights += static_cast<double>(model.OutputBytes());
     const uint64_t avail = AvailableMemoryBytes();
-    if (avail > 0 && need > static_cast<double>(avail)) {
-      char msg[256];
+    if (avail > 0 && state + weights > static_cast<double>(avail)) {
+      char msg[320];
       std::snprintf(msg, sizeof msg,
-                    "the KV cache of layers %d-%d for --ctx %lld x %d sequence(s) needs %.2f GiB, but only %.2f GiB of memory "
-                    "are available (lower --ctx or --parallel, or use more ranks)",
-                    opts.layers.first, opts.layers.last, static_cast<long long>(opts.n_ctx), opts.max_sequences,
-                    need / 1073741824.0, static_cast<double>(avail) / 1073741824.0);
+                    "layers %d-%d need %.2f GiB: %.2f GiB of weights and %.2f GiB of KV cache (%s) for --ctx %lld x %d "
+                    "sequence(s), but only %.2f GiB of memory are available (lower --ctx or --parallel, pick a smaller "
+                    "--kv-type, or use more ranks)",
+                    opts.layers.first, opts.layers.last, (state + weights) / 1073741824.0, weights / 1073741824.0,
+                    state / 1073741824.0, KvTypeName(opts.kv_type), static_cast<long long>(opts.n_ctx), opts.max_sequences,
+                    static_cast<double>(avail) / 1073741824.0);
       return InvalidArgument(msg);
     }
   }

@@ -5,6 +5,9 @@
 // as strata does). Prints {"ids": [...]} on stdout.
 //
 // Usage: node llamacpp-greedy.mjs -m MODEL.gguf --ids 8185,650,1131 -n 24 [-t N]
+//        [--kv-type f32|f16|bf16|q8_0] [--ctx N]
+// --kv-type sets llama.cpp's K and V cache type (its default is f16); --ctx
+// the context it is created with (default: the prompt plus -n).
 
 process.env.NODE_LLAMA_CPP_SKIP_DOWNLOAD = "true";
 process.env.NODE_LLAMA_CPP_GPU = "false";
@@ -14,7 +17,8 @@ function die(msg, code = 2) {
     process.exit(code);
 }
 
-const o = { model: null, ids: null, n: 16, threads: 1 };
+const o = { model: null, ids: null, n: 16, threads: 1, kvType: null, ctx: 0 };
+const KV_TYPES = { f32: "F32", f16: "F16", bf16: "BF16", q8_0: "Q8_0" };
 const argv = process.argv.slice(2);
 for (let i = 0; i < argv.length; i++) {
     const a = argv[i], v = argv[i + 1];
@@ -22,6 +26,8 @@ for (let i = 0; i < argv.length; i++) {
     else if (a === "--ids") { o.ids = v.split(",").map(Number); i++; }
     else if (a === "-n") { o.n = Number(v); i++; }
     else if (a === "-t") { o.threads = Number(v); i++; }
+    else if (a === "--kv-type") { o.kvType = KV_TYPES[v]; if (!o.kvType) die(`--kv-type ${v}: expected f32, f16, bf16 or q8_0`); i++; }
+    else if (a === "--ctx") { o.ctx = Number(v); i++; }
     else die(`unknown argument ${a}`);
 }
 if (!o.model || !o.ids || o.ids.some((x) => !Number.isInteger(x)) || !(o.n >= 1)) die("usage: -m MODEL.gguf --ids A,B,C -n N [-t T]");
@@ -43,8 +49,10 @@ try {
 } catch (e) {
     die(`llama.cpp could not load ${o.model}: ${e.message}`, 4);
 }
+if (o.ctx && o.ctx < o.ids.length + o.n) die(`--ctx ${o.ctx} is shorter than the prompt plus -n`);
+const kv = o.kvType ? { experimentalKvCacheKeyType: o.kvType, experimentalKvCacheValueType: o.kvType } : {};
 const context = await model.createContext({
-    contextSize: o.ids.length + o.n + 8, batchSize: o.ids.length, sequences: 1,
+    contextSize: o.ctx || o.ids.length + o.n + 8, batchSize: Math.min(o.ids.length, 512), sequences: 1, ...kv,
     threads: { ideal: o.threads, min: o.threads }, ignoreMemorySafetyChecks: true,
 });
 const sequence = context.getSequence();

@@ -173,7 +173,7 @@ check("... naming the stage that stopped answering", "not answering: stage 1 on 
 check("... and no rank is left behind", no_orphans(tag))
 
 # 7. Memory and context limits.
-p = subprocess.run([BIN, "bench", "-m", MODEL, "--ctx", "16000000", "--parallel", "1000", "--reps", "1"], capture_output=True,
+p = subprocess.run([BIN, "bench", "-m", MODEL, "--ctx", "16000000", "--force-ctx", "--parallel", "1000", "--reps", "1"], capture_output=True,
                    text=True, timeout=60)
 check("a KV cache that cannot fit is refused with its size", p.returncode == 1 and "KV cache" in p.stderr and "GiB" in p.stderr,
       p.stderr[-300:])

@@ -150,7 +150,16 @@ expect_error("no model", [], 2, "model")
 # Header only: it never reads tensor data. Copies whose whole data region is
 # overwritten (0xFF bytes: NaN in bf16) inspect exactly like the originals.
 def without_model_path(doc):
-    return {k: v for k, v in doc.items() if k != "model"} if doc else doc
+    """The document without its path and this host's free memory (which moves between two runs)."""
+    if not doc:
+        return doc
+    out = {k: v for k, v in doc.items() if k != "model"}
+    plan = dict(out["plan"])
+    plan.pop("host_available_bytes", None)
+    plan.pop("all_ranks_fit_host", None)
+    plan["ranks"] = [{k: v for k, v in r.items() if k != "fits_host"} for r in plan["ranks"]]
+    out["plan"] = plan
+    return out
 
 
 def garbled_copy(src, dst, data_offset):

@@ -242,7 +242,7 @@ finally:
     srv.stop()
 
 # ── the request timeout: 504 ──
-srv = Server(BIN, HF, ["--ctx", "8192", "--request-timeout", "0.5"])
+srv = Server(BIN, HF, ["--ctx", "8192", "--force-ctx", "--request-timeout", "0.5"])
 try:
     body = {"prompt": PLAIN[0]["prompt"], "max_tokens": 8000, "temperature": 0, "ignore_eos": True}
     t0 = time.time()
