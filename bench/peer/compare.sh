@@ -3,7 +3,10 @@
 # same GGUF with the same prompt length, generation length and thread count,
 # one after the other, and print both with the ratio strata / llama.cpp.
 #
-#   bench/peer/compare.sh MODEL.gguf [--prompt-tokens P] [--gen-tokens G] [-t N] [--reps R]
+#   bench/peer/compare.sh MODEL.gguf [--prompt-tokens P] [--gen-tokens G] [-t N] [--reps R] [--kv-type T]
+#
+# Both get a context of P + G + 8 tokens and the same KV cache type (default
+# f16, llama.cpp's own default; strata's default is f32).
 #
 # Env: STRATA_BIN         strata binary (default: <repo>/build/bin/strata)
 #      STRATA_EXTRA_ARGS  extra words appended to the strata bench command line
@@ -22,12 +25,13 @@ usage: bench/peer/compare.sh MODEL.gguf [--prompt-tokens P] [--gen-tokens G] [-t
   --gen-tokens G      tokens decoded one at a time after the prompt (default 128)
   -t, --threads N     CPU threads for both engines (default: nproc = $(nproc))
   --reps R            timed repetitions per engine (default 3)
+  --kv-type T         KV cache type of both engines: f32|f16|bf16|q8_0 (default f16)
 env: STRATA_BIN (default $repo/build/bin/strata), STRATA_EXTRA_ARGS, KEEP_JSON=DIR
 EOF
 }
 die() { echo "$prog: error: $*" >&2; exit 1; }
 
-model="" P=512 G=128 T="$(nproc)" R=3
+model="" P=512 G=128 T="$(nproc)" R=3 KV=f16
 need_val() { [[ $# -ge 2 && -n "$2" ]] || die "$1 needs a value"; }
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -39,12 +43,15 @@ while [[ $# -gt 0 ]]; do
         --threads=*) T="${1#*=}"; shift ;;
         --reps|-r) need_val "$@"; R="$2"; shift 2 ;;
         --reps=*) R="${1#*=}"; shift ;;
+        --kv-type) need_val "$@"; KV="$2"; shift 2 ;;
+        --kv-type=*) KV="${1#*=}"; shift ;;
         -h|--help) usage; exit 0 ;;
         -*) usage >&2; die "unknown option $1" ;;
         *) [[ -z "$model" ]] || die "more than one MODEL given ($model, $1)"; model="$1"; shift ;;
     esac
 done
 [[ -n "$model" ]] || { usage >&2; die "MODEL is required"; }
+[[ "$KV" =~ ^(f32|f16|bf16|q8_0)$ ]] || die "--kv-type must be f32, f16, bf16 or q8_0, got '$KV'"
 [[ -f "$model" ]] || die "model file not found: $model"
 for v in P G T R; do
     [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer, got '${!v}'"
@@ -62,7 +69,7 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
 # --- strata -----------------------------------------------------------------
-strata_cmd=("$strata" bench -m "$model" --prompt-tokens "$P" --gen-tokens "$G" -t "$T" --json)
+strata_cmd=("$strata" bench -m "$model" --prompt-tokens "$P" --gen-tokens "$G" -t "$T" --json --ctx "$((P + G + 8))" --kv-type "$KV")
 # Pass --reps only if this strata bench knows it.
 if "$strata" bench --help 2>/dev/null | grep -q -- '--reps'; then strata_cmd+=(--reps "$R"); fi
 # shellcheck disable=SC2206
@@ -78,7 +85,7 @@ if [[ $rc -ne 0 ]]; then
 fi
 
 # --- llama.cpp via node-llama-cpp -------------------------------------------
-llama_cmd=("$node_bin" "$here/llamacpp-bench.mjs" -m "$model" --prompt-tokens "$P" --gen-tokens "$G" -t "$T" --reps "$R")
+llama_cmd=("$node_bin" "$here/llamacpp-bench.mjs" -m "$model" --prompt-tokens "$P" --gen-tokens "$G" -t "$T" --reps "$R" --kv-type "$KV")
 echo "$prog: llama.cpp: ${llama_cmd[*]}" >&2
 set +e
 "${llama_cmd[@]}" >"$work/llama.out" 2>"$work/llama.err"
@@ -130,7 +137,7 @@ const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length))
 const fmt = (r) => r.map((c, i) => (i === 0 ? c.padEnd(w[i]) : c.padStart(w[i]))).join("  ");
 const fa = l.flash_attention === true ? "on" : l.flash_attention === false ? "off" : String(l.flash_attention);
 console.log(`model ${model}`);
-console.log(`prompt ${P} tokens, generate ${G} tokens, ${T} thread(s), ${R} rep(s) each`);
+console.log(`prompt ${P} tokens, generate ${G} tokens, ${T} thread(s), ${R} rep(s) each, KV cache ${l.kv_type}`);
 console.log(`llama.cpp: ${l.llama_cpp_build} via node-llama-cpp ${l.node_llama_cpp_version} (${l.binary}, CPU ${l.cpu_backend_variant}, flash attention ${fa})`);
 console.log("");
 console.log(fmt(head));

@@ -11,7 +11,7 @@
 //
 // Usage: node llamacpp-bench.mjs -m MODEL.gguf [-t N] [--prompt-tokens P]
 //          [--gen-tokens G] [--reps R] [--warmup W] [--flash-attention on|off|auto]
-//          [--table]
+//          [--kv-type f32|f16|bf16|q8_0] [--table]
 //        node llamacpp-bench.mjs --check    (only load the prebuilt binary; used by setup.sh)
 
 import { performance } from "node:perf_hooks";
@@ -24,8 +24,10 @@ process.env.NODE_LLAMA_CPP_SKIP_DOWNLOAD = "true";
 process.env.NODE_LLAMA_CPP_GPU = "false";
 
 const USAGE = `usage: node llamacpp-bench.mjs -m MODEL.gguf [-t N] [--prompt-tokens P] [--gen-tokens G]
-                              [--reps R] [--warmup W] [--flash-attention on|off|auto] [--table]
-defaults: -t ${os.availableParallelism?.() ?? os.cpus().length} (all cores), P=512, G=128, R=3, W=1, flash attention: library default`;
+                              [--reps R] [--warmup W] [--flash-attention on|off|auto] [--kv-type T] [--table]
+defaults: -t ${os.availableParallelism?.() ?? os.cpus().length} (all cores), P=512, G=128, R=3, W=1, flash attention: library default,
+          KV cache: llama.cpp's default (f16)`;
+const KV_TYPES = { f32: "F32", f16: "F16", bf16: "BF16", q8_0: "Q8_0" };
 
 function die(msg, code = 2) {
     process.stderr.write(`llamacpp-bench: ${msg}\n`);
@@ -35,7 +37,7 @@ function die(msg, code = 2) {
 function parseArgs(argv) {
     const o = {
         model: null, threads: os.availableParallelism?.() ?? os.cpus().length,
-        prompt: 512, gen: 128, reps: 3, warmup: 1, fa: null, table: false,
+        prompt: 512, gen: 128, reps: 3, warmup: 1, fa: null, table: false, kvType: null,
     };
     const int = (name, v, min) => {
         const n = Number(v);
@@ -61,6 +63,12 @@ function parseArgs(argv) {
                 else if (f === "off" || f === "0" || f === "false") o.fa = false;
                 else if (f === "auto") o.fa = "auto";
                 else die(`--flash-attention takes on|off|auto, got ${f}`);
+                break;
+            }
+            case "--kv-type": {
+                const k = next();
+                if (!KV_TYPES[k]) die(`--kv-type takes f32|f16|bf16|q8_0, got ${k}`);
+                o.kvType = k;
                 break;
             }
             case "--table": o.table = true; break;
@@ -147,6 +155,10 @@ const ctxOptions = {
     ignoreMemorySafetyChecks: true,
 };
 if (opts.fa !== null) ctxOptions.flashAttention = opts.fa;
+if (opts.kvType !== null) {
+    ctxOptions.experimentalKvCacheKeyType = KV_TYPES[opts.kvType];
+    ctxOptions.experimentalKvCacheValueType = KV_TYPES[opts.kvType];
+}
 let context;
 try {
     context = await model.createContext(ctxOptions);
@@ -222,6 +234,7 @@ const result = {
     binary: llama.buildType,
     gpu: llama.gpu,
     flash_attention: flashAttention,
+    kv_type: opts.kvType ?? "f16 (default)",
     cpu_backend_variant: cpuVariant,
     batch_size: context.batchSize,
     context_size: context.contextSize,
