@@ -257,29 +257,41 @@ BENCHMARK(BM_RopeRotate)->Apply([](auto* b) { IsaAndSizes(b, {0, 1}); });
 // CausalAttention at SmolLM3-3B's shape (16 query heads, 4 kv heads of 128),
 // active ISA: n_tok new tokens after pos0 cached ones. bytes/s: the K and V
 // rows read, once per (token, kv head).
+const TensorType kKvBenchTypes[] = {TensorType::kF32, TensorType::kF16, TensorType::kQ8_0};
+
+// One layer of SmolLM3-3B's attention (16 query heads over 4 kv heads of
+// 128): n_tok new tokens after pos0 cached ones, the cache stored in
+// kKvBenchTypes[kv].
 void BM_Attention(benchmark::State& state) {
   const int64_t pos0 = state.range(0), n_tok = state.range(1);
   ThreadPool& pool = Pool(static_cast<int>(state.range(2)));
+  const TensorType type = kKvBenchTypes[state.range(3)];
   const AttentionShape shape{16, 4, 128};
   const int64_t q_dim = 16 * 128, kv_dim = 4 * 128, n_pos = pos0 + n_tok;
-  const std::vector<float> q = RandomActivations(n_tok * q_dim), kc = RandomActivations(n_pos * kv_dim),
-                           vc = RandomActivations(n_pos * kv_dim);
+  const uint64_t row_bytes = RowBytes(type, kv_dim).value();
+  const std::vector<float> q = RandomActivations(n_tok * q_dim), kf = RandomActivations(n_pos * kv_dim),
+                           vf = RandomActivations(n_pos * kv_dim);
+  std::vector<uint8_t> kc(n_pos * row_bytes), vc(n_pos * row_bytes);
+  for (int64_t j = 0; j < n_pos; ++j) {
+    QuantizeRow(type, kf.data() + j * kv_dim, kc.data() + j * row_bytes, kv_dim);
+    QuantizeRow(type, vf.data() + j * kv_dim, vc.data() + j * row_bytes, kv_dim);
+  }
   std::vector<float> out(n_tok * q_dim);
   for (auto _ : state) {
-    CausalAttention(shape, q.data(), KvView{TensorType::kF32, reinterpret_cast<const uint8_t*>(kc.data()),
-                                            reinterpret_cast<const uint8_t*>(vc.data()), kv_dim * 4, n_pos},
-                    pos0, n_tok, 0, out.data(), &pool);
+    CausalAttention(shape, q.data(), KvView{type, kc.data(), vc.data(), row_bytes, n_pos}, pos0, n_tok, 0, out.data(), &pool);
     benchmark::DoNotOptimize(out.data());
   }
   int64_t rows = 0;
   for (int64_t t = 0; t < n_tok; ++t) rows += pos0 + t + 1;
-  state.SetLabel(std::string(ActiveIsa()) + " t=" + std::to_string(pool.size()));
-  SetBytes(state, 2 * rows * kv_dim * 4);
+  state.SetLabel(std::string(ActiveIsa()) + " t=" + std::to_string(pool.size()) + " kv=" + TypeName(type));
+  SetBytes(state, static_cast<int64_t>(2 * rows * row_bytes));
 }
 BENCHMARK(BM_Attention)
-    ->ArgNames({"pos0", "n_tok", "threads"})
-    ->ArgsProduct({{0}, {64}, {1, 2}})
-    ->ArgsProduct({{1024, 4096}, {1, 4}, {1, 2}})
+    ->ArgNames({"pos0", "n_tok", "threads", "kv"})
+    ->ArgsProduct({{0}, {64}, {1, 2}, {0}})
+    ->ArgsProduct({{1024, 4096}, {1, 4}, {1, 2}, {0}})
+    // At depth: a decoding token and a 256-token prompt chunk, per cache type.
+    ->ArgsProduct({{4096, 16384}, {1, 256}, {1, 2}, {0, 1, 2}})
     ->UseRealTime()
     ->Unit(benchmark::kMicrosecond);
 
