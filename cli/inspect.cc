@@ -28,6 +28,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cli/session.h"
 #include "common/status.h"
 #include "coordinator/plan.h"
 #include "model/architecture.h"
@@ -48,6 +49,7 @@ struct InspectFlags {
   int64_t ctx = 4096;
   int parallel = 1;
   std::string kv_type = "f32";
+  RopeOverride rope;  // --rope-scaling / --rope-scale / --yarn-orig-ctx
   bool json = false;
 };
 InspectFlags g_flags;
@@ -191,6 +193,7 @@ std::string TokenText(const VocabSpec& vocab, int32_t id) {
 // Builds the whole report as JSON; the text form is printed from it.
 Result<nlohmann::json> Inspect(const InspectFlags& f, std::string* plan_text) {
   STRATA_ASSIGN_OR_RETURN(std::unique_ptr<ModelFiles> model, ModelFiles::Open(f.model));
+  STRATA_RETURN_IF_ERROR(model->ApplyRopeOverride(f.rope));
   const ModelConfig& c = model->config();
   nlohmann::json j;
   j["model"] = model->path();
@@ -536,6 +539,7 @@ CLI::App* AddInspectCommand(CLI::App& app) {
   cmd->add_option("--parallel", f.parallel, "sequences held at once (for the KV cache)")->check(CLI::Range(1, 1 << 16));
   cmd->add_option("--kv-type", f.kv_type, "KV cache storage type: f32, f16, bf16 or q8_0")
       ->check(CLI::IsMember({"f32", "f16", "bf16", "q8_0"}));
+  AddRopeFlags(cmd, &f.rope);
   cmd->add_flag("--json", f.json, "print one JSON object on stdout");
   return cmd;
 }

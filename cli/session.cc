@@ -15,6 +15,16 @@
 
 namespace strata {
 
+void AddRopeFlags(CLI::App* cmd, RopeOverride* rope) {
+  cmd->add_option("--rope-scaling", rope->scaling, "rotary scaling instead of the model's own: none or yarn")
+      ->check(CLI::IsMember({"none", "yarn"}));
+  cmd->add_option("--rope-scale", rope->factor, "with --rope-scaling yarn: the factor the context grows by")
+      ->check(CLI::Range(1e-6, 1e4));
+  cmd->add_option("--yarn-orig-ctx", rope->original_ctx, "with --rope-scaling yarn: the context the model was trained at "
+                                                         "(default: its context_length)")
+      ->check(CLI::Range(1, 1 << 30));
+}
+
 void AddCommonFlags(CLI::App* cmd, CommonFlags* f, bool ctx_required) {
   cmd->add_option("-m,--model", f->model, "model: a .gguf file or an HF model directory")->required();
   cmd->add_option("-t,--threads", f->threads, "compute threads (default: the cores this rank may use)")
@@ -45,13 +55,7 @@ void AddCommonFlags(CLI::App* cmd, CommonFlags* f, bool ctx_required) {
                 "moves only the others");
   cmd->add_option("--kv-type", f->kv_type, "KV cache storage type: f32, f16, bf16 or q8_0 (q8_0 needs head_dim % 32 == 0)")
       ->check(CLI::IsMember({"f32", "f16", "bf16", "q8_0"}));
-  cmd->add_option("--rope-scaling", f->rope.scaling, "rotary scaling instead of the model's own: none or yarn")
-      ->check(CLI::IsMember({"none", "yarn"}));
-  cmd->add_option("--rope-scale", f->rope.factor, "with --rope-scaling yarn: the factor the context grows by")
-      ->check(CLI::Range(1e-6, 1e4));
-  cmd->add_option("--yarn-orig-ctx", f->rope.original_ctx, "with --rope-scaling yarn: the context the model was trained at "
-                                                            "(default: its context_length)")
-      ->check(CLI::Range(1, 1 << 30));
+  AddRopeFlags(cmd, &f->rope);
   cmd->add_flag("--coordinator-only", f->coordinator_only, "under mpirun: rank 0 only coordinates; stages run on ranks 1..N-1");
 }
 
@@ -87,8 +91,6 @@ Result<Session> OpenSession(const CommonFlags& f, Transport* transport) {
   Session s;
   s.transport = transport;
   STRATA_ASSIGN_OR_RETURN(s.model, ModelFiles::Open(f.model));
-  if (f.rope.active() && f.rope.scaling == "yarn" && !(f.rope.factor > 0))
-    return InvalidArgument("--rope-scaling yarn needs --rope-scale F (the factor the context grows by)");
   STRATA_RETURN_IF_ERROR(s.model->ApplyRopeOverride(f.rope));
   STRATA_ASSIGN_OR_RETURN(s.n_ctx, ResolveContext(f, s.model->config()));
   STRATA_ASSIGN_OR_RETURN(VocabSpec vocab, s.model->LoadVocab());

@@ -46,6 +46,9 @@ struct CommonFlags {
   RopeOverride rope;             // --rope-scaling, --rope-scale, --yarn-orig-ctx
 };
 
+// Registers --rope-scaling, --rope-scale and --yarn-orig-ctx.
+void AddRopeFlags(CLI::App* cmd, RopeOverride* rope);
+
 // Registers the common flags on `cmd` (--parallel is the command's own).
 void AddCommonFlags(CLI::App* cmd, CommonFlags* f, bool ctx_required);
 

@@ -315,6 +315,7 @@ Status ModelFiles::ApplyRopeOverride(const RopeOverride& o) {
   if (o.scaling == "none") {
     c.rope.scaling = RopeScaling::kNone;
   } else if (o.scaling == "yarn") {
+    if (o.factor == 0.0f) return InvalidArgument("--rope-scaling yarn needs --rope-scale F (the factor the context grows by)");
     if (!(o.factor > 0.0f) || !std::isfinite(o.factor) || o.factor > 1e4)
       return InvalidArgument("--rope-scale " + std::to_string(o.factor) + ": a YaRN factor must be positive (and at most 1e4)");
     if (o.original_ctx < 0) return InvalidArgument("--yarn-orig-ctx " + std::to_string(o.original_ctx) + " must be positive");

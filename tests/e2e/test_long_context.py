@@ -160,6 +160,16 @@ def main():
                   and j["plan"]["all_ranks_fit_host"] == (j["plan"]["need_bytes"] <= j["plan"]["host_available_bytes"]), j["plan"])
         else:
             check("inspect --ctx 131072 --kv-type f16", False, p.stderr[-300:])
+        plain_j = run(["inspect", BF16, "--ctx", "8192", "--json"])
+        yarn_j = run(["inspect", BF16, "--ctx", "8192", "--rope-scaling", "yarn", "--rope-scale", "2", "--json"])
+        if plain_j.returncode == 0 and yarn_j.returncode == 0:
+            a, b = json.loads(plain_j.stdout), json.loads(yarn_j.stdout)
+            check("inspect --rope-scaling yarn --rope-scale 2: ctx 8192 is within the scaled context",
+                  a["plan"]["ctx_exceeds_train"] and not b["plan"]["ctx_exceeds_train"]
+                  and b["config"]["rope_scaling"]["type"] == "yarn" and b["config"]["n_ctx_train"] == 8192,
+                  (a["plan"]["ctx_exceeds_train"], b["plan"]["ctx_exceeds_train"], b["config"]["rope_scaling"]))
+        else:
+            check("inspect with --rope-scaling", False, plain_j.stderr[-300:] + yarn_j.stderr[-300:])
         p = run(["generate", "-m", HF, "-p", "ROMEO:", "-n", "2", "--ctx", "4000000", "--force-ctx", "--kv-type", "f16"])
         check("a context whose cache does not fit is refused before loading, with weights and cache in GiB",
               p.returncode == 1 and "weights" in p.stderr and "KV cache (f16)" in p.stderr and "GiB" in p.stderr, p.stderr[-300:])
