@@ -139,9 +139,10 @@ Result<std::unique_ptr<MpiPipeline>> MpiPipeline::Start(Transport& t, const Mode
   if (opts.coordinator_only) text += "  rank 0: coordinator only\n";
   for (size_t s = 0; s < p->plan_.stages.size(); ++s) {
     char line[160];
-    std::snprintf(line, sizeof line, "  rank %d: layers %d-%d%s%s, %.1f MiB of weights\n", p->stage_ranks_[s],
+    const int r = p->stage_ranks_[s];
+    std::snprintf(line, sizeof line, "  rank %d (%s): layers %d-%d%s%s, %.1f MiB of weights\n", r, p->hosts_[r].c_str(),
                   p->plan_.stages[s].layers.first, p->plan_.stages[s].layers.last, s == 0 ? " + embedding" : "",
-                  s + 1 == p->plan_.stages.size() ? " + lm_head" : "", MiB(bytes[p->stage_ranks_[s]]));
+                  s + 1 == p->plan_.stages.size() ? " + lm_head" : "", MiB(bytes[r]));
     text += line;
   }
   text.pop_back();
@@ -252,7 +253,7 @@ std::string MpiPipeline::DiagnoseStuckStages() {
     if (stage_ranks_[s] == 0) answered[s] = true;
     else (void)transport_.Send(stage_ranks_[s], e);
   }
-  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(3);
   while (std::chrono::steady_clock::now() < until &&
          std::find(answered.begin(), answered.end(), false) != answered.end()) {
     auto m = transport_.Receive(-1, 0.5);

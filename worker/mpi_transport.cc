@@ -177,6 +177,12 @@ Result<std::unique_ptr<Transport>> InitMpiTransport(int* argc, char*** argv, Bet
 void FinalizeMpi() { MPI_Finalize(); }
 
 void AbortMpi(int code) {
+  // MPI_Abort asks mpirun to end the job, which may wait on a host it can no
+  // longer reach; this process ends regardless (launch/strata-mpirun ends mpirun).
+  std::thread([code] {
+    std::this_thread::sleep_for(std::chrono::seconds(3));
+    std::_Exit(code);
+  }).detach();
   MPI_Abort(MPI_COMM_WORLD, code);
   std::_Exit(code);
 }
