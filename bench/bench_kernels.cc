@@ -140,7 +140,9 @@ void BM_MatMulCold(benchmark::State& state) {
 
 void MatMulColdArgs(benchmark::internal::Benchmark* b) {
   b->ArgNames({"type", "n_in", "n_out", "n_tok", "threads", "x8"});
-  for (TensorType t : {TensorType::kQ8_0, TensorType::kQ4_0, TensorType::kQ4_K, TensorType::kQ5_K, TensorType::kQ6_K})
+  // Every computable weight type: coordinator/plan.cc's cost per byte of each
+  // type in decode comes from these (bench/plan_costs.py).
+  for (TensorType t : kBenchTypes)
     for (int64_t x8 = 0; x8 <= (CanInterleave(t, 8) ? 1 : 0); ++x8)
       for (auto [n_in, n_out] : {std::pair<int64_t, int64_t>{2048, 11008}, {11008, 2048}})
         for (int64_t n_tok : {1, 2, 4})

@@ -50,6 +50,7 @@ struct InspectFlags {
   int parallel = 1;
   std::string kv_type = "f32";
   RopeOverride rope;  // --rope-scaling / --rope-scale / --yarn-orig-ctx
+  std::vector<double> speeds;  // relative speed of each rank (plan for uneven hosts)
   bool json = false;
 };
 InspectFlags g_flags;
@@ -345,7 +346,12 @@ Result<nlohmann::json> Inspect(const InspectFlags& f, std::string* plan_text) {
   STRATA_ASSIGN_OR_RETURN(const TensorType kv_type, ParseKvType(f.kv_type));
   STRATA_RETURN_IF_ERROR(CheckKvType(c, kv_type));
   // The plan.
-  STRATA_ASSIGN_OR_RETURN(LayerPlan plan, MakeLayerPlan(f.split, f.ranks, CostsOf(*model)));
+  // --split measure needs the ranks running: inspect plans it with the cost
+  // model (over --speeds), as auto.
+  PlanOptions po;
+  po.sequences = f.parallel;
+  po.speeds = f.speeds;
+  STRATA_ASSIGN_OR_RETURN(LayerPlan plan, MakeLayerPlan(f.split == "measure" ? "auto" : f.split, f.ranks, CostsOf(*model), po));
   *plan_text = DescribePlan(plan);
   std::vector<RankRow> ranks;
   for (const StagePlan& s : plan.stages) {
@@ -375,7 +381,9 @@ Result<nlohmann::json> Inspect(const InspectFlags& f, std::string* plan_text) {
                       {"n_layers", r.layers.count()}, {"first", r.first}, {"last", r.last},
                       {"weight_bytes", r.weight_bytes}, {"mapped_bytes", r.mapped_bytes},
                       {"plan_cost_bytes", r.plan_cost_bytes}, {"kv_bytes", r.kv_bytes},
-                      {"fits_host", avail == 0 || r.mapped_bytes + r.kv_bytes <= avail}});
+                      {"fits_host", avail == 0 || r.mapped_bytes + r.kv_bytes <= avail},
+                      {"decode_ms", plan.stages[i].time.decode * 1e3}, {"prefill_ms", plan.stages[i].time.prefill * 1e3},
+                      {"speed", f.speeds.empty() ? 1.0 : f.speeds[i]}});
   }
   nlohmann::json growth = nlohmann::json::array();
   for (int64_t ctx : GrowthContexts(f.ctx)) {
@@ -390,6 +398,7 @@ Result<nlohmann::json> Inspect(const InspectFlags& f, std::string* plan_text) {
   }
   const uint64_t kv_layer_seq = LayerStateBytes(c, LayerKind::kAttention, 0, kv_type, f.ctx);
   j["plan"] = {{"source", plan.source}, {"n_ranks", f.ranks}, {"ctx", f.ctx}, {"parallel", f.parallel}, {"kv_type", f.kv_type},
+               {"decode_tokens", plan.decode_tokens}, {"balances", plan.balances_decode ? "decode" : "prefill"},
                {"ctx_exceeds_train", c.n_ctx_train > 0 && f.ctx > c.n_ctx_train},
                {"kv_bytes_per_layer_per_sequence", kv_layer_seq}, {"kv_bytes", kv_total},
                {"host_available_bytes", avail}, {"need_bytes", need_total},
@@ -533,10 +542,16 @@ CLI::App* AddInspectCommand(CLI::App& app) {
   cmd->add_option("model,-m,--model", f.model, "model: a .gguf file or an HF model directory")->required();
   cmd->add_option("--ranks", f.ranks, "pipeline ranks to plan for")->check(CLI::Range(1, 1 << 16));
   cmd->add_option("--split", f.split,
-                  "layer plan: auto, ranges such as 0-8,9-17,18-26,27-35, or a plan file (configs/*.json)");
+                  "layer plan: auto, measure (planned here as auto over --speeds), ranges such as 0-8,9-17,18-26,27-35, "
+                  "or a plan file (configs/*.json)");
   cmd->add_option("--ctx", f.ctx, "context size in tokens (for the KV cache)")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 24));
-  cmd->add_option("--parallel", f.parallel, "sequences held at once (for the KV cache)")->check(CLI::Range(1, 1 << 16));
+  cmd->add_option("--parallel", f.parallel, "sequences held at once (for the KV cache, and the plan's decode micro-batch)")
+      ->check(CLI::Range(1, 1 << 16));
+  cmd->add_option("--speeds", f.speeds,
+                  "relative speed of each rank, e.g. 1,0.5 (a host with half the CPU): the plan balances their time")
+      ->delimiter(',')
+      ->check(CLI::Range(0.001, 1000.0));
   cmd->add_option("--kv-type", f.kv_type, "KV cache storage type: f32, f16, bf16 or q8_0")
       ->check(CLI::IsMember({"f32", "f16", "bf16", "q8_0"}));
   AddRopeFlags(cmd, &f.rope);

@@ -1,6 +1,7 @@
 // The layer plan: parsing explicit ranges and plan files, checking them
-// against the model, and the "auto" balancer. Runs on every rank at start-up,
-// before any weight is loaded; see plan.h for the cost model.
+// against the model, the cost model of each weight type, and the balancer of
+// "auto" and "measure". Runs on every rank at start-up, before any weight is
+// loaded (for "measure", on rank 0 after the calibration); see plan.h.
 #include "coordinator/plan.h"
 
 #include <nlohmann/json.hpp>
@@ -9,6 +10,7 @@
 #include <cerrno>
 #include <charconv>
 #include <climits>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -16,6 +18,7 @@
 #include <limits>
 #include <sstream>
 
+#include "model/architecture.h"
 #include "model/model_files.h"
 
 namespace strata {
@@ -190,27 +193,74 @@ Status CheckRanges(const std::vector<RawRange>& ranges, int n_stages, int n_laye
 }
 
 // ---------------------------------------------------------------------------
-// auto: exact min-max partition, then the most even among the optimal ones.
+// The cost of a byte of each weight type on this machine (2-vCPU AMD EPYC VM
+// with AVX-512 + VNNI, 1 thread), in ns per byte of the file, from
+// `bench/plan_costs.py build/bin/strata_kernel_bench --min-time 0.1
+// --repetitions 3`: BM_MatMulCold for decode (weights streamed from DRAM),
+// BM_MatMul for a 64-token prefill chunk, in the layout a loaded stage keeps,
+// at SmolLM3-3B's FFN shapes; CPU time of the benchmark's thread, the
+// fastest of 3 repetitions in random order (the machine was shared with
+// other builds, load 6-10). Only ratios matter to the plan: within a pass,
+// between types, and between the layers and the lm_head.
 
-std::vector<LayerRange> AutoRanges(int n_stages, const std::vector<uint64_t>& prefix, uint64_t lm_head) {
-  const int L = static_cast<int>(prefix.size()) - 1;
-  const int S = n_stages;
-  // Cost of a stage holding layers [j, i); only the last stage ends at L.
-  auto seg = [&](int j, int i) { return prefix[i] - prefix[j] + (i == L ? lm_head : 0); };
+struct TypeCost {
+  TensorType type;
+  double decode[3];  // 1, 2, 4 tokens per pass
+  double prefill;    // 64 tokens per pass
+};
+
+constexpr TypeCost kTypeCosts[] = {
+    {TensorType::kF32, {0.0307, 0.0351, 0.0441}, 0.3405},
+    {TensorType::kF16, {0.0896, 0.0923, 0.0982}, 0.6195},
+    {TensorType::kBF16, {0.1096, 0.1003, 0.1073}, 0.6609},
+    {TensorType::kQ8_0, {0.0408, 0.0466, 0.0653}, 0.5095},
+    {TensorType::kQ4_0, {0.0610, 0.0881, 0.2366}, 2.6109},
+    {TensorType::kQ5_0, {0.0622, 0.0904, 0.1790}, 2.6373},
+    {TensorType::kQ4_K, {0.0419, 0.0495, 0.0564}, 0.8668},
+    {TensorType::kQ5_K, {0.0515, 0.0644, 0.1227}, 1.6786},
+    {TensorType::kQ6_K, {0.0384, 0.0539, 0.0696}, 0.9464},
+};
+
+const TypeCost& CostOf(TensorType type) {
+  for (const TypeCost& c : kTypeCosts)
+    if (c.type == type) return c;
+  return kTypeCosts[0];  // F32: the slowest per element of the float types
+}
+
+// ---------------------------------------------------------------------------
+// The balancer: exact min-max partition, then the most even among the
+// optimal ones. Costs are integers here so that equal layers tie exactly.
+
+// One stage-rank's costs of the balanced pass in integer units.
+struct RankUnits {
+  std::vector<uint64_t> prefix;  // [n_layers + 1]: sum of layers [0, i)
+  uint64_t first = 0, last = 0;  // the first / last stage's extra work
+};
+
+// ranks[s]: the costs of stage s's rank. Every sum fits 64 bits (checked by
+// the callers: bytes are overflow-checked, time units are below 2^41).
+std::vector<LayerRange> Balance(const std::vector<RankUnits>& ranks) {
+  const int L = static_cast<int>(ranks[0].prefix.size()) - 1;
+  const int S = static_cast<int>(ranks.size());
+  // Cost of stage k-1 (k = 1..S) holding layers [j, i).
+  auto seg = [&](int k, int j, int i) {
+    const RankUnits& r = ranks[static_cast<size_t>(k - 1)];
+    return r.prefix[i] - r.prefix[j] + (k == 1 ? r.first : 0) + (k == S ? r.last : 0);
+  };
   constexpr uint64_t kNone = std::numeric_limits<uint64_t>::max();
 
   // minmax[k][i]: the least largest cost of k stages covering layers [0, i).
   std::vector<std::vector<uint64_t>> minmax(S + 1, std::vector<uint64_t>(L + 1, kNone));
-  for (int i = 1; i <= L; ++i) minmax[1][i] = seg(0, i);
+  for (int i = 1; i <= L; ++i) minmax[1][i] = seg(1, 0, i);
   for (int k = 2; k <= S; ++k)
     for (int i = k; i <= L; ++i)
-      for (int j = k - 1; j < i; ++j) minmax[k][i] = std::min(minmax[k][i], std::max(minmax[k - 1][j], seg(j, i)));
+      for (int j = k - 1; j < i; ++j)
+        if (minmax[k - 1][j] != kNone) minmax[k][i] = std::min(minmax[k][i], std::max(minmax[k - 1][j], seg(k, j, i)));
   const uint64_t bound = minmax[S][L];
 
   // sumsq[k][i]: the least sum of squared stage costs of k stages covering
   // [0, i) with every stage <= bound; from[k][i]: where stage k-1 starts.
-  // Exact: the total is < 2^64 (checked by the caller), so the sum of squares
-  // is < 2^128.
+  // Exact: costs are < 2^64, so a sum of squares is < 2^128 for any sane S.
   using U128 = unsigned __int128;
   const U128 kInf = ~U128(0);
   std::vector<std::vector<U128>> sumsq(S + 1, std::vector<U128>(L + 1, kInf));
@@ -221,7 +271,7 @@ std::vector<LayerRange> AutoRanges(int n_stages, const std::vector<uint64_t>& pr
       // j ascending and strict '<': on a tie this stage starts earliest, i.e.
       // takes the most layers, leaving fewer to the stages before it.
       for (int j = k - 1; j < i; ++j) {
-        uint64_t c = seg(j, i);
+        uint64_t c = seg(k, j, i);
         if (c > bound || sumsq[k - 1][j] == kInf) continue;
         U128 total = sumsq[k - 1][j] + U128(c) * c;
         if (total < sumsq[k][i]) sumsq[k][i] = total, from[k][i] = j;
@@ -237,20 +287,110 @@ std::vector<LayerRange> AutoRanges(int n_stages, const std::vector<uint64_t>& pr
   return ranges;
 }
 
+// Integer units of the ranks' times of one pass: the largest rank's whole
+// model maps to 2^40 units (far finer than any measurement).
+std::vector<RankUnits> ToUnits(const std::vector<RankCosts>& ranks, bool decode) {
+  auto pick = [decode](const PassCost& c) { return decode ? c.decode : c.prefill; };
+  double largest = 0;
+  for (const RankCosts& r : ranks) {
+    double t = pick(r.first) + pick(r.last);
+    for (const PassCost& c : r.layers) t += pick(c);
+    largest = std::max(largest, t);
+  }
+  const double scale = largest > 0 ? std::ldexp(1.0, 40) / largest : 1.0;
+  auto units = [&](const PassCost& c) { return static_cast<uint64_t>(std::llround(std::max(pick(c), 0.0) * scale)); };
+  std::vector<RankUnits> out;
+  for (const RankCosts& r : ranks) {
+    RankUnits u;
+    u.prefix.assign(1, 0);
+    for (const PassCost& c : r.layers) u.prefix.push_back(u.prefix.back() + units(c));
+    u.first = units(r.first);
+    u.last = units(r.last);
+    out.push_back(std::move(u));
+  }
+  return out;
+}
+
+RankCosts Scaled(RankCosts r, double speed) {
+  for (PassCost& c : r.layers) c.decode /= speed, c.prefill /= speed;
+  r.first.decode /= speed, r.first.prefill /= speed, r.last.decode /= speed, r.last.prefill /= speed;
+  return r;
+}
+
+PassCost StageTime(const RankCosts& r, const LayerRange& layers, bool first, bool last) {
+  PassCost t;
+  for (int l = layers.first; l <= layers.last; ++l) {
+    t.decode += r.layers[static_cast<size_t>(l)].decode;
+    t.prefill += r.layers[static_cast<size_t>(l)].prefill;
+  }
+  if (first) t.decode += r.first.decode, t.prefill += r.first.prefill;
+  if (last) t.decode += r.last.decode, t.prefill += r.last.prefill;
+  return t;
+}
+
 }  // namespace
+
+int DecodeTokens(int sequences, int n_stages) {
+  return n_stages < 1 ? 1 : std::max(1, (sequences + n_stages - 1) / n_stages);
+}
+
+PassCost TypeCostPerByte(TensorType type, int tokens) {
+  const TypeCost& c = CostOf(type);
+  PassCost out;
+  out.prefill = c.prefill;
+  if (tokens <= 1) out.decode = c.decode[0];
+  else if (tokens == 2) out.decode = c.decode[1];
+  else if (tokens <= 4) out.decode = c.decode[2];  // 3 tokens run as a 4-token tile
+  else out.decode = c.decode[2] * tokens / 4.0;     // compute-bound: per token as 4
+  return out;
+}
+
+RankCosts EstimateCosts(const PlanCosts& costs, int decode_tokens) {
+  RankCosts r;
+  r.layers.resize(costs.layer_bytes.size());
+  for (size_t l = 0; l < costs.layer_bytes.size(); ++l) {
+    if (costs.layer_matrices.empty()) {
+      const PassCost c = TypeCostPerByte(TensorType::kF32, decode_tokens);
+      r.layers[l] = {costs.layer_bytes[l] * c.decode * 1e-9, costs.layer_bytes[l] * c.prefill * 1e-9};
+      continue;
+    }
+    for (const MatrixBytes& m : costs.layer_matrices[l]) {
+      const PassCost c = TypeCostPerByte(m.type, decode_tokens);
+      r.layers[l].decode += m.bytes * c.decode * 1e-9;
+      r.layers[l].prefill += m.bytes * c.prefill * 1e-9;
+    }
+  }
+  // The first stage looks up embedding rows: next to nothing. The last
+  // multiplies every decode token's row by the lm_head, and one row per
+  // prompt (its last) in prefill.
+  const TensorType head = costs.layer_matrices.empty() ? TensorType::kF32 : costs.lm_head_type;
+  r.last.decode = costs.lm_head_bytes() * TypeCostPerByte(head, decode_tokens).decode * 1e-9;
+  r.last.prefill = costs.lm_head_bytes() * TypeCostPerByte(head, 1).decode * 1e-9;
+  return r;
+}
 
 PlanCosts CostsOf(const ModelFiles& model) {
   PlanCosts costs;
   const int n_layers = model.config().n_layers;
   costs.layer_bytes.reserve(static_cast<size_t>(std::max(n_layers, 0)));
+  costs.layer_matrices.resize(static_cast<size_t>(std::max(n_layers, 0)));
   for (int i = 0; i < n_layers; ++i) costs.layer_bytes.push_back(model.LayerBytes(i));
+  for (const TensorSpec& spec : model.tensor_table()) {
+    if (spec.layer < 0 || spec.layer >= n_layers) continue;
+    auto t = model.Tensor(spec.gguf_name);
+    if (!t.ok() || t->ne.size() < 2) continue;  // absent optional tensors; norms and biases
+    costs.layer_matrices[static_cast<size_t>(spec.layer)].push_back({t->type, t->nbytes});
+  }
   costs.embedding_bytes = model.EmbeddingBytes();
   costs.output_bytes = model.OutputBytes();
   costs.tied = model.config().tied_embeddings;
+  auto head = model.Tensor(costs.tied ? "token_embd.weight" : "output.weight");
+  if (head.ok()) costs.lm_head_type = head->type;
   return costs;
 }
 
-Result<LayerPlan> MakeLayerPlan(const std::string& spec_in, int n_stages, const PlanCosts& costs) {
+Result<LayerPlan> MakeLayerPlan(const std::string& spec_in, int n_stages, const PlanCosts& costs,
+                                const PlanOptions& options) {
   if (n_stages < 1) return InvalidArgument("layer plan for " + std::to_string(n_stages) + " stages: need at least 1");
   if (costs.layer_bytes.size() > static_cast<size_t>(INT_MAX))
     return InvalidArgument("layer plan: " + std::to_string(costs.layer_bytes.size()) + " layers is too many");
@@ -258,6 +398,19 @@ Result<LayerPlan> MakeLayerPlan(const std::string& spec_in, int n_stages, const 
   if (n_stages > n_layers)
     return InvalidArgument(std::to_string(n_stages) + " stages for a model of " + std::to_string(n_layers) +
                            " layers: every stage needs at least one layer");
+  if (!costs.layer_matrices.empty() && costs.layer_matrices.size() != costs.layer_bytes.size())
+    return InvalidArgument("layer plan: matrices of " + std::to_string(costs.layer_matrices.size()) + " layers for " +
+                           std::to_string(n_layers) + " layers");
+  if (!options.speeds.empty()) {
+    if (static_cast<int>(options.speeds.size()) != n_stages)
+      return InvalidArgument(std::to_string(options.speeds.size()) + " speeds for " + std::to_string(n_stages) +
+                             " stages: give one per stage's rank");
+    for (double v : options.speeds)
+      if (!(v > 0) || !std::isfinite(v))
+        return InvalidArgument("speed " + std::to_string(v) + ": expected a positive number (1 = this machine)");
+  }
+  const int sequences = std::max(1, options.sequences);
+  const int decode_tokens = DecodeTokens(sequences, n_stages);
 
   // prefix[i]: bytes of layers [0, i); overflow-checked once here so every
   // sum below (stage costs, weight_bytes) fits.
@@ -269,14 +422,46 @@ Result<LayerPlan> MakeLayerPlan(const std::string& spec_in, int n_stages, const 
     prefix[i + 1] = prefix[i] + costs.layer_bytes[i];
   }
 
+  // Each stage's rank's costs: measured, or the cost model's (over its speed).
+  std::vector<RankCosts> rank_costs;
   const std::string spec = Trim(spec_in);
+  const bool measure = spec == "measure";
+  if (measure && options.measured.empty() && n_stages == 1) {
+    // One stage holds everything: nothing to measure.
+    rank_costs.push_back(EstimateCosts(costs, decode_tokens));
+  } else if (measure) {
+    if (static_cast<int>(options.measured.size()) != n_stages)
+      return InvalidArgument("layer plan 'measure': " + std::to_string(options.measured.size()) + " ranks measured for " +
+                             std::to_string(n_stages) + " stages (it runs under mpirun, where every stage's rank times its layers)");
+    for (size_t s = 0; s < options.measured.size(); ++s)
+      if (options.measured[s].layers.size() != static_cast<size_t>(n_layers))
+        return InvalidArgument("layer plan 'measure': stage " + std::to_string(s) + "'s rank measured " +
+                               std::to_string(options.measured[s].layers.size()) + " layers, the model has " +
+                               std::to_string(n_layers));
+    rank_costs = options.measured;
+  } else {
+    const RankCosts estimate = EstimateCosts(costs, decode_tokens);
+    for (int s = 0; s < n_stages; ++s)
+      rank_costs.push_back(options.speeds.empty() ? estimate : Scaled(estimate, options.speeds[static_cast<size_t>(s)]));
+  }
+
   LayerPlan plan;
+  plan.decode_tokens = decode_tokens;
+  plan.balances_decode = n_stages > 1 && sequences >= n_stages;
+  plan.measured = measure && !options.measured.empty();
   std::vector<LayerRange> ranges;
   if (spec.empty()) {
-    return InvalidArgument("empty layer plan: expected \"auto\", ranges such as \"0-8,9-17\", or a plan file");
-  } else if (spec == "auto") {
-    plan.source = "auto";
-    ranges = AutoRanges(n_stages, prefix, lm_head);
+    return InvalidArgument("empty layer plan: expected \"auto\", \"measure\", ranges such as \"0-8,9-17\", or a plan file");
+  } else if (spec == "auto" || measure) {
+    plan.source = spec;
+    std::vector<RankUnits> units;
+    if (!measure && costs.layer_matrices.empty() && options.speeds.empty()) {
+      // Hand-made costs without types: every byte costs the same, exactly.
+      units.assign(static_cast<size_t>(n_stages), RankUnits{prefix, 0, lm_head});
+    } else {
+      units = ToUnits(rank_costs, plan.balances_decode);
+    }
+    ranges = Balance(units);
   } else {
     std::vector<RawRange> raw;
     std::error_code ec;
@@ -302,6 +487,7 @@ Result<LayerPlan> MakeLayerPlan(const std::string& spec_in, int n_stages, const 
     stage.first = s == 0;
     stage.last = s + 1 == ranges.size();
     stage.weight_bytes = prefix[ranges[s].last + 1] - prefix[ranges[s].first] + (stage.last ? lm_head : 0);
+    stage.time = StageTime(rank_costs[s], stage.layers, stage.first, stage.last);
     plan.stages.push_back(stage);
   }
   return plan;
@@ -310,11 +496,15 @@ Result<LayerPlan> MakeLayerPlan(const std::string& spec_in, int n_stages, const 
 std::string DescribePlan(const LayerPlan& plan) {
   int n_layers = 0;
   for (const StagePlan& s : plan.stages) n_layers += s.layers.count();
-  std::string out = "layer plan (" + plan.source + "): " + std::to_string(plan.stages.size()) +
-                    (plan.stages.size() == 1 ? " stage" : " stages") + " over " + std::to_string(n_layers) +
-                    " layers\n";
-  char line[160];
-  std::snprintf(line, sizeof line, "%5s  %-9s %3s  %10s\n", "stage", "layers", "n", "weight MiB");
+  std::string out = "layer plan (" + plan.source + ", balances " +
+                    (plan.balances_decode ? "decode micro-batches of " + std::to_string(plan.decode_tokens) +
+                                                (plan.decode_tokens == 1 ? " token" : " tokens")
+                                          : std::string("prefill chunks")) +
+                    "): " + std::to_string(plan.stages.size()) + (plan.stages.size() == 1 ? " stage" : " stages") +
+                    " over " + std::to_string(n_layers) + " layers\n";
+  char line[200];
+  std::snprintf(line, sizeof line, "%5s  %-9s %3s  %10s  %10s  %10s\n", "stage", "layers", "n", "weight MiB",
+                plan.measured ? "decode ms" : "decode ms*", plan.measured ? "prefill ms" : "prefill ms*");
   out += line;
   for (size_t i = 0; i < plan.stages.size(); ++i) {
     const StagePlan& s = plan.stages[i];
@@ -322,9 +512,38 @@ std::string DescribePlan(const LayerPlan& plan) {
                        : s.first         ? "  first"
                        : s.last          ? "  last (+ lm_head)"
                                          : "";
-    std::snprintf(line, sizeof line, "%5zu  %-9s %3d  %10.1f%s\n", i,
+    std::snprintf(line, sizeof line, "%5zu  %-9s %3d  %10.1f  %10.2f  %10.1f%s\n", i,
                   RangeText(s.layers.first, s.layers.last).c_str(), s.layers.count(),
-                  static_cast<double>(s.weight_bytes) / (1024.0 * 1024.0), role.c_str());
+                  static_cast<double>(s.weight_bytes) / (1024.0 * 1024.0), s.time.decode * 1e3, s.time.prefill * 1e3,
+                  role.c_str());
+    out += line;
+  }
+  if (!plan.measured)
+    out += "  * predicted by the cost model (1 thread of the machine the kernel benches ran on; prefill: a 64-token chunk)\n";
+  return out;
+}
+
+std::string DescribeMeasuredCosts(const std::vector<RankCosts>& per_rank, const std::vector<std::string>& who) {
+  std::string out;
+  char line[200];
+  for (size_t r = 0; r < per_rank.size(); ++r) {
+    const RankCosts& c = per_rank[r];
+    out += (r < who.size() ? who[r] : "stage " + std::to_string(r)) + ": ms per pass (decode / prefill)";
+    // Runs of layers with the same figures are shown once.
+    size_t l = 0;
+    while (l < c.layers.size()) {
+      size_t e = l;
+      while (e + 1 < c.layers.size() && c.layers[e + 1].decode == c.layers[l].decode &&
+             c.layers[e + 1].prefill == c.layers[l].prefill)
+        ++e;
+      std::snprintf(line, sizeof line, "%s %s %.2f/%.1f", l == 0 ? "" : ",",
+                    RangeText(static_cast<int64_t>(l), static_cast<int64_t>(e)).c_str(), c.layers[l].decode * 1e3,
+                    c.layers[l].prefill * 1e3);
+      out += line;
+      l = e + 1;
+    }
+    std::snprintf(line, sizeof line, "; embedding %.2f/%.2f; lm_head %.2f/%.2f\n", c.first.decode * 1e3,
+                  c.first.prefill * 1e3, c.last.decode * 1e3, c.last.prefill * 1e3);
     out += line;
   }
   return out;

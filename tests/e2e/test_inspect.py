@@ -130,8 +130,25 @@ else:
 # Text output: the sections a reader looks for.
 p = run([Q4, "--ranks", "4"])
 check("text output", p.returncode == 0 and all(w in p.stdout for w in
-      ("smollm3", "NoPE layers 3,7,11", "tokenizer", "blk.35.ffn_down.weight", "layer plan (auto)", "KV")),
+      ("smollm3", "NoPE layers 3,7,11", "tokenizer", "blk.35.ffn_down.weight", "layer plan (auto, balances prefill chunks)", "KV")),
       p.stderr[-300:] + p.stdout[:300])
+
+# Uneven hosts: --speeds balances time, so a rank at half speed gets about
+# half the layers of the others; the predicted stage times come out even.
+j, err = inspect_json([Q4, "--ranks", "2", "--speeds", "1,0.5"])
+if j:
+    n = [r["n_layers"] for r in j["plan"]["ranks"]]
+    t = [r["decode_ms"] for r in j["plan"]["ranks"]]
+    check("--speeds 1,0.5: the slow rank gets about a third of the layers", 9 <= n[1] <= 15 and n[0] + n[1] == N_LAYERS
+          and abs(t[0] - t[1]) <= 0.25 * max(t), (n, t))
+    even, _ = inspect_json([Q4, "--ranks", "2"])
+    check("... fewer than with equal speeds", even and n[1] < even["plan"]["ranks"][1]["n_layers"], even and even["plan"]["ranks"])
+else:
+    check("--speeds 1,0.5", False, err)
+j, err = inspect_json([Q4, "--ranks", "4", "--parallel", "8"])
+check("--parallel 8 on 4 ranks balances decode micro-batches of 2 tokens", j and j["plan"]["decode_tokens"] == 2 and j["plan"]["balances"] == "decode", err)
+expect_error("--speeds of the wrong count", [Q4, "--ranks", "3", "--speeds", "1,2"], 1, "2 speeds for 3 stages")
+expect_error("--speeds not positive", [Q4, "--ranks", "2", "--speeds", "1,-1"], 2, "--speeds")
 
 # Errors: one line, exit 1, the problem named; bad flags exit 2.
 expect_error("bad --split names the gap", [Q4, "--ranks", "2", "--split", "0-10,12-35"], 1, "0-10,12-35", "layer 11")

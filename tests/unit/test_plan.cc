@@ -73,18 +73,25 @@ PlanCosts Q4KMCosts(const Dims& d) {
   PlanCosts c;
   for (int i = 0; i < d.n_layers; ++i) {
     bool more = UseMoreBits(i, d.n_layers);
-    uint64_t bytes = Q4K(h * q)                       // attn_q
-                     + Q4K(h * kv)                    // attn_k
-                     + (more ? Q6K : Q4K)(h * kv)     // attn_v
-                     + Q4K(q * h)                     // attn_output
-                     + 2 * Q4K(h * f)                 // ffn_gate, ffn_up
-                     + (more ? Q6K : Q4K)(f * h)      // ffn_down
-                     + 2 * h * 4;                     // attn_norm, ffn_norm (F32)
+    const TensorType vd = more ? TensorType::kQ6_K : TensorType::kQ4_K;  // attn_v, ffn_down
+    std::vector<MatrixBytes> m = {
+        {TensorType::kQ4_K, Q4K(h * q)},                         // attn_q
+        {TensorType::kQ4_K, Q4K(h * kv)},                        // attn_k
+        {vd, (more ? Q6K : Q4K)(h * kv)},                        // attn_v
+        {TensorType::kQ4_K, Q4K(q * h)},                         // attn_output
+        {TensorType::kQ4_K, Q4K(h * f)},                         // ffn_gate
+        {TensorType::kQ4_K, Q4K(h * f)},                         // ffn_up
+        {vd, (more ? Q6K : Q4K)(f * h)},                         // ffn_down
+    };
+    uint64_t bytes = 2 * h * 4;  // attn_norm, ffn_norm (F32)
+    for (const MatrixBytes& x : m) bytes += x.bytes;
     c.layer_bytes.push_back(bytes);
+    c.layer_matrices.push_back(m);
   }
   c.embedding_bytes = Q6K(static_cast<uint64_t>(d.vocab) * h);
   c.output_bytes = 0;
   c.tied = true;
+  c.lm_head_type = TensorType::kQ6_K;
   return c;
 }
 
@@ -455,6 +462,18 @@ TEST(PlanConfigs, Q4KMCostModelMatchesLlamaCppFile) {
   const PlanCosts actual = CostsOf(**model);
   const PlanCosts expected = Q4KMCosts(kSmolShakespeare);
   EXPECT_EQ(actual.layer_bytes, expected.layer_bytes);
+  ASSERT_EQ(actual.layer_matrices.size(), expected.layer_matrices.size());
+  for (size_t l = 0; l < actual.layer_matrices.size(); ++l) {
+    // The same matrices, types and bytes (the file's tensor order may differ).
+    auto key = [](std::vector<MatrixBytes> m) {
+      std::vector<std::pair<uint32_t, uint64_t>> k;
+      for (const MatrixBytes& x : m) k.emplace_back(static_cast<uint32_t>(x.type), x.bytes);
+      std::sort(k.begin(), k.end());
+      return k;
+    };
+    EXPECT_EQ(key(actual.layer_matrices[l]), key(expected.layer_matrices[l])) << "layer " << l;
+  }
+  EXPECT_EQ(actual.lm_head_type, TensorType::kQ6_K);
   EXPECT_EQ(actual.embedding_bytes, expected.embedding_bytes);
   EXPECT_EQ(actual.output_bytes, 0u);
   EXPECT_TRUE(actual.tied);
@@ -478,7 +497,198 @@ TEST(PlanDescribe, MentionsEveryStage) {
   }
   EXPECT_NE(text.find("first"), std::string::npos);
   EXPECT_NE(text.find("lm_head"), std::string::npos);
-  EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 2 + 4) << text;
+  // Title, header, 4 stages, the note on predicted times.
+  EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 2 + 4 + 1) << text;
+  EXPECT_NE(text.find("predicted"), std::string::npos) << text;
+}
+
+// ---------------------------------------------------------------------------
+// Time, not bytes: the cost model, speeds and measured costs.
+
+PlanOptions Sequences(int n) {
+  PlanOptions o;
+  o.sequences = n;
+  return o;
+}
+PlanOptions Speeds(std::vector<double> v) {
+  PlanOptions o;
+  o.speeds = std::move(v);
+  return o;
+}
+PlanOptions Measured(std::vector<RankCosts> v) {
+  PlanOptions o;
+  o.measured = std::move(v);
+  return o;
+}
+
+// A stage's time in the pass the plan balances (plan.h).
+double StageTime(const RankCosts& r, int first, int last, bool is_first, bool is_last, bool decode) {
+  auto pick = [decode](const PassCost& c) { return decode ? c.decode : c.prefill; };
+  double t = 0;
+  for (int l = first; l <= last; ++l) t += pick(r.layers[static_cast<size_t>(l)]);
+  if (is_first) t += pick(r.first);
+  if (is_last) t += pick(r.last);
+  return t;
+}
+
+TEST(PlanTime, LayerCostIsBytesTimesTheTypesCost) {
+  const PlanCosts c = Costs3B();
+  for (int tokens : {1, 2, 4}) {
+    const RankCosts r = EstimateCosts(c, tokens);
+    ASSERT_EQ(r.layers.size(), 36u);
+    double d = 0, p = 0;
+    for (const MatrixBytes& m : c.layer_matrices[0]) {
+      d += m.bytes * TypeCostPerByte(m.type, tokens).decode * 1e-9;
+      p += m.bytes * TypeCostPerByte(m.type, tokens).prefill * 1e-9;
+    }
+    EXPECT_DOUBLE_EQ(r.layers[0].decode, d);
+    EXPECT_DOUBLE_EQ(r.layers[0].prefill, p);
+    EXPECT_GT(r.layers[0].decode, 0);
+    EXPECT_EQ(r.first.decode, 0);  // row lookups
+    EXPECT_DOUBLE_EQ(r.last.decode, c.lm_head_bytes() * TypeCostPerByte(TensorType::kQ6_K, tokens).decode * 1e-9);
+  }
+  // More tokens per pass never cost less per pass.
+  for (TensorType t : {TensorType::kQ4_K, TensorType::kQ6_K, TensorType::kQ8_0, TensorType::kF16})
+    EXPECT_LE(TypeCostPerByte(t, 4).decode, TypeCostPerByte(t, 8).decode) << TypeName(t);
+}
+
+TEST(PlanTime, AutoIsOptimalForTheCostModel) {
+  // Brute force over every split of random typed layers: no split has a
+  // smaller largest stage time in the balanced pass than auto's.
+  std::mt19937 rng(99);
+  const TensorType types[] = {TensorType::kQ4_K, TensorType::kQ6_K, TensorType::kQ8_0, TensorType::kF16};
+  for (int trial = 0; trial < 200; ++trial) {
+    int n_layers = 1 + static_cast<int>(rng() % 9);
+    int n_stages = 1 + static_cast<int>(rng() % static_cast<unsigned>(n_layers));
+    int sequences = 1 + static_cast<int>(rng() % 12);
+    PlanCosts c;
+    for (int i = 0; i < n_layers; ++i) {
+      std::vector<MatrixBytes> m;
+      uint64_t total = 0;
+      for (int k = 0; k < 2; ++k) {
+        m.push_back({types[rng() % 4], 1000 + rng() % 100000});
+        total += m.back().bytes;
+      }
+      c.layer_bytes.push_back(total);
+      c.layer_matrices.push_back(m);
+    }
+    c.tied = false;
+    c.output_bytes = rng() % 200000;
+    c.lm_head_type = types[rng() % 4];
+    SCOPED_TRACE("trial " + std::to_string(trial));
+    auto plan = MakeLayerPlan("auto", n_stages, c, Sequences(sequences));
+    ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+    const bool decode = n_stages > 1 && sequences >= n_stages;
+    EXPECT_EQ(plan->balances_decode, decode);
+    EXPECT_EQ(plan->decode_tokens, (sequences + n_stages - 1) / n_stages);
+    const RankCosts r = EstimateCosts(c, plan->decode_tokens);
+    double worst = 0;
+    for (const StagePlan& st : plan->stages)
+      worst = std::max(worst, StageTime(r, st.layers.first, st.layers.last, st.first, st.last, decode));
+    double best = 1e300;
+    ForEachPartition(n_layers, n_stages, [&](const RangeList& rl) {
+      double w = 0;
+      for (size_t s = 0; s < rl.size(); ++s)
+        w = std::max(w, StageTime(r, rl[s].first, rl[s].second, s == 0, s + 1 == rl.size(), decode));
+      best = std::min(best, w);
+    });
+    // Equal up to the integer units the balancer works in (2^-40 of the total).
+    EXPECT_LE(worst, best * (1 + 1e-9));
+  }
+}
+
+TEST(PlanTime, StageTimesAreTheSumOfTheirPieces) {
+  const PlanCosts c = Costs3B();
+  auto plan = MakeLayerPlan("0-9,10-35", 2, c, Sequences(8));
+  ASSERT_TRUE(plan.ok());
+  const RankCosts r = EstimateCosts(c, 4);
+  double d0 = 0, d1 = r.last.decode;
+  for (int l = 0; l <= 9; ++l) d0 += r.layers[static_cast<size_t>(l)].decode;
+  for (int l = 10; l <= 35; ++l) d1 += r.layers[static_cast<size_t>(l)].decode;
+  EXPECT_NEAR(plan->stages[0].time.decode, d0, 1e-12);
+  EXPECT_NEAR(plan->stages[1].time.decode, d1, 1e-12);
+  EXPECT_EQ(plan->decode_tokens, 4);
+}
+
+TEST(PlanTime, HalfSpeedRankGetsAboutHalfTheWork) {
+  // 36 equal layers, no lm_head; the second rank at half speed: 24 | 12.
+  PlanCosts c = Uniform(36);
+  auto plan = MakeLayerPlan("auto", 2, c, Speeds({1.0, 0.5}));
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  EXPECT_EQ(Ranges(*plan), (RangeList{{0, 23}, {24, 35}}));
+  // The same from measured figures: rank 1 twice as slow per layer.
+  RankCosts fast, slow;
+  fast.layers.assign(36, PassCost{0.010, 0.200});
+  slow.layers.assign(36, PassCost{0.020, 0.400});
+  auto measured = MakeLayerPlan("measure", 2, c, Measured({fast, slow}));
+  ASSERT_TRUE(measured.ok()) << measured.status().ToString();
+  EXPECT_EQ(measured->source, "measure");
+  EXPECT_TRUE(measured->measured);
+  EXPECT_EQ(Ranges(*measured), (RangeList{{0, 23}, {24, 35}}));
+  EXPECT_NEAR(measured->stages[1].time.decode, 12 * 0.020, 1e-9);
+  // Three ranks at 2 : 1 : 1 -> 18 | 9 | 9.
+  auto three = MakeLayerPlan("auto", 3, c, Speeds({2.0, 1.0, 1.0}));
+  ASSERT_TRUE(three.ok());
+  EXPECT_EQ(Ranges(*three), (RangeList{{0, 17}, {18, 26}, {27, 35}}));
+}
+
+TEST(PlanTime, BalancesThePassThatFillsThePipeline) {
+  // Rank-measured costs where layers 0-3 cost twice as much in prefill only.
+  PlanCosts c = Uniform(8);
+  RankCosts r;
+  r.layers.assign(8, PassCost{1.0, 1.0});
+  for (int l = 0; l < 4; ++l) r.layers[static_cast<size_t>(l)].prefill = 2.0;
+  // One sequence on 2 stages: decode goes stage after stage whatever the
+  // split; prefill chunks are what the pipeline overlaps: 3 | 5 (6 | 6).
+  auto one = MakeLayerPlan("measure", 2, c, Measured({r, r}));
+  ASSERT_TRUE(one.ok());
+  EXPECT_FALSE(one->balances_decode);
+  EXPECT_EQ(Ranges(*one), (RangeList{{0, 2}, {3, 7}}));
+  // Two sequences or more: decode micro-batches fill both stages: 4 | 4.
+  PlanOptions two = Measured({r, r});
+  two.sequences = 2;
+  auto batched = MakeLayerPlan("measure", 2, c, two);
+  ASSERT_TRUE(batched.ok());
+  EXPECT_TRUE(batched->balances_decode);
+  EXPECT_EQ(batched->decode_tokens, 1);
+  EXPECT_EQ(Ranges(*batched), (RangeList{{0, 3}, {4, 7}}));
+  // SmolLM3-3B Q4_K_M: in a decode micro-batch of 4 tokens the Q6_K lm_head
+  // weighs several layers, so the last stage gets fewer layers than for prefill.
+  auto prefill = MakeLayerPlan("auto", 2, Costs3B(), Sequences(1));
+  auto decode = MakeLayerPlan("auto", 2, Costs3B(), Sequences(8));
+  ASSERT_TRUE(prefill.ok() && decode.ok());
+  EXPECT_LT(decode->stages[1].layers.count(), prefill->stages[1].layers.count());
+}
+
+TEST(PlanTime, Rejections) {
+  PlanCosts c = Uniform(8);
+  auto expect_error = [&](const std::string& spec, int n, const PlanOptions& o, const std::string& words) {
+    auto plan = MakeLayerPlan(spec, n, c, o);
+    ASSERT_FALSE(plan.ok()) << spec;
+    EXPECT_NE(plan.status().message().find(words), std::string::npos) << plan.status().message();
+  };
+  expect_error("measure", 2, {}, "0 ranks measured for 2 stages");
+  expect_error("auto", 2, Speeds({1.0}), "1 speeds for 2 stages");
+  expect_error("auto", 2, Speeds({1.0, 0.0}), "expected a positive number");
+  RankCosts short_costs;
+  short_costs.layers.assign(5, PassCost{1, 1});
+  expect_error("measure", 2, Measured({short_costs, short_costs}), "measured 5 layers, the model has 8");
+  // One stage needs no measurement.
+  auto one = MakeLayerPlan("measure", 1, c);
+  ASSERT_TRUE(one.ok()) << one.status().ToString();
+  EXPECT_EQ(Ranges(*one), (RangeList{{0, 7}}));
+}
+
+TEST(PlanTime, DescribesMeasuredCosts) {
+  RankCosts r;
+  r.layers.assign(4, PassCost{0.002, 0.040});
+  r.layers[3] = {0.003, 0.050};
+  r.last = {0.004, 0.001};
+  const std::string text = DescribeMeasuredCosts({r}, {"rank 1 (h2)"});
+  EXPECT_NE(text.find("rank 1 (h2)"), std::string::npos) << text;
+  EXPECT_NE(text.find("0-2 2.00/40.0"), std::string::npos) << text;
+  EXPECT_NE(text.find("3 3.00/50.0"), std::string::npos) << text;
+  EXPECT_NE(text.find("lm_head 4.00/1.00"), std::string::npos) << text;
 }
 
 }  // namespace
