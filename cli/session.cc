@@ -39,7 +39,8 @@ void AddCommonFlags(CLI::App* cmd, CommonFlags* f, bool ctx_required) {
                 "what the model was trained for");
   cmd->add_flag("--json", f->json, "print one JSON object on stdout");
   cmd->add_option("--split", f->split,
-                  "layer plan under mpirun: auto, ranges such as 0-8,9-17,18-26,27-35, or a plan file (configs/*.json)");
+                  "layer plan under mpirun: auto (balances the time the cost model predicts), measure (every rank times "
+                  "its layers at start-up; for uneven hosts), ranges such as 0-8,9-17,18-26,27-35, or a plan file (configs/*.json)");
   cmd->add_option("--wire", f->wire, "activation type between ranks: f32 (bit-identical), bf16, f16, q8_0")
       ->check(CLI::IsMember({"f32", "bf16", "f16", "q8_0"}));
   cmd->add_option("--log-level", f->log_level, "error, warn, info or debug (lines are prefixed [rank R host] under mpirun)")

@@ -42,12 +42,20 @@ Result<std::unique_ptr<MpiPipeline>> MpiPipeline::Start(Transport& t, const Mode
     return st;
   };
 
-  // 1. The plan, checked before anything is loaded.
+  // 1. The plan, checked before anything is loaded (a measured plan after
+  // the calibration, below).
   const int n_stages = opts.coordinator_only ? t.size() - 1 : t.size();
   if (n_stages < 1) return fail_plan(InvalidArgument("--coordinator-only needs at least 2 ranks"));
-  auto plan = MakeLayerPlan(opts.split, n_stages, CostsOf(model));
-  if (!plan.ok()) return fail_plan(plan.status());
-  p->plan_ = std::move(plan).value();
+  const int first_stage_rank = opts.coordinator_only ? 1 : 0;
+  const PlanCosts costs = CostsOf(model);
+  PlanOptions plan_options;
+  plan_options.sequences = opts.max_sequences;
+  const bool measure = opts.split == "measure";
+  if (!measure) {
+    auto plan = MakeLayerPlan(opts.split, n_stages, costs, plan_options);
+    if (!plan.ok()) return fail_plan(plan.status());
+    p->plan_ = std::move(plan).value();
+  }
 
   // 2. Hellos: same protocol, same model on every rank.
   const std::string mine = model.Fingerprint();
@@ -69,6 +77,61 @@ Result<std::unique_ptr<MpiPipeline>> MpiPipeline::Start(Transport& t, const Mode
                 std::to_string(cfg.n_layers) + " layers): every rank must run the same model";
   }
   if (!problem.empty()) return fail_plan(FailedPrecondition(problem));
+
+  // 2b. --split measure: every stage's rank times its passes (at once, as
+  // they will run), rank 0 plans on the figures.
+  if (measure) {
+    const CalibrationOptions co{.decode_tokens = DecodeTokens(opts.max_sequences, n_stages),
+                                .prefill_tokens = opts.calibration_prefill_tokens,
+                                .embedding = false,
+                                .lm_head = false,
+                                .seconds = opts.calibration_s};
+    for (int s = 0; s < n_stages; ++s) {
+      const int r = first_stage_rank + s;
+      if (r == 0) continue;
+      wire::Envelope e;
+      wire::Calibrate* c = e.mutable_calibrate();
+      c->set_decode_tokens(co.decode_tokens);
+      c->set_prefill_tokens(co.prefill_tokens);
+      c->set_embedding(s == 0);
+      c->set_lm_head(s + 1 == n_stages);
+      c->set_seconds(co.seconds);
+      if (Status st = t.Send(r, e); !st.ok()) return fail_plan(st);
+    }
+    plan_options.measured.assign(static_cast<size_t>(n_stages), RankCosts{});
+    std::vector<std::string> who(static_cast<size_t>(n_stages));
+    if (first_stage_rank == 0) {
+      CalibrationOptions mine = co;
+      mine.embedding = true;
+      mine.lm_head = n_stages == 1;
+      auto own = Calibrate(model, mine, pool);
+      if (!own.ok()) return fail_plan(own.status().WithContext(RankName(0, t.host()) + ": calibration"));
+      plan_options.measured[0] = std::move(own).value();
+      who[0] = RankName(0, t.host());
+    }
+    Status failed;
+    for (int got = first_stage_rank == 0 ? 1 : 0; got < n_stages;) {
+      auto m = t.Receive(-1);
+      if (!m.ok()) return fail_plan(m.status());
+      if (!m->envelope.has_calibration()) continue;
+      ++got;
+      const wire::Calibration& c = m->envelope.calibration();
+      const int s = c.rank() - first_stage_rank;
+      if (s < 0 || s >= n_stages) return fail_plan(DataLoss("a calibration from " + RankName(c.rank(), c.host()) + ", which holds no stage"));
+      if (!c.error().empty() && failed.ok()) failed = FailedPrecondition(RankName(c.rank(), c.host()) + ": calibration: " + c.error());
+      plan_options.measured[static_cast<size_t>(s)] = CalibrationFromWire(c);
+      who[static_cast<size_t>(s)] = RankName(c.rank(), c.host());
+    }
+    if (!failed.ok()) return fail_plan(failed);
+    auto plan = MakeLayerPlan("measure", n_stages, costs, plan_options);
+    if (!plan.ok()) return fail_plan(plan.status());
+    p->plan_ = std::move(plan).value();
+    std::string text = "measured plan: each rank's time per pass (decode micro-batch of " +
+                       std::to_string(co.decode_tokens) + ", prefill chunk of " + std::to_string(co.prefill_tokens) +
+                       " tokens)\n" + DescribeMeasuredCosts(plan_options.measured, who) + DescribePlan(p->plan_);
+    text.pop_back();
+    Log(LogLevel::kInfo, "%s", text.c_str());
+  }
 
   // 3. Send the plan; load rank 0's own stage.
   wire::Envelope pe;

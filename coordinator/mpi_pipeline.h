@@ -1,5 +1,6 @@
 // The pipeline over MPI, rank 0's side: the handshake with every worker
-// (protocol version, model fingerprint), the layer plan, rank 0's own stage
+// (protocol version, model fingerprint), the layer plan (for --split measure,
+// after every stage's rank has timed its passes), rank 0's own stage
 // (unless it is coordinator-only), and forward batches sent down the
 // pipeline with results coming back from the last stage.
 #pragma once
@@ -29,6 +30,9 @@ struct MpiPipelineOptions {
   bool copy_weights = false;  // rank 0's stage: --no-mmap (workers read it from their own flags)
   TensorType kv_type = TensorType::kF32;  // every stage's KV cache (sent in the plan)
   RopeOverride rope;                      // applied by every rank (sent in the plan)
+  // --split measure: each rank's timed work, and its prefill pass.
+  double calibration_s = 1.0;
+  int calibration_prefill_tokens = 32;
 };
 
 class MpiPipeline : public Pipeline {

@@ -57,6 +57,28 @@ wire::StageStats StatsToWire(const StageStats& s) {
   return w;
 }
 
+wire::Calibration CalibrationToWire(const RankCosts& c) {
+  wire::Calibration w;
+  for (const PassCost& l : c.layers) {
+    wire::PassTime* p = w.add_layers();
+    p->set_decode_s(l.decode);
+    p->set_prefill_s(l.prefill);
+  }
+  w.mutable_first()->set_decode_s(c.first.decode);
+  w.mutable_first()->set_prefill_s(c.first.prefill);
+  w.mutable_last()->set_decode_s(c.last.decode);
+  w.mutable_last()->set_prefill_s(c.last.prefill);
+  return w;
+}
+
+RankCosts CalibrationFromWire(const wire::Calibration& w) {
+  RankCosts c;
+  for (const wire::PassTime& p : w.layers()) c.layers.push_back({p.decode_s(), p.prefill_s()});
+  c.first = {w.first().decode_s(), w.first().prefill_s()};
+  c.last = {w.last().decode_s(), w.last().prefill_s()};
+  return c;
+}
+
 StageStats StatsFromWire(const wire::StageStats& w) {
   StageStats s;
   s.rank = w.rank();
@@ -197,7 +219,13 @@ int RunWorker(Transport& t, const WorkerOptions& opts) {
   }
   if (!t.Send(kCoordinatorRank, hello).ok()) return 1;
 
-  // 2. The plan (or an error that ends the job).
+  // 2. The plan (or an error that ends the job); for `--split measure`, a
+  // calibration first.
+  std::unique_ptr<ThreadPool> pool;
+  auto make_pool = [&] {
+    if (pool == nullptr) pool = std::make_unique<ThreadPool>(opts.threads > 0 ? opts.threads : ThreadPool::AvailableCores());
+    return pool.get();
+  };
   wire::Plan plan;
   for (;;) {
     auto m = t.Receive(kCoordinatorRank);
@@ -205,6 +233,27 @@ int RunWorker(Transport& t, const WorkerOptions& opts) {
     if (m->envelope.has_plan()) {
       plan = m->envelope.plan();
       break;
+    }
+    if (m->envelope.has_calibrate()) {
+      const wire::Calibrate& c = m->envelope.calibrate();
+      Result<RankCosts> costs = model.ok() ? Calibrate(**model,
+                                                       {.decode_tokens = c.decode_tokens(),
+                                                        .prefill_tokens = c.prefill_tokens(),
+                                                        .embedding = c.embedding(),
+                                                        .lm_head = c.lm_head(),
+                                                        .seconds = c.seconds()},
+                                                       make_pool())
+                                           : Result<RankCosts>(model.status());
+      wire::Envelope reply;
+      if (costs.ok()) {
+        *reply.mutable_calibration() = CalibrationToWire(*costs);
+      } else {
+        reply.mutable_calibration()->set_error(costs.status().message());
+      }
+      reply.mutable_calibration()->set_rank(t.rank());
+      reply.mutable_calibration()->set_host(t.host());
+      if (!t.Send(kCoordinatorRank, reply).ok()) return 1;
+      continue;
     }
     if (m->envelope.has_control() && m->envelope.control().kind() == wire::Control::KIND_SHUTDOWN) return 1;
   }
@@ -225,10 +274,9 @@ int RunWorker(Transport& t, const WorkerOptions& opts) {
   wire::Envelope ready;
   ready.mutable_ready()->set_rank(t.rank());
   ready.mutable_ready()->set_host(t.host());
-  std::unique_ptr<ThreadPool> pool;
   std::unique_ptr<Stage> stage;
   if (mine != nullptr) {
-    pool = std::make_unique<ThreadPool>(opts.threads > 0 ? opts.threads : ThreadPool::AvailableCores());
+    make_pool();
     StageOptions so;
     so.layers = {mine->first_layer(), mine->last_layer()};
     so.first = mine->first();

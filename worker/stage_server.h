@@ -1,6 +1,7 @@
 // The receive -> compute -> send loop of a pipeline stage, and a worker
-// rank's whole life: hello (model fingerprint) -> plan -> load its slice ->
-// ready -> forward batches until shutdown. Rank 0, when it is stage 0, runs
+// rank's whole life: hello (model fingerprint) -> [calibration, for
+// --split measure] -> plan -> load its slice -> ready -> forward batches
+// until shutdown. Rank 0, when it is stage 0, runs
 // the same StageRunner for its own slice.
 #pragma once
 
@@ -11,6 +12,7 @@
 #include "common/status.h"
 #include "common/thread_pool.h"
 #include "model/model_files.h"
+#include "worker/calibrate.h"
 #include "worker/stage.h"
 #include "worker/transport.h"
 
@@ -46,6 +48,9 @@ class StageRunner {
 // A stage's counters on the wire and back.
 wire::StageStats StatsToWire(const StageStats& s);
 StageStats StatsFromWire(const wire::StageStats& w);
+// A rank's calibration on the wire and back.
+wire::Calibration CalibrationToWire(const RankCosts& c);
+RankCosts CalibrationFromWire(const wire::Calibration& w);
 
 struct WorkerOptions {
   std::string model_path;

@@ -9,7 +9,8 @@ launch/strata-cluster, run with launch/strata-mpirun --cluster (the README's
 - a host whose link goes down mid-generation: the job ends within
   --stage-timeout + 10 s, non-zero, naming the stage, rank and host, and nothing
   is left running on the hosts still reachable;
-- a slow host (CPU quota) changes nothing but speed;
+- a slow host (CPU quota) changes nothing but speed, and `--split measure`
+  gives it fewer layers;
 - a host without the model file, or with another one: refused at start, naming it;
 - the harness: refuses without root, `up` is idempotent, `run` cleans up after
   Ctrl-C, and no namespace, cgroup, file or process is left behind; this
@@ -171,6 +172,15 @@ try:
     rc, out, err, _ = cluster_mpirun(gen_args(Q4, extra=("--stage-timeout", "60")))
     j = last_json(out) if rc == 0 else None
     check("a host at 0.25 CPU: same ids", quota == "25000" and j is not None and j["ids"] == q4_ids, f"quota {quota}: {err[-400:]}")
+    # ... and the measured plan gives it fewer layers: each rank times its
+    # layers at start-up, rank 0 balances their time.
+    rc, out, err, _ = cluster_mpirun(gen_args(Q4, extra=("--stage-timeout", "60", "--split", "measure")))
+    j = last_json(out) if rc == 0 else None
+    m = [re.search(rf"rank {r} \({NAME}-h{r + 1}\): layers (\d+)-(\d+)", err) for r in (0, 1)]
+    n = [int(x.group(2)) - int(x.group(1)) + 1 for x in m] if all(m) else None
+    check("--split measure with a host at 0.25 CPU: the slow host gets fewer layers, same ids",
+          j is not None and j["ids"] == q4_ids and n is not None and n[1] < n[0] and "measured plan" in err,
+          f"layers {n}: {err[-900:]}")
     harness("up", NAME, "--hosts", "3")  # CPU shares back to unlimited, a third host
 
     # --- a host's link goes down mid-generation -----------------------------
