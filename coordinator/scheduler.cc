@@ -48,7 +48,7 @@ struct Scheduler::Entry {
 int64_t ChunkTokens(int64_t requested, int64_t n, int n_stages) {
   if (requested > 0) return requested;
   if (n_stages <= 1) return std::min<int64_t>(n, 512);
-  const int64_t parts = 2 * static_cast<int64_t>(n_stages);
+  const int64_t parts = 8 * static_cast<int64_t>(n_stages);
   return std::clamp<int64_t>((n + parts - 1) / parts, 16, 512);
 }
 
