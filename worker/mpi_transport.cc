@@ -7,12 +7,22 @@
 // poll with MPI_Iprobe and back off with short sleeps, because Open MPI's
 // blocking receive spins a core at 100%, which on a small machine steals the
 // core a computing stage needs.
+//
+// A progress thread keeps sends moving while the stage computes: MPI moves a
+// message's bytes only inside MPI calls, and a large one over TCP (past the
+// eager limit, e.g. a prefill chunk's activations) would otherwise wait for
+// this rank's next call, i.e. the end of its next batch, while the next stage
+// idles. The thread tests the pending sends every 200 us while there are any
+// (MPI_THREAD_SERIALIZED: one mutex around every MPI call) and sleeps
+// otherwise.
 #include <mpi.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdlib>
 #include <deque>
 #include <memory>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -32,31 +42,35 @@ uint64_t PayloadBytes(const wire::Envelope& e) {
   return 0;
 }
 
-// Waits for a message matching (source, tag) without spinning for long;
-// false when `timeout_s` (> 0) passes first.
-bool WaitFor(int source, int tag, MPI_Status* status, double timeout_s = 0) {
-  int flag = 0;
-  auto sleep = std::chrono::microseconds(0);
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
-  for (int spins = 0;; ++spins) {
-    MPI_Iprobe(source, tag, MPI_COMM_WORLD, &flag, status);
-    if (flag) return true;
-    if (timeout_s > 0 && (spins & 63) == 0 && std::chrono::steady_clock::now() > deadline) return false;
-    if (spins < 200) continue;  // a short spin keeps hand-offs fast
-    sleep = std::min(std::chrono::microseconds(500), sleep + std::chrono::microseconds(20));
-    std::this_thread::sleep_for(sleep);
-  }
-}
+class MpiTransport;
+MpiTransport* g_live = nullptr;  // for FinalizeMpi: stop the progress thread first
 
 class MpiTransport : public Transport {
  public:
-  MpiTransport(int rank, int size, std::string host, BetweenHeaderAndPayloadHook test_hook)
-      : rank_(rank), size_(size), host_(std::move(host)), test_hook_(std::move(test_hook)) {}
+  MpiTransport(int rank, int size, std::string host, BetweenHeaderAndPayloadHook test_hook, bool progress_thread)
+      : rank_(rank), size_(size), host_(std::move(host)), test_hook_(std::move(test_hook)) {
+    if (progress_thread) progress_ = std::thread([this] { ProgressLoop(); });
+    g_live = this;
+  }
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   const std::string& host() const override { return host_; }
 
-  ~MpiTransport() override { Flush(); }
+  ~MpiTransport() override {
+    Stop();
+    if (g_live == this) g_live = nullptr;
+  }
+
+  // Ends the progress thread and waits for every send; before MPI_Finalize.
+  void Stop() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    wake_.notify_all();
+    if (progress_.joinable()) progress_.join();
+    Flush();
+  }
 
   Status Send(int dest, const wire::Envelope& e, std::span<const uint8_t> payload) override {
     if (dest < 0 || dest >= size_) return Internal("send to rank " + std::to_string(dest) + " of " + std::to_string(size_));
@@ -66,6 +80,7 @@ class MpiTransport : public Transport {
     if (!e.SerializeToString(&send->header)) return Internal("cannot serialize a message");
     if (send->header.size() > INT32_MAX || payload.size() > INT32_MAX) return Internal("message too large for one MPI send");
     send->payload.assign(payload.begin(), payload.end());
+    std::unique_lock<std::mutex> lock(mu_);
     if (MPI_Isend(send->header.data(), static_cast<int>(send->header.size()), MPI_BYTE, dest, kTagEnvelope, MPI_COMM_WORLD,
                   &send->requests[send->n_requests++]) != MPI_SUCCESS)
       return IoError("MPI_Isend to rank " + std::to_string(dest) + " failed");
@@ -84,15 +99,22 @@ class MpiTransport : public Transport {
       MPI_Waitall(pending_.front()->n_requests, pending_.front()->requests, MPI_STATUSES_IGNORE);
       pending_.pop_front();
     }
+    const bool wake = !pending_.empty();
+    lock.unlock();
+    if (wake) wake_.notify_one();
     return Status::Ok();
   }
 
   void Flush() override {
+    std::lock_guard<std::mutex> lock(mu_);
     for (auto& p : pending_) MPI_Waitall(p->n_requests, p->requests, MPI_STATUSES_IGNORE);
     pending_.clear();
   }
 
-  void Barrier() override { MPI_Barrier(MPI_COMM_WORLD); }
+  void Barrier() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    MPI_Barrier(MPI_COMM_WORLD);
+  }
 
   Result<Message> Receive(int source, double timeout_s) override {
     MPI_Status st;
@@ -102,16 +124,20 @@ class MpiTransport : public Transport {
         return DeadlineExceeded("no message " + (source < 0 ? std::string("from any rank") : "from rank " + std::to_string(source)) +
                                 " within " + std::to_string(timeout_s) + " s");
     }
-    ReapSends();
     TraceSpan span("receive from rank " + std::to_string(st.MPI_SOURCE), "recv");
-    int count = 0;
-    MPI_Get_count(&st, MPI_BYTE, &count);
-    std::string bytes(static_cast<size_t>(count), '\0');
-    MPI_Recv(bytes.data(), count, MPI_BYTE, st.MPI_SOURCE, kTagEnvelope, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+    std::string bytes;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ReapSends();
+      int count = 0;
+      MPI_Get_count(&st, MPI_BYTE, &count);
+      bytes.assign(static_cast<size_t>(count), '\0');
+      MPI_Recv(bytes.data(), count, MPI_BYTE, st.MPI_SOURCE, kTagEnvelope, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+    }
     Message m;
     m.source = st.MPI_SOURCE;
     if (!m.envelope.ParseFromString(bytes))
-      return DataLoss("malformed message from rank " + std::to_string(m.source) + " (" + std::to_string(count) + " bytes)");
+      return DataLoss("malformed message from rank " + std::to_string(m.source) + " (" + std::to_string(bytes.size()) + " bytes)");
     const uint64_t want = PayloadBytes(m.envelope);
     if (want > 0) {
       if (want > (uint64_t{1} << 31)) return DataLoss("message from rank " + std::to_string(m.source) + " announces a payload of " + std::to_string(want) + " bytes");
@@ -121,6 +147,7 @@ class MpiTransport : public Transport {
       if (!WaitFor(m.source, kTagPayload, &pst, timeout_s))
         return DeadlineExceeded("rank " + std::to_string(m.source) + " sent a header announcing " + std::to_string(want) +
                                 " payload bytes, but no payload within " + std::to_string(timeout_s) + " s");
+      std::lock_guard<std::mutex> lock(mu_);
       int pcount = 0;
       MPI_Get_count(&pst, MPI_BYTE, &pcount);
       if (static_cast<uint64_t>(pcount) != want)
@@ -141,7 +168,26 @@ class MpiTransport : public Transport {
   };
   static constexpr size_t kMaxPendingSends = 256;
 
-  // Drops the sends MPI has finished with, oldest first.
+  // Waits for a message matching (source, tag) without spinning for long;
+  // false when `timeout_s` (> 0) passes first.
+  bool WaitFor(int source, int tag, MPI_Status* status, double timeout_s = 0) {
+    int flag = 0;
+    auto sleep = std::chrono::microseconds(0);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+    for (int spins = 0;; ++spins) {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        MPI_Iprobe(source, tag, MPI_COMM_WORLD, &flag, status);
+      }
+      if (flag) return true;
+      if (timeout_s > 0 && (spins & 63) == 0 && std::chrono::steady_clock::now() > deadline) return false;
+      if (spins < 200) continue;  // a short spin keeps hand-offs fast
+      sleep = std::min(std::chrono::microseconds(500), sleep + std::chrono::microseconds(20));
+      std::this_thread::sleep_for(sleep);
+    }
+  }
+
+  // Drops the sends MPI has finished with, oldest first. Holds mu_.
   void ReapSends() {
     while (!pending_.empty()) {
       int done = 0;
@@ -151,10 +197,28 @@ class MpiTransport : public Transport {
     }
   }
 
+  void ProgressLoop() {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (!stop_) {
+      if (pending_.empty()) {
+        wake_.wait(lock, [this] { return stop_ || !pending_.empty(); });
+        continue;
+      }
+      ReapSends();
+      lock.unlock();
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+      lock.lock();
+    }
+  }
+
   int rank_, size_;
   std::string host_;
   BetweenHeaderAndPayloadHook test_hook_;
+  std::mutex mu_;  // every MPI call, and pending_
+  std::condition_variable wake_;
+  bool stop_ = false;
   std::deque<std::unique_ptr<PendingSend>> pending_;
+  std::thread progress_;
 };
 
 }  // namespace
@@ -167,14 +231,19 @@ bool LaunchedByMpi() {
 
 Result<std::unique_ptr<Transport>> InitMpiTransport(int* argc, char*** argv, BetweenHeaderAndPayloadHook test_hook) {
   int provided = 0;
-  if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) return IoError("MPI_Init failed");
+  if (MPI_Init_thread(argc, argv, MPI_THREAD_SERIALIZED, &provided) != MPI_SUCCESS) return IoError("MPI_Init failed");
   int rank = 0, size = 1;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &size);
-  return std::unique_ptr<Transport>(new MpiTransport(rank, size, HostName(), std::move(test_hook)));
+  // STRATA_NO_PROGRESS_THREAD=1 turns the progress thread off (to measure what it does).
+  const bool progress = provided >= MPI_THREAD_SERIALIZED && size > 1 && std::getenv("STRATA_NO_PROGRESS_THREAD") == nullptr;
+  return std::unique_ptr<Transport>(new MpiTransport(rank, size, HostName(), std::move(test_hook), progress));
 }
 
-void FinalizeMpi() { MPI_Finalize(); }
+void FinalizeMpi() {
+  if (g_live != nullptr) g_live->Stop();
+  MPI_Finalize();
+}
 
 void AbortMpi(int code) {
   // MPI_Abort asks mpirun to end the job, which may wait on a host it can no
