@@ -1,7 +1,7 @@
 // Tests for worker/calibrate: layers grouped by kind (checked against
 // llama.cpp's Q4_K_M mix, whose use_more_bits layers carry Q6_K tensors), and
 // a calibration's figures: every layer timed, layers of a kind share theirs,
-// embedding and lm_head only when asked, more work costs more time.
+// embedding and lm_head only when asked.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -57,8 +57,9 @@ TEST(Calibrate, TimesEveryLayerByKind) {
       EXPECT_GT(costs->layers[l].decode, 0) << l;
       EXPECT_EQ(costs->layers[l].decode, costs->layers[kind[0]].decode) << l;
       EXPECT_EQ(costs->layers[l].prefill, costs->layers[kind[0]].prefill) << l;
-      // 16 tokens through a layer take longer than 2.
-      EXPECT_GT(costs->layers[l].prefill, costs->layers[l].decode) << l;
+      // No comparison between the two: timings on a shared machine are
+      // noise-bound (speed is measured by bench, never asserted in a test).
+      EXPECT_GT(costs->layers[l].prefill, 0) << l;
     }
   EXPECT_GT(costs->first.decode, 0);
   EXPECT_GT(costs->last.decode, 0);
