@@ -4,7 +4,8 @@ launch/strata-cluster, run with launch/strata-mpirun --cluster (the README's
 "Running across nodes" commands).
 
 - 2, 3 and 4 hosts over TCP give the ids and the perplexity of one process,
-  bit for bit, for every model of MODELS (adding a model is one line there);
+  bit for bit, for every model of MODELS (adding a model is one line there),
+  and 3 hosts for one tiny model of each other family (OTHER_FAMILIES);
 - two ranks per host (slots=2: shared memory inside a host, TCP across): same ids;
 - a host whose link goes down mid-generation: the job ends within
   --stage-timeout + 10 s, non-zero, naming the stage, rank and host, and nothing
@@ -36,6 +37,10 @@ MODELS = [
     ("SmolLM3 Q4_K_M", Q4),
     ("tiny-llama", os.path.join(TINY, "tiny-llama")),
 ]
+# One model of each other family: the same checks on 3 hosts only (the host
+# count changes nothing a family does; 3 gives a middle stage).
+OTHER_FAMILIES = [(f"tiny-{f}", os.path.join(TINY, f"tiny-{f}"))
+                  for f in ("qwen2", "qwen3", "mistral", "ministral3", "mixtral", "lfm2")]
 
 PROMPT = "First Citizen:\nBefore we proceed any further, hear me speak.\n"
 SANITIZER = bool(os.environ.get("STRATA_E2E_SANITIZER"))
@@ -127,11 +132,17 @@ try:
     rc, out, err, _ = harness("exec", NAME, f"{NAME}-h3", "--", "sh", "-c", "hostname; ip -o -4 addr show dev eth0")
     check("a host has its own hostname and address", rc == 0 and out.startswith(f"{NAME}-h3\n") and "10.213.0.3/24" in out,
           out + err[-300:])
+    # mpirun runs on host 1 and enters the others with the rsh agent: what it
+    # starts there lands in that host's cgroup (its CPU share), not host 1's.
+    agent = f"/run/strata-cluster/{NAME}/agent"
+    rc, out, err, _ = harness("exec", NAME, f"{NAME}-h1", "--", agent, f"{NAME}-h2", "cat /proc/self/cgroup; hostname")
+    check("the rsh agent, called on host 1, runs in host 2's cgroup", rc == 0 and f"strata-cluster-{NAME}/{NAME}-h2\n" in out
+          and out.endswith(f"{NAME}-h2\n"), out + err[-300:])
 
     # --- the same numbers on 2, 3 and 4 hosts -------------------------------
     ppl_args = lambda m: ["perplexity", "-m", m, "-f", part, "--ctx", "128", "--json", "-t", "1"]
     base = {}
-    for name, model in MODELS:
+    for name, model in MODELS + OTHER_FAMILIES:
         g = subprocess.run([BIN, *gen_args(model)], capture_output=True, text=True, timeout=180)
         p = subprocess.run([BIN, *ppl_args(model)], capture_output=True, text=True, timeout=300)
         ok = g.returncode == 0 and p.returncode == 0
@@ -142,7 +153,7 @@ try:
         if hosts != 4:  # also shows that `up` shrinks a cluster in place
             rc, out, err, _ = harness("up", NAME, "--hosts", str(hosts))
             check(f"up --hosts {hosts} (from {hosts + 1})", rc == 0 and len(namespaces()) == hosts + 1, err[-300:])
-        for name, model in MODELS:
+        for name, model in MODELS + (OTHER_FAMILIES if hosts == 3 else []):
             if base[name] is None:
                 continue
             rc, out, err, _ = cluster_mpirun(gen_args(model))
@@ -173,12 +184,14 @@ try:
     j = last_json(out) if rc == 0 else None
     check("a host at 0.25 CPU: same ids", quota == "25000" and j is not None and j["ids"] == q4_ids, f"quota {quota}: {err[-400:]}")
     # ... and the measured plan gives it fewer layers: each rank times its
-    # layers at start-up, rank 0 balances their time.
+    # layers at start-up, rank 0 balances their time. At 0.1 CPU, so that the
+    # host stays the slower one even when other work shares this machine.
+    harness("up", NAME, "--hosts", "2", "--cpus", f"{NAME}-h2=0.1")
     rc, out, err, _ = cluster_mpirun(gen_args(Q4, extra=("--stage-timeout", "60", "--split", "measure")))
     j = last_json(out) if rc == 0 else None
     m = [re.search(rf"rank {r} \({NAME}-h{r + 1}\): layers (\d+)-(\d+)", err) for r in (0, 1)]
     n = [int(x.group(2)) - int(x.group(1)) + 1 for x in m] if all(m) else None
-    check("--split measure with a host at 0.25 CPU: the slow host gets fewer layers, same ids",
+    check("--split measure with a host at 0.1 CPU: the slow host gets fewer layers, same ids",
           j is not None and j["ids"] == q4_ids and n is not None and n[1] < n[0] and "measured plan" in err,
           f"layers {n}: {err[-900:]}")
     harness("up", NAME, "--hosts", "3")  # CPU shares back to unlimited, a third host
