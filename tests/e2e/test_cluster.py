@@ -13,8 +13,9 @@ launch/strata-cluster, run with launch/strata-mpirun --cluster (the README's
 - a slow host (CPU quota) changes nothing but speed, and `--split measure`
   gives it fewer layers;
 - a host without the model file, or with another one: refused at start, naming it;
+- a link of 100 Mbit/s (tc on both ends of that host's cable only): same ids;
 - the harness: refuses without root, `up` is idempotent, `run` cleans up after
-  Ctrl-C, and no namespace, cgroup, file or process is left behind; this
+  Ctrl-C, and no namespace, cgroup, mount, file or process is left behind; this
   machine's own interfaces are untouched.
 
 Needs root (CI has it); without root it exits 77, which ctest reports as
@@ -194,7 +195,21 @@ try:
     check("--split measure with a host at 0.1 CPU: the slow host gets fewer layers, same ids",
           j is not None and j["ids"] == q4_ids and n is not None and n[1] < n[0] and "measured plan" in err,
           f"layers {n}: {err[-900:]}")
-    harness("up", NAME, "--hosts", "3")  # CPU shares back to unlimited, a third host
+
+    # --- a slow link: shaped both ways, same ids ------------------------------
+    # (rates are configuration here; what they do to speed is strata bench's.)
+    rc, out, err, _ = harness("up", NAME, "--hosts", "2", "--link", f"{NAME}-h2=100mbit")
+    # tbf carries the rate on its qdisc, the htb fallback on its class.
+    qd = lambda ns, dev: "".join(subprocess.run(["tc", "-n", ns, what, "show", "dev", dev], capture_output=True, text=True).stdout
+                                 for what in ("qdisc", "class"))
+    shaped = [qd(f"strata-{NAME}-h2", "eth0"), qd(f"strata-{NAME}-switch", "h2"), qd(f"strata-{NAME}-h1", "eth0")]
+    check("--link HOST=100mbit shapes that host's cable at both ends, not the others",
+          rc == 0 and all(re.search(r"rate 100Mbit", q) for q in shaped[:2]) and "Mbit" not in shaped[2], str(shaped) + err[-300:])
+    rc, out, err, _ = cluster_mpirun(gen_args(Q4))
+    j = last_json(out) if rc == 0 else None
+    check("over a 100 Mbit/s link: same ids", j is not None and j["ids"] == q4_ids, err[-400:])
+    harness("up", NAME, "--hosts", "3")  # links and CPU shares back to unlimited, a third host
+    check("up without --link: the link is unlimited again", "Mbit" not in qd(f"strata-{NAME}-h2", "eth0"))
 
     # --- a host's link goes down mid-generation -----------------------------
     timeout_s = 5
@@ -250,7 +265,10 @@ for path in (f"/run/strata-cluster/{NAME}", f"/sys/fs/cgroup/cpu/strata-cluster-
         leftovers.append(path)
 if strata_pids():
     leftovers.append(f"strata processes {strata_pids()}")
-check("no namespace, cgroup, file or process left behind", not leftovers, "; ".join(leftovers))
+mounts = [l for l in open("/proc/self/mounts").read().splitlines() if f"/strata-cluster/{NAME}/" in l]
+if mounts:
+    leftovers.append(f"mounts {mounts}")
+check("no namespace, cgroup, mount, file or process left behind", not leftovers, "; ".join(leftovers))
 root_links_after = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
 root_addrs_after = subprocess.run(["ip", "-o", "addr", "show"], capture_output=True, text=True).stdout
 check("this machine's own interfaces and addresses are untouched", root_links_before == root_links_after and
