@@ -9,6 +9,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <ctime>
 
 #include "worker/stage.h"
 
@@ -33,6 +34,13 @@ std::string KindKey(const ModelFiles& model, int layer) {
 }
 
 double Seconds(std::chrono::steady_clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+// CPU time of every thread of this process.
+double ProcessCpuSeconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
 
 }  // namespace
 
@@ -82,11 +90,28 @@ Result<RankCosts> Calibrate(const ModelFiles& model, const CalibrationOptions& o
   for (int i = 0; i < b; ++i) decode_rows[static_cast<size_t>(i)] = i;
   const int64_t last_row[1] = {0};
 
-  // Items in rounds, so that a CPU quota's throttling falls on all of them
-  // alike; the first round (page faults, caches) is not counted.
+  // Items in rounds; the first round (page faults, caches) is not counted.
+  // Each item's cost is its CPU time (every thread of this process) times
+  // the rank's wall / CPU ratio over all timed items. A host throttled by a
+  // CPU quota stops for tens of ms at a time (CFS periods of 100 ms): timed
+  // by the wall clock, the few items a pause lands in would carry all of it
+  // and a 20 us decode pass would read 0.02 or 90 ms by luck; spread by CPU
+  // time, every item carries its share of the pauses.
   struct Tally {
-    double seconds = 0;
+    double cpu = 0;
     int n = 0;
+    void Add(double s) { cpu += s, ++n; }
+    double Mean() const { return n > 0 ? cpu / n : 0.0; }
+  };
+  double wall_total = 0, cpu_total = 0;
+  auto timed = [&](bool count, Tally* t, auto&& work) -> Status {
+    const auto w0 = std::chrono::steady_clock::now();
+    const double c0 = ProcessCpuSeconds();
+    Status st = work();
+    const double c = ProcessCpuSeconds() - c0;
+    const double w = Seconds(std::chrono::steady_clock::now() - w0);
+    if (count) t->Add(c), wall_total += w, cpu_total += c;
+    return st;
   };
   std::vector<Tally> decode(kinds.size()), prefill(kinds.size());
   Tally embed_decode, embed_prefill, head_decode, head_prefill;
@@ -98,45 +123,38 @@ Result<RankCosts> Calibrate(const ModelFiles& model, const CalibrationOptions& o
       Stage& s = *stages[k];
       // Prefill: one sequence's chunk from position 0.
       fill();
-      auto t0 = std::chrono::steady_clock::now();
-      STRATA_RETURN_IF_ERROR(s.Forward({{seq, 0, p}}, x.data()));
-      auto t1 = std::chrono::steady_clock::now();
+      STRATA_RETURN_IF_ERROR(timed(count, &prefill[k], [&] { return s.Forward({{seq, 0, p}}, x.data()); }));
       s.FreeSequence(seq++);
-      if (count) prefill[k].seconds += Seconds(t1 - t0), ++prefill[k].n;
       // Decode: b sequences of one token each.
       fill();
       std::vector<BatchEntry> batch;
       for (int i = 0; i < b; ++i) batch.push_back({seq + static_cast<uint64_t>(i), 0, 1});
-      t0 = std::chrono::steady_clock::now();
-      STRATA_RETURN_IF_ERROR(s.Forward(batch, x.data()));
-      t1 = std::chrono::steady_clock::now();
+      STRATA_RETURN_IF_ERROR(timed(count, &decode[k], [&] { return s.Forward(batch, x.data()); }));
       for (int i = 0; i < b; ++i) s.FreeSequence(seq + static_cast<uint64_t>(i));
       seq += static_cast<uint64_t>(b);
-      if (count) decode[k].seconds += Seconds(t1 - t0), ++decode[k].n;
     }
     Stage& s0 = *stages[0];
     if (opts.embedding) {
-      auto t0 = std::chrono::steady_clock::now();
-      STRATA_RETURN_IF_ERROR(s0.Embed(std::span<const int32_t>(ids.data(), static_cast<size_t>(p)), x.data()));
-      auto t1 = std::chrono::steady_clock::now();
-      STRATA_RETURN_IF_ERROR(s0.Embed(std::span<const int32_t>(ids.data(), static_cast<size_t>(b)), x.data()));
-      auto t2 = std::chrono::steady_clock::now();
-      if (count) embed_prefill.seconds += Seconds(t1 - t0), ++embed_prefill.n, embed_decode.seconds += Seconds(t2 - t1), ++embed_decode.n;
+      STRATA_RETURN_IF_ERROR(timed(count, &embed_prefill, [&] {
+        return s0.Embed(std::span<const int32_t>(ids.data(), static_cast<size_t>(p)), x.data());
+      }));
+      STRATA_RETURN_IF_ERROR(timed(count, &embed_decode, [&] {
+        return s0.Embed(std::span<const int32_t>(ids.data(), static_cast<size_t>(b)), x.data());
+      }));
     }
     if (opts.lm_head) {
       // Decode: a row per sequence; prefill: the prompt's last row.
       fill();
-      auto t0 = std::chrono::steady_clock::now();
-      STRATA_RETURN_IF_ERROR(s0.Logits(x.data(), decode_rows, logits.data()));
-      auto t1 = std::chrono::steady_clock::now();
-      STRATA_RETURN_IF_ERROR(s0.Logits(x.data(), last_row, logits.data()));
-      auto t2 = std::chrono::steady_clock::now();
-      if (count) head_decode.seconds += Seconds(t1 - t0), ++head_decode.n, head_prefill.seconds += Seconds(t2 - t1), ++head_prefill.n;
+      STRATA_RETURN_IF_ERROR(timed(count, &head_decode, [&] { return s0.Logits(x.data(), decode_rows, logits.data()); }));
+      STRATA_RETURN_IF_ERROR(timed(count, &head_prefill, [&] { return s0.Logits(x.data(), last_row, logits.data()); }));
     }
     if (round >= 2 && Seconds(std::chrono::steady_clock::now() - start) >= opts.seconds) break;
   }
 
-  auto mean = [](const Tally& t) { return t.n > 0 ? t.seconds / t.n : 0.0; };
+  // Wall seconds per CPU second of this rank: its share of a core (or of
+  // its threads' cores) under quotas and other work.
+  const double scale = cpu_total > 0 ? wall_total / cpu_total : 1.0;
+  auto mean = [scale](const Tally& t) { return t.Mean() * scale; };
   RankCosts out;
   out.layers.resize(static_cast<size_t>(cfg.n_layers));
   for (size_t k = 0; k < kinds.size(); ++k)

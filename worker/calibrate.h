@@ -42,7 +42,8 @@ struct CalibrationOptions {
   bool embedding = false;    // time the embedding lookups (the first stage's rank)
   bool lm_head = false;      // time the final norm and lm_head (the last stage's rank)
   // Timed work, at least: a host throttled by a CPU quota (CFS periods of
-  // 100 ms) shows its average speed only over several periods.
+  // 100 ms) shows its average speed only over several periods. Each item's
+  // figure is its CPU time times the rank's wall / CPU ratio (calibrate.cc).
   double seconds = 1.0;
 };
 
