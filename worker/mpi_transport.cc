@@ -61,6 +61,9 @@ class MpiTransport : public Transport {
     if (g_live == this) g_live = nullptr;
   }
 
+  // Takes the MPI lock for good, for MPI_Abort.
+  void HoldForAbort() { mu_.lock(); }
+
   // Ends the progress thread and waits for every send; before MPI_Finalize.
   void Stop() {
     {
@@ -252,6 +255,10 @@ void AbortMpi(int code) {
     std::this_thread::sleep_for(std::chrono::seconds(3));
     std::_Exit(code);
   }).detach();
+  // MPI_THREAD_SERIALIZED: no MPI call of the progress thread beside this
+  // one. The lock is never released (the process ends); should a call hold
+  // it forever, the watchdog above ends the process.
+  if (g_live != nullptr) g_live->HoldForAbort();
   MPI_Abort(MPI_COMM_WORLD, code);
   std::_Exit(code);
 }
