@@ -102,8 +102,8 @@ Status ValidateSamplingParams(const SamplingParams& p) {
   if (!std::isfinite(p.temperature) || p.temperature < 0.0f)
     return InvalidArgument(FieldError("temperature", FloatText(p.temperature), "a finite value >= 0"));
   if (p.top_k < 0) return InvalidArgument(FieldError("top_k", std::to_string(p.top_k), ">= 0 (0 = off)"));
-  if (!(p.top_p > 0.0f && p.top_p <= 1.0f))
-    return InvalidArgument(FieldError("top_p", FloatText(p.top_p), "a value in (0, 1] (1 = off)"));
+  if (!(p.top_p >= 0.0f && p.top_p <= 1.0f))
+    return InvalidArgument(FieldError("top_p", FloatText(p.top_p), "a value in [0, 1] (1 = off, 0 = the top token)"));
   if (!(p.min_p >= 0.0f && p.min_p <= 1.0f))
     return InvalidArgument(FieldError("min_p", FloatText(p.min_p), "a value in [0, 1] (0 = off)"));
   if (!std::isfinite(p.repeat_penalty) || p.repeat_penalty <= 0.0f)
@@ -111,6 +111,12 @@ Status ValidateSamplingParams(const SamplingParams& p) {
         FieldError("repeat_penalty", FloatText(p.repeat_penalty), "a finite value > 0 (1 = off)"));
   if (p.repeat_last_n < 0)
     return InvalidArgument(FieldError("repeat_last_n", std::to_string(p.repeat_last_n), ">= 0 (0 = off)"));
+  if (p.logit_bias.size() > kMaxLogitBias)
+    return InvalidArgument(FieldError("logit_bias", std::to_string(p.logit_bias.size()) + " entries",
+                                      ("at most " + std::to_string(kMaxLogitBias)).c_str()));
+  for (const auto& [id, bias] : p.logit_bias)
+    if (!std::isfinite(bias))
+      return InvalidArgument(FieldError("logit_bias", "token " + std::to_string(id) + ": " + FloatText(bias), "a finite value"));
   return Status::Ok();
 }
 
@@ -155,11 +161,13 @@ int32_t SampleToken(const float* logits, int32_t n_vocab, const SamplingParams& 
   // vocabulary on the last stage's critical path (argmax of the sanitised
   // values, ties -> lowest id, as below).
   const bool penalised = p.repeat_penalty != 1.0f && p.repeat_last_n > 0 && !history.empty();
-  if (p.temperature <= 0.0f && !penalised) return GreedyToken(logits, n_vocab);
+  if (p.temperature <= 0.0f && !penalised && p.logit_bias.empty()) return GreedyToken(logits, n_vocab);
 
-  // --- Working copy of the logits [n_vocab] f32, sanitised and penalised. ---
+  // --- Working copy of the logits [n_vocab] f32, sanitised, biased and penalised. ---
   std::vector<float> work(static_cast<size_t>(n_vocab));
   for (int32_t i = 0; i < n_vocab; ++i) work[i] = Sanitize(logits[i]);
+  for (const auto& [id, bias] : p.logit_bias)
+    if (id >= 0 && id < n_vocab) work[id] = Sanitize(work[id] + bias);  // FLT_MAX + bias stays finite
 
   if (penalised) {
     const size_t n_last = std::min(history.size(), static_cast<size_t>(p.repeat_last_n));

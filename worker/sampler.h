@@ -5,7 +5,7 @@
 // logits picks the same token.
 //
 // The chain follows llama.cpp's default sampler order:
-//   repetition penalty -> top-k -> top-p -> min-p -> temperature -> draw
+//   logit bias -> repetition penalty -> top-k -> top-p -> min-p -> temperature -> draw
 // with greedy decoding (argmax after the penalty, ties -> lowest id) when
 // temperature <= 0. top-p and min-p look at probabilities at temperature 1;
 // the temperature only shapes the final draw.
@@ -24,6 +24,7 @@
 // finite float, so +inf tokens share the probability mass.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <span>
 #include <utility>
@@ -33,20 +34,28 @@
 
 namespace strata {
 
+// The most logit_bias entries a request may carry.
+inline constexpr size_t kMaxLogitBias = 1024;
+
 struct SamplingParams {
   float temperature = 0.8f;     // <= 0: greedy (argmax; ties -> lowest id)
   int32_t top_k = 40;           // <= 0: off
-  float top_p = 0.95f;          // >= 1: off; valid range (0, 1]
+  float top_p = 0.95f;          // >= 1: off; 0: the top token only (as vLLM); valid range [0, 1]
   float min_p = 0.05f;          // <= 0: off; valid range [0, 1]
   float repeat_penalty = 1.0f;  // 1: off. llama.cpp semantics: logit > 0 ? logit / p : logit * p,
                                 // once for each distinct id among the last repeat_last_n tokens
   int32_t repeat_last_n = 64;   // 0: off
   uint64_t seed = 0;            // any value; a seeded run is reproducible
+  // (token id, value added to its logit) before anything else (OpenAI's
+  // logit_bias: -100 bans a token, +100 all but forces it); ids outside the
+  // vocabulary are ignored, a repeated id adds up.
+  std::vector<std::pair<int32_t, float>> logit_bias;
 };
 
 // InvalidArgument naming the field for: temperature < 0 or not finite,
-// top_k < 0, top_p outside (0, 1], min_p outside [0, 1], repeat_penalty <= 0
-// or not finite, repeat_last_n < 0.
+// top_k < 0, top_p outside [0, 1], min_p outside [0, 1], repeat_penalty <= 0
+// or not finite, repeat_last_n < 0, a logit bias not finite or more than
+// kMaxLogitBias of them.
 Status ValidateSamplingParams(const SamplingParams& p);
 
 // Picks the next token from `logits` [n_vocab] f32.

@@ -110,6 +110,10 @@ void ToWire(const SequenceRequest& r, wire::SequenceEntry* e) {
   s->set_repeat_penalty(r.sampling.repeat_penalty);
   s->set_repeat_last_n(r.sampling.repeat_last_n);
   s->set_seed(r.sampling.seed);
+  for (const auto& [id, bias] : r.sampling.logit_bias) {
+    s->add_bias_ids(id);
+    s->add_bias_values(bias);
+  }
   e->set_step(r.step);
   e->mutable_recent()->Assign(r.recent.begin(), r.recent.end());
   e->mutable_tokens()->Assign(r.tokens.begin(), r.tokens.end());
@@ -139,6 +143,12 @@ Result<SequenceRequest> FromWire(const wire::SequenceEntry& e) {
   r.sampling.repeat_penalty = s.repeat_penalty();
   r.sampling.repeat_last_n = s.repeat_last_n();
   r.sampling.seed = s.seed();
+  if (s.bias_ids_size() != s.bias_values_size())
+    return DataLoss("sequence " + std::to_string(e.seq_id()) + ": " + std::to_string(s.bias_ids_size()) +
+                    " logit bias ids with " + std::to_string(s.bias_values_size()) + " values");
+  if (static_cast<size_t>(s.bias_ids_size()) > kMaxLogitBias)
+    return DataLoss("sequence " + std::to_string(e.seq_id()) + ": " + std::to_string(s.bias_ids_size()) + " logit biases");
+  for (int k = 0; k < s.bias_ids_size(); ++k) r.sampling.logit_bias.emplace_back(s.bias_ids(k), s.bias_values(k));
   if (r.output == SequenceRequest::Output::kSample) {
     Status st = ValidateSamplingParams(r.sampling);
     if (!st.ok()) return DataLoss("sequence " + std::to_string(e.seq_id()) + ": " + st.message());

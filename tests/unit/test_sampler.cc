@@ -193,6 +193,40 @@ TEST(SamplerFilters, TopPKeepsSmallestPrefixReachingP) {
   counts = Histogram(logits, p, 500);
   ASSERT_EQ(counts.size(), 1u);
   EXPECT_EQ(counts.begin()->first, 1);
+  p.top_p = 0.0f;  // OpenAI's range includes 0: the top token only, as vLLM
+  ASSERT_TRUE(ValidateSamplingParams(p).ok());
+  counts = Histogram(logits, p, 500);
+  ASSERT_EQ(counts.size(), 1u);
+  EXPECT_EQ(counts.begin()->first, 1);
+}
+
+TEST(SamplerLogitBias, AddsToTheLogitBeforeEverythingElse) {
+  const std::vector<float> logits = {0.0f, 3.0f, 1.0f, 2.9f};
+  SamplingParams greedy = PlainParams(0.0f);
+  EXPECT_EQ(SampleToken(logits.data(), 4, greedy, {}, 0), 1);
+  greedy.logit_bias = {{1, -100.0f}};  // banned: the next best
+  EXPECT_EQ(SampleToken(logits.data(), 4, greedy, {}, 0), 3);
+  greedy.logit_bias = {{0, 2.5f}, {0, 0.6f}};  // repeated ids add up: 3.1 > 3
+  EXPECT_EQ(SampleToken(logits.data(), 4, greedy, {}, 0), 0);
+  greedy.logit_bias = {{-1, 100.0f}, {4, 100.0f}, {2, 1e30f}};  // ids outside the vocabulary ignored; no overflow
+  EXPECT_EQ(SampleToken(logits.data(), 4, greedy, {}, 0), 2);
+  // Sampling: +100 leaves nothing else; -100 removes the token.
+  SamplingParams hot = PlainParams(2.0f);
+  hot.logit_bias = {{0, 100.0f}};
+  std::map<int32_t, int> counts = Histogram(logits, hot, 500);
+  ASSERT_EQ(counts.size(), 1u);
+  EXPECT_EQ(counts.begin()->first, 0);
+  hot.logit_bias = {{1, -100.0f}, {3, -100.0f}};
+  counts = Histogram(logits, hot, 2000);
+  EXPECT_EQ(counts.count(1) + counts.count(3), 0u);
+  EXPECT_EQ(counts.size(), 2u);
+  // The bias comes before the penalty: it divides the biased logit.
+  SamplingParams pen = PlainParams(0.0f);
+  pen.repeat_penalty = 2.0f;
+  pen.repeat_last_n = 4;
+  pen.logit_bias = {{0, 5.0f}};  // 5 / 2 = 2.5 < 3: token 1 still wins
+  const std::vector<int32_t> history = {0};
+  EXPECT_EQ(SampleToken(logits.data(), 4, pen, history, 0), 1);
 }
 
 TEST(SamplerFilters, MinPDropsTokensBelowFractionOfMax) {
@@ -298,7 +332,7 @@ TEST(SamplerValidate, ErrorsNameTheField) {
       {"temperature", [](SamplingParams& p) { p.temperature = kNaN; }},
       {"temperature", [](SamplingParams& p) { p.temperature = kInf; }},
       {"top_k", [](SamplingParams& p) { p.top_k = -1; }},
-      {"top_p", [](SamplingParams& p) { p.top_p = 0.0f; }},
+      {"top_p", [](SamplingParams& p) { p.top_p = -0.01f; }},
       {"top_p", [](SamplingParams& p) { p.top_p = 1.5f; }},
       {"top_p", [](SamplingParams& p) { p.top_p = kNaN; }},
       {"min_p", [](SamplingParams& p) { p.min_p = -0.01f; }},
@@ -308,6 +342,9 @@ TEST(SamplerValidate, ErrorsNameTheField) {
       {"repeat_penalty", [](SamplingParams& p) { p.repeat_penalty = -1.0f; }},
       {"repeat_penalty", [](SamplingParams& p) { p.repeat_penalty = kNaN; }},
       {"repeat_last_n", [](SamplingParams& p) { p.repeat_last_n = -1; }},
+      {"logit_bias", [](SamplingParams& p) { p.logit_bias = {{3, kInf}}; }},
+      {"logit_bias", [](SamplingParams& p) { p.logit_bias = {{3, kNaN}}; }},
+      {"logit_bias", [](SamplingParams& p) { p.logit_bias.assign(kMaxLogitBias + 1, {1, 1.0f}); }},
   };
   for (const Case& c : cases) {
     SamplingParams p;
