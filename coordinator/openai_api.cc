@@ -1,4 +1,10 @@
 // OpenAI-compatible request parsing and completion text (openai_api.h).
+//
+// Every field OpenAI's API defines for /v1/chat/completions and
+// /v1/completions is type-checked, and then honoured, or refused with a 400
+// naming it when strata cannot do what it asks (a client that asked for JSON
+// output or a second choice must not get something else in silence). Fields
+// OpenAI does not define are ignored, as OpenAI does.
 #include "coordinator/openai_api.h"
 
 #include <algorithm>
@@ -23,6 +29,8 @@ ApiError BadField(const std::string& param, const std::string& message) {
   return e;
 }
 
+ApiError Unsupported(const std::string& param, const std::string& why) { return BadField(param, "not supported: " + why); }
+
 const char* TypeName(const ojson& v) {
   if (v.is_null()) return "null";
   if (v.is_boolean()) return "a boolean";
@@ -32,69 +40,279 @@ const char* TypeName(const ojson& v) {
   return "an object";
 }
 
-// Each getter: nullopt-like "absent" when the field is missing or null (as
-// OpenAI's API treats null), an ApiError when it has the wrong type or range.
-std::optional<ApiError> GetBool(const ojson& body, const char* key, bool* out) {
-  if (!body.contains(key) || body[key].is_null()) return std::nullopt;
-  if (!body[key].is_boolean()) return BadField(key, std::string("expected a boolean, got ") + TypeName(body[key]));
+ApiError WrongType(const std::string& param, const char* expected, const ojson& v) {
+  return BadField(param, std::string("expected ") + expected + ", got " + TypeName(v));
+}
+
+// True when `key` is present and not null (OpenAI's API treats null as absent).
+bool Given(const ojson& body, const char* key) { return body.contains(key) && !body[key].is_null(); }
+
+// Each getter: nothing when the field is absent, an ApiError when it has the
+// wrong type or range.
+std::optional<ApiError> GetBool(const ojson& body, const char* key, bool* out, const std::string& param = {}) {
+  if (!Given(body, key)) return std::nullopt;
+  if (!body[key].is_boolean()) return WrongType(param.empty() ? key : param, "a boolean", body[key]);
   *out = body[key].get<bool>();
   return std::nullopt;
 }
 
+std::optional<ApiError> GetString(const ojson& body, const char* key, std::string* out) {
+  if (!Given(body, key)) return std::nullopt;
+  if (!body[key].is_string()) return WrongType(key, "a string", body[key]);
+  *out = body[key].get<std::string>();
+  return std::nullopt;
+}
+
+std::string NumberText(double x) {
+  char b[64];
+  // Integral values in full ("18446744073709551616", not "1.84467e+19").
+  if (std::isfinite(x) && std::trunc(x) == x && std::fabs(x) < 1e30) std::snprintf(b, sizeof b, "%.0f", x);
+  else std::snprintf(b, sizeof b, "%.17g", x);
+  return b;
+}
+
 std::optional<ApiError> GetNumber(const ojson& body, const char* key, double lo, double hi, bool* given, double* out) {
-  if (!body.contains(key) || body[key].is_null()) return std::nullopt;
+  if (!Given(body, key)) return std::nullopt;
   const ojson& v = body[key];
-  if (!v.is_number()) return BadField(key, std::string("expected a number, got ") + TypeName(v));
+  if (!v.is_number()) return WrongType(key, "a number", v);
   const double x = v.get<double>();
-  if (!std::isfinite(x) || x < lo || x > hi) {
-    char b[160];
-    std::snprintf(b, sizeof b, "%g is outside [%g, %g]", x, lo, hi);
-    return BadField(key, b);
-  }
+  if (!std::isfinite(x) || x < lo || x > hi) return BadField(key, NumberText(x) + " is outside [" + NumberText(lo) + ", " + NumberText(hi) + "]");
   *given = true;
   *out = x;
   return std::nullopt;
 }
 
 std::optional<ApiError> GetInteger(const ojson& body, const char* key, int64_t lo, int64_t hi, bool* given, int64_t* out) {
-  if (!body.contains(key) || body[key].is_null()) return std::nullopt;
+  if (!Given(body, key)) return std::nullopt;
   const ojson& v = body[key];
-  if (!v.is_number_integer())
-    return BadField(key, std::string("expected an integer, got ") + (v.is_number() ? "a fractional number" : TypeName(v)));
-  // Values past int64 arrive as unsigned.
+  const std::string range = "[" + std::to_string(lo) + ", " + std::to_string(hi) + "]";
+  if (v.is_number_float()) {
+    // Integers past 64 bits arrive as floating point (2^64 is 1.8e19): they
+    // are out of range, not fractional.
+    const double x = v.get<double>();
+    if (std::isfinite(x) && std::trunc(x) == x) return BadField(key, NumberText(x) + " is outside " + range);
+    return BadField(key, "expected an integer, got a fractional number");
+  }
+  if (!v.is_number_integer()) return WrongType(key, "an integer", v);
   if (v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
-    return BadField(key, "the value is too large");
+    return BadField(key, std::to_string(v.get<uint64_t>()) + " is outside " + range);
   const int64_t x = v.get<int64_t>();
-  if (x < lo || x > hi) return BadField(key, std::to_string(x) + " is outside [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+  if (x < lo || x > hi) return BadField(key, std::to_string(x) + " is outside " + range);
   *given = true;
   *out = x;
   return std::nullopt;
 }
 
-// Chat content as the templates expect it: a string (a list of text parts is
-// joined), null kept for assistant turns that only call tools.
-std::optional<ApiError> NormalizeMessages(ojson* messages) {
+// Chat messages as OpenAI defines them, checked before the template sees
+// them (a template drops a role it does not know without a word): role one
+// of system, developer, user, assistant, tool; content required except on an
+// assistant turn that calls tools; text parts joined into a string. A
+// developer message is a system message to the templates.
+std::optional<ApiError> CheckAndNormalizeMessages(ojson* messages) {
+  static const char* const kRoles[] = {"system", "developer", "user", "assistant", "tool"};
   for (size_t i = 0; i < messages->size(); ++i) {
     ojson& m = (*messages)[i];
     const std::string where = "messages[" + std::to_string(i) + "]";
-    if (!m.contains("content") || !m["content"].is_array()) continue;
-    std::string text;
-    for (size_t k = 0; k < m["content"].size(); ++k) {
-      const ojson& part = m["content"][k];
-      const std::string pw = where + ".content[" + std::to_string(k) + "]";
-      if (!part.is_object() || !part.contains("type") || !part["type"].is_string())
-        return BadField(pw, "expected an object with a 'type'");
-      if (part["type"] != "text")
-        return BadField(pw, "content parts of type '" + part["type"].get<std::string>() + "' are not supported (text only)");
-      if (!part.contains("text") || !part["text"].is_string()) return BadField(pw, "a text part needs a string 'text'");
-      text += part["text"].get<std::string>();
+    if (!m.is_object()) return WrongType(where, "an object with 'role' and 'content'", m);
+    if (!m.contains("role")) return BadField(where + ".role", "required");
+    if (!m["role"].is_string()) return WrongType(where + ".role", "a string", m["role"]);
+    const std::string role = m["role"].get<std::string>();
+    if (role == "function") return Unsupported(where + ".role", "the deprecated role 'function'; use 'tool'");
+    if (std::find(std::begin(kRoles), std::end(kRoles), role) == std::end(kRoles))
+      return BadField(where + ".role", QuoteForMessage(role) + " is not a role (system, developer, user, assistant or tool)");
+    if (Given(m, "name") && !m["name"].is_string()) return WrongType(where + ".name", "a string", m["name"]);
+    if (Given(m, "tool_calls") && !m["tool_calls"].is_array()) return WrongType(where + ".tool_calls", "an array", m["tool_calls"]);
+    if (Given(m, "tool_call_id") && !m["tool_call_id"].is_string())
+      return WrongType(where + ".tool_call_id", "a string", m["tool_call_id"]);
+    if (!Given(m, "content")) {
+      if (role == "assistant" && Given(m, "tool_calls")) continue;  // a turn that only calls tools
+      return BadField(where + ".content", role == "assistant" ? "required unless the message has tool_calls" : "required");
     }
-    m["content"] = text;
+    ojson& content = m["content"];
+    if (content.is_array()) {
+      std::string text;
+      for (size_t k = 0; k < content.size(); ++k) {
+        const ojson& part = content[k];
+        const std::string pw = where + ".content[" + std::to_string(k) + "]";
+        if (!part.is_object() || !part.contains("type") || !part["type"].is_string())
+          return BadField(pw, "expected an object with a 'type'");
+        if (part["type"] != "text")
+          return BadField(pw, "content parts of type " + QuoteForMessage(part["type"].get<std::string>()) + " are not supported (text only)");
+        if (!part.contains("text") || !part["text"].is_string()) return BadField(pw, "a text part needs a string 'text'");
+        text += part["text"].get<std::string>();
+      }
+      content = text;
+    } else if (!content.is_string()) {
+      return WrongType(where + ".content", "a string or an array of text parts", content);
+    }
+    if (role == "developer") m["role"] = "system";
+  }
+  return std::nullopt;
+}
+
+// tools: [{"type": "function", "function": {"name": ..., "description"?, "parameters"?}}].
+std::optional<ApiError> CheckTools(const ojson& tools) {
+  if (!tools.is_array()) return WrongType("tools", "an array", tools);
+  for (size_t i = 0; i < tools.size(); ++i) {
+    const ojson& t = tools[i];
+    const std::string where = "tools[" + std::to_string(i) + "]";
+    if (!t.is_object()) return WrongType(where, "an object", t);
+    if (!t.contains("type") || t["type"] != "function") return BadField(where + ".type", "expected 'function'");
+    if (!t.contains("function") || !t["function"].is_object()) return BadField(where + ".function", "expected an object");
+    const ojson& f = t["function"];
+    if (!f.contains("name") || !f["name"].is_string()) return BadField(where + ".function.name", "expected a string");
+    if (Given(f, "description") && !f["description"].is_string())
+      return WrongType(where + ".function.description", "a string", f["description"]);
+    if (Given(f, "parameters") && !f["parameters"].is_object())
+      return WrongType(where + ".function.parameters", "an object", f["parameters"]);
+  }
+  return std::nullopt;
+}
+
+// logit_bias: {"token id": bias in [-100, 100]}.
+std::optional<ApiError> GetLogitBias(const ojson& body, int32_t vocab, std::vector<std::pair<int32_t, float>>* out) {
+  if (!Given(body, "logit_bias")) return std::nullopt;
+  const ojson& lb = body["logit_bias"];
+  if (!lb.is_object()) return WrongType("logit_bias", "an object mapping token ids to biases", lb);
+  if (lb.size() > kMaxLogitBias) return BadField("logit_bias", std::to_string(lb.size()) + " entries; at most " + std::to_string(kMaxLogitBias));
+  for (const auto& [key, value] : lb.items()) {
+    int64_t id = -1;
+    if (!key.empty() && key.size() <= 10 && std::all_of(key.begin(), key.end(), [](char c) { return c >= '0' && c <= '9'; }))
+      id = std::stoll(key);
+    if (id < 0 || id > std::numeric_limits<int32_t>::max())
+      return BadField("logit_bias", "key " + QuoteForMessage(key) + " is not a token id");
+    if (vocab > 0 && id >= vocab)
+      return BadField("logit_bias", "token id " + key + " is outside the vocabulary of " + std::to_string(vocab));
+    if (!value.is_number()) return WrongType("logit_bias", "numbers as values", value);
+    const double bias = value.get<double>();
+    if (!(bias >= -100 && bias <= 100))
+      return BadField("logit_bias", "token " + key + ": " + NumberText(bias) + " is outside [-100, 100]");
+    out->emplace_back(static_cast<int32_t>(id), static_cast<float>(bias));
+  }
+  return std::nullopt;
+}
+
+// response_format: {"type": "text"} is what strata does; JSON output needs
+// constrained decoding, which it does not have.
+std::optional<ApiError> CheckResponseFormat(const ojson& body) {
+  if (!Given(body, "response_format")) return std::nullopt;
+  const ojson& rf = body["response_format"];
+  if (!rf.is_object()) return WrongType("response_format", "an object", rf);
+  if (!rf.contains("type") || !rf["type"].is_string()) return BadField("response_format.type", "expected a string");
+  const std::string type = rf["type"].get<std::string>();
+  if (type == "text") return std::nullopt;
+  if (type == "json_object" || type == "json_schema")
+    return Unsupported("response_format", "type '" + type + "' needs constrained decoding, which this server does not do (only 'text')");
+  return BadField("response_format.type", QuoteForMessage(type) + " is not a format (text, json_object or json_schema)");
+}
+
+// tool_choice: "auto" (what the model does with the tools it is shown) and
+// "none" (it is shown none) are honoured; forcing a call is not offered.
+std::optional<ApiError> GetToolChoice(const ojson& body, bool* tools_off) {
+  if (!Given(body, "tool_choice")) return std::nullopt;
+  const ojson& tc = body["tool_choice"];
+  if (tc.is_string()) {
+    const std::string v = tc.get<std::string>();
+    if (v == "auto") return std::nullopt;
+    if (v == "none") {
+      *tools_off = true;
+      return std::nullopt;
+    }
+    if (v == "required") return Unsupported("tool_choice", "'required' (forcing a tool call); use 'auto' or 'none'");
+    return BadField("tool_choice", QuoteForMessage(v) + " is not one of none, auto, required or a function");
+  }
+  if (tc.is_object()) {
+    if (!tc.contains("type") || tc["type"] != "function" || !tc.contains("function") || !tc["function"].is_object() ||
+        !tc["function"].contains("name") || !tc["function"]["name"].is_string())
+      return BadField("tool_choice", "expected {\"type\": \"function\", \"function\": {\"name\": ...}}");
+    return Unsupported("tool_choice", "naming a function to call; use 'auto' or 'none'");
+  }
+  return WrongType("tool_choice", "a string or an object", tc);
+}
+
+// Fields strata accepts with no effect on the answer, each checked for its
+// type: metadata and user (labels for the caller's own records),
+// service_tier (one tier here), prediction (a predicted output only makes
+// a server faster), parallel_tool_calls (tool calls are not parsed into
+// tool_calls, so there are never several).
+std::optional<ApiError> CheckNoEffectFields(const ojson& j, ApiKind kind) {
+  std::string s;
+  if (auto e = GetString(j, "user", &s)) return e;
+  if (Given(j, "metadata")) {
+    const ojson& m = j["metadata"];
+    if (!m.is_object()) return WrongType("metadata", "an object of strings", m);
+    for (const auto& [k, v] : m.items())
+      if (!v.is_string()) return WrongType("metadata." + QuoteForMessage(k, 64, false), "a string", v);
+  }
+  if (kind == ApiKind::kCompletion) return std::nullopt;
+  if (auto e = GetString(j, "service_tier", &s)) return e;
+  bool b = false;
+  if (auto e = GetBool(j, "parallel_tool_calls", &b)) return e;
+  if (Given(j, "prediction")) {
+    const ojson& p = j["prediction"];
+    if (!p.is_object() || !p.contains("type") || p["type"] != "content" || !p.contains("content") ||
+        !(p["content"].is_string() || p["content"].is_array()))
+      return BadField("prediction", "expected {\"type\": \"content\", \"content\": ...}");
+  }
+  return std::nullopt;
+}
+
+// Fields that ask for something strata does not do: refused when set to
+// anything but their "off" value.
+std::optional<ApiError> CheckRefusedFields(const ojson& j, ApiKind kind) {
+  bool b = false;
+  if (auto e = GetBool(j, "store", &b)) return e;
+  if (b) return Unsupported("store", "this server keeps no completions");
+  if (kind == ApiKind::kChat) {
+    if (Given(j, "functions")) return Unsupported("functions", "the deprecated 'functions'; use 'tools'");
+    if (Given(j, "function_call")) return Unsupported("function_call", "the deprecated 'function_call'; use 'tool_choice'");
+    if (Given(j, "audio")) return Unsupported("audio", "audio output");
+    if (Given(j, "web_search_options")) return Unsupported("web_search_options", "web search");
+    if (Given(j, "reasoning_effort")) {
+      if (!j["reasoning_effort"].is_string()) return WrongType("reasoning_effort", "a string", j["reasoning_effort"]);
+      return Unsupported("reasoning_effort", "use chat_template_kwargs.enable_thinking");
+    }
+    if (Given(j, "modalities")) {
+      const ojson& m = j["modalities"];
+      if (!m.is_array()) return WrongType("modalities", "an array", m);
+      for (const ojson& x : m) {
+        if (!x.is_string()) return WrongType("modalities", "an array of strings", x);
+        if (x != "text") return Unsupported("modalities", QuoteForMessage(x.get<std::string>()) + " (text only)");
+      }
+    }
+    int64_t iv = 0;
+    bool given = false;
+    if (auto e = GetInteger(j, "top_logprobs", 0, 20, &given, &iv)) return e;
+    if (iv > 0) return Unsupported("top_logprobs", "log probabilities");
+  } else {
+    if (auto e = GetBool(j, "echo", &b)) return e;
+    if (b) return Unsupported("echo", "echoing the prompt");
+    std::string suffix;
+    if (auto e = GetString(j, "suffix", &suffix)) return e;
+    if (!suffix.empty()) return Unsupported("suffix", "text after the insertion point");
+    int64_t iv = 0;
+    bool given = false;
+    if (auto e = GetInteger(j, "best_of", 1, 1, &given, &iv)) {
+      e->message = "'best_of': only 1 is supported";
+      return e;
+    }
   }
   return std::nullopt;
 }
 
 }  // namespace
+
+std::string QuoteForMessage(const std::string& s, size_t max_bytes, bool quotes) {
+  std::string out;
+  if (s.size() <= max_bytes) {
+    out = s;
+  } else {
+    size_t cut = max_bytes;
+    while (cut > 0 && (static_cast<unsigned char>(s[cut]) & 0xC0) == 0x80) --cut;  // not inside a UTF-8 sequence
+    out = s.substr(0, cut) + "... (" + std::to_string(s.size()) + " bytes)";
+  }
+  return quotes ? "'" + out + "'" : out;
+}
 
 nlohmann::json ErrorJson(const ApiError& e) {
   nlohmann::json err = {{"message", e.message}, {"type", e.type}, {"param", nullptr}, {"code", nullptr}};
@@ -122,11 +340,11 @@ std::variant<CompletionRequest, ApiError> ParseCompletionRequest(const std::stri
   CompletionRequest r;
   r.kind = kind;
 
-  if (j.contains("model") && !j["model"].is_null()) {
-    if (!j["model"].is_string()) return BadField("model", std::string("expected a string, got ") + TypeName(j["model"]));
+  if (Given(j, "model")) {
+    if (!j["model"].is_string()) return WrongType("model", "a string", j["model"]);
     const std::string m = j["model"].get<std::string>();
     if (!limits.model_ids.empty() && std::find(limits.model_ids.begin(), limits.model_ids.end(), m) == limits.model_ids.end()) {
-      ApiError e = BadField("model", "the model '" + m + "' does not exist here; this server has '" + limits.model_ids[0] + "'");
+      ApiError e = BadField("model", "the model " + QuoteForMessage(m) + " does not exist here; this server has '" + limits.model_ids[0] + "'");
       e.status = 404;
       e.code = "model_not_found";
       return e;
@@ -136,26 +354,25 @@ std::variant<CompletionRequest, ApiError> ParseCompletionRequest(const std::stri
   if (kind == ApiKind::kChat) {
     if (!j.contains("messages")) return BadField("messages", "required");
     ojson messages = j["messages"];
-    if (!messages.is_array()) return BadField("messages", std::string("expected an array, got ") + TypeName(messages));
+    if (!messages.is_array()) return WrongType("messages", "an array", messages);
     if (messages.empty()) return BadField("messages", "at least one message is needed");
-    if (Status st = CheckMessages(messages); !st.ok()) {
-      ApiError e;
-      e.param = "messages";
-      e.message = st.message();
-      return e;
-    }
-    if (auto e = NormalizeMessages(&messages)) return *e;
+    if (auto e = CheckAndNormalizeMessages(&messages)) return *e;
     r.conversation.messages = std::move(messages);
-    if (j.contains("tools") && !j["tools"].is_null()) {
-      if (!j["tools"].is_array()) return BadField("tools", std::string("expected an array, got ") + TypeName(j["tools"]));
-      r.conversation.tools = j["tools"];
+    bool tools_off = false;
+    if (auto e = GetToolChoice(j, &tools_off)) return *e;
+    if (Given(j, "tools")) {
+      if (auto e = CheckTools(j["tools"])) return *e;
+      if (!tools_off) r.conversation.tools = j["tools"];
     }
-    if (j.contains("chat_template_kwargs") && !j["chat_template_kwargs"].is_null()) {
+    if (Given(j, "chat_template_kwargs")) {
       const ojson& k = j["chat_template_kwargs"];
-      if (!k.is_object()) return BadField("chat_template_kwargs", "expected an object");
+      if (!k.is_object()) return WrongType("chat_template_kwargs", "an object", k);
+      for (const auto& [key, value] : k.items())
+        if (key != "enable_thinking")
+          return Unsupported("chat_template_kwargs." + QuoteForMessage(key, 64, false), "the templates get enable_thinking only");
       bool thinking = false;
-      if (k.contains("enable_thinking") && !k["enable_thinking"].is_null()) {
-        if (auto e = GetBool(k, "enable_thinking", &thinking)) return BadField("chat_template_kwargs.enable_thinking", "expected a boolean");
+      if (Given(k, "enable_thinking")) {
+        if (auto e = GetBool(k, "enable_thinking", &thinking, "chat_template_kwargs.enable_thinking")) return *e;
         r.enable_thinking = thinking;
       }
     }
@@ -172,8 +389,12 @@ std::variant<CompletionRequest, ApiError> ParseCompletionRequest(const std::stri
       if (one->empty()) return BadField("prompt", "the prompt is empty");
       for (const ojson& t : *one) {
         if (!t.is_number_integer()) return BadField("prompt", "a list prompt must hold one string or token ids (integers)");
-        const int64_t id = t.get<int64_t>();
-        if (id < 0 || id > std::numeric_limits<int32_t>::max()) return BadField("prompt", "token id " + std::to_string(id) + " is out of range");
+        const int64_t id = t.is_number_unsigned() && t.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())
+                               ? -1
+                               : t.get<int64_t>();
+        if (id < 0 || id > std::numeric_limits<int32_t>::max()) return BadField("prompt", "token id " + t.dump() + " is out of range");
+        if (limits.vocab > 0 && id >= limits.vocab)
+          return BadField("prompt", "token id " + std::to_string(id) + " is outside the vocabulary of " + std::to_string(limits.vocab));
         r.prompt_ids.push_back(static_cast<int32_t>(id));
       }
     } else {
@@ -199,10 +420,7 @@ std::variant<CompletionRequest, ApiError> ParseCompletionRequest(const std::stri
   if (given) r.sampling.temperature = static_cast<float>(dv);
   given = false;
   if (auto e = GetNumber(j, "top_p", 0, 1, &given, &dv)) return *e;
-  if (given) {
-    if (dv <= 0) return BadField("top_p", "must be greater than 0");
-    r.sampling.top_p = static_cast<float>(dv);
-  }
+  if (given) r.sampling.top_p = static_cast<float>(dv);  // a top_p that rounds to 0 in float is 0: the top token
   given = false;
   if (auto e = GetInteger(j, "top_k", 0, std::numeric_limits<int32_t>::max(), &given, &iv)) return *e;
   if (given) r.sampling.top_k = static_cast<int32_t>(iv);
@@ -228,6 +446,8 @@ std::variant<CompletionRequest, ApiError> ParseCompletionRequest(const std::stri
     if (auto e = GetNumber(j, key, -2, 2, &given, &dv)) return *e;
     if (given && dv != 0) return BadField(key, "not supported (only 0); use repeat_penalty");
   }
+  if (auto e = GetLogitBias(j, limits.vocab, &r.sampling.logit_bias)) return *e;
+  if (auto e = CheckResponseFormat(j)) return *e;
   if (auto e = GetBool(j, "stream", &r.stream)) return *e;
   if (auto e = GetBool(j, "ignore_eos", &r.ignore_eos)) return *e;
   bool logprobs = false;
@@ -236,13 +456,13 @@ std::variant<CompletionRequest, ApiError> ParseCompletionRequest(const std::stri
     logprobs = j["logprobs"].get<int64_t>() > 0;
   }
   if (logprobs) return BadField("logprobs", "not supported");
-  if (j.contains("stream_options") && !j["stream_options"].is_null()) {
+  if (Given(j, "stream_options")) {
     const ojson& so = j["stream_options"];
-    if (!so.is_object()) return BadField("stream_options", "expected an object");
+    if (!so.is_object()) return WrongType("stream_options", "an object", so);
     if (!r.stream) return BadField("stream_options", "only allowed with stream: true");
-    if (auto e = GetBool(so, "include_usage", &r.include_usage)) return BadField("stream_options.include_usage", "expected a boolean");
+    if (auto e = GetBool(so, "include_usage", &r.include_usage, "stream_options.include_usage")) return *e;
   }
-  if (j.contains("stop") && !j["stop"].is_null()) {
+  if (Given(j, "stop")) {
     const ojson& s = j["stop"];
     if (s.is_string()) {
       r.stop.push_back(s.get<std::string>());
@@ -252,13 +472,15 @@ std::variant<CompletionRequest, ApiError> ParseCompletionRequest(const std::stri
         r.stop.push_back(x.get<std::string>());
       }
     } else {
-      return BadField("stop", std::string("expected a string or an array of strings, got ") + TypeName(s));
+      return WrongType("stop", "a string or an array of strings", s);
     }
     if (static_cast<int>(r.stop.size()) > limits.max_stop)
       return BadField("stop", "at most " + std::to_string(limits.max_stop) + " stop strings");
     for (const std::string& x : r.stop)
       if (x.empty()) return BadField("stop", "stop strings must not be empty");
   }
+  if (auto e = CheckRefusedFields(j, kind)) return *e;
+  if (auto e = CheckNoEffectFields(j, kind)) return *e;
   if (!r.seeded) {
     // OpenAI's API is not reproducible without a seed: draw one.
     static std::atomic<uint64_t> counter{0};

@@ -34,12 +34,18 @@ struct ApiError {
 };
 nlohmann::json ErrorJson(const ApiError& e);
 
+// `s` for an error message: cut to `max_bytes` (at a UTF-8 boundary) with
+// its length said, in single quotes unless `quotes` is false. A client's
+// string never comes back whole (a 5 MB model name, a 1 MB role).
+std::string QuoteForMessage(const std::string& s, size_t max_bytes = 64, bool quotes = true);
+
 enum class ApiKind { kChat, kCompletion };
 
 struct ApiLimits {
   std::vector<std::string> model_ids;  // names a request's "model" may use (the first is reported)
   int max_tokens = 4096;               // the most a request may ask for
   int max_stop = 4;                    // stop strings per request
+  int32_t vocab = 0;                   // token ids (prompt, logit_bias) must be below; 0: unchecked
 };
 
 struct CompletionRequest {
@@ -59,8 +65,11 @@ struct CompletionRequest {
 
 // Parses and checks a request body. Errors name the field: malformed JSON,
 // a body that is not an object, missing or wrongly typed fields, values out
-// of range, an unknown model (404), features not offered (n > 1, logprobs,
-// non-zero presence/frequency penalties, non-text content parts).
+// of range, an unknown role, a message without content, an unknown model
+// (404), and every field OpenAI defines whose request strata cannot honour
+// (n > 1, logprobs, JSON response formats, forced tool calls, non-zero
+// presence/frequency penalties, non-text content parts, ...). Fields OpenAI
+// does not define are ignored.
 std::variant<CompletionRequest, ApiError> ParseCompletionRequest(const std::string& body, ApiKind kind,
                                                                  const ApiLimits& limits);
 

@@ -11,16 +11,35 @@
 namespace strata {
 
 void ServingRequest::Push(int32_t id) {
-  std::lock_guard<std::mutex> lock(mu_);
-  pending_.push_back(id);
-  cv_.notify_all();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    pending_.push_back(id);
+    cv_.notify_all();
+  }
+  if (on_update_) on_update_();
+}
+
+void ServingRequest::Start() {
+  started_.store(true);
+  if (on_update_) on_update_();
 }
 
 void ServingRequest::End(Status error) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ended_ = true;
+    error_ = std::move(error);
+    cv_.notify_all();
+  }
+  started_.store(true);
+  if (on_update_) on_update_();
+}
+
+bool ServingRequest::Take(std::vector<int32_t>* ids) {
   std::lock_guard<std::mutex> lock(mu_);
-  ended_ = true;
-  error_ = std::move(error);
-  cv_.notify_all();
+  ids->insert(ids->end(), pending_.begin(), pending_.end());
+  pending_.clear();
+  return ended_;
 }
 
 bool ServingRequest::Wait(std::vector<int32_t>* ids, std::chrono::steady_clock::time_point until) {
@@ -41,7 +60,7 @@ ServingLoop::~ServingLoop() {
   if (thread_.joinable()) (void)Stop(std::chrono::milliseconds(0), "the server stopped");
 }
 
-Result<std::shared_ptr<ServingRequest>> ServingLoop::Submit(SequenceJob job) {
+Result<std::shared_ptr<ServingRequest>> ServingLoop::Submit(SequenceJob job, ServingRequest::UpdateFn on_update) {
   if (job.prompt.empty()) return InvalidArgument("the prompt is empty");
   if (static_cast<int64_t>(job.prompt.size()) >= opts_.scheduler.n_ctx)
     return InvalidArgument("the prompt has " + std::to_string(job.prompt.size()) + " tokens; the context holds " +
@@ -51,14 +70,37 @@ Result<std::shared_ptr<ServingRequest>> ServingLoop::Submit(SequenceJob job) {
   std::lock_guard<std::mutex> lock(mu_);
   if (!failure_.ok()) return Unavailable("the pipeline failed: " + failure_.message());
   if (stopping_) return Unavailable("the server is shutting down");
-  if (static_cast<int>(queue_.size()) >= opts_.max_queue)
-    return Unavailable(std::to_string(queue_.size()) + " requests are already waiting for one of the " +
-                       std::to_string(opts_.parallel) + " sequence slots");
+  // The bound counts every admitted request, running or queued: one that
+  // waits only for the loop thread to hand it a free slot is not "waiting".
+  // Counting the queue alone made a burst at an idle server refuse requests
+  // while slots were free, whenever the loop thread had not run yet.
+  const auto admitted = [&] { return running_.size() + queue_.size(); };
+  const size_t bound = static_cast<size_t>(opts_.parallel) + static_cast<size_t>(std::max(0, opts_.max_queue));
+  if (admitted() >= bound) DropCancelledQueued();
+  if (admitted() >= bound) {
+    const size_t waiting = admitted() > static_cast<size_t>(opts_.parallel) ? admitted() - opts_.parallel : 0;
+    return Unavailable(std::to_string(waiting) + " requests are already waiting for one of the " +
+                       std::to_string(opts_.parallel) + " sequence slots (--max-queue " +
+                       std::to_string(opts_.max_queue) + ")");
+  }
   job.seq_id = next_seq_id_++;
-  auto req = std::make_shared<ServingRequest>(std::move(job));
+  auto req = std::make_shared<ServingRequest>(std::move(job), std::move(on_update));
   queue_.push_back(req);
   cv_.notify_all();
   return req;
+}
+
+void ServingLoop::DropCancelledQueued() {
+  for (auto it = queue_.begin(); it != queue_.end();) {
+    if (!(*it)->cancelled()) {
+      ++it;
+      continue;
+    }
+    (*it)->job_.finish_reason = "cancelled";
+    (*it)->End(Status::Ok());
+    ++finished_;
+    it = queue_.erase(it);
+  }
 }
 
 void ServingLoop::EndAll(const Status& error) {
@@ -93,6 +135,7 @@ void ServingLoop::Run() {
         continue;
       }
       running_.push_back(std::move(req));
+      r->Start();
     }
     if (scheduler_.idle()) {
       if (quit_) break;
@@ -138,11 +181,13 @@ void ServingLoop::Run() {
 Status ServingLoop::Stop(std::chrono::milliseconds grace, const std::string& reason) {
   std::unique_lock<std::mutex> lock(mu_);
   stopping_ = true;
-  cv_.wait_for(lock, grace, [&] { return queue_.empty() && running_.empty(); });
   const Status error = Unavailable(reason);
+  // The queued requests could only wait out the grace for nothing: they are
+  // answered now (a server in front of them can still say 503).
   for (auto& r : queue_) r->End(error);
   finished_ += queue_.size();
   queue_.clear();
+  cv_.wait_for(lock, grace, [&] { return running_.empty(); });
   for (auto& r : running_) {
     r->forced_end_ = error;
     r->Cancel();

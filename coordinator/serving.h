@@ -2,7 +2,8 @@
 // share one pipeline. A single loop thread owns the Scheduler; requests wait
 // in a bounded queue until one of the `parallel` sequence slots (the KV
 // caches every stage holds room for) is free, then join the sequences in
-// flight. Tokens go back to the submitting thread as they are sampled.
+// flight. Tokens go back to the submitter as they are sampled: it blocks in
+// Wait, or is told by `on_update` (an event loop) and collects them with Take.
 //
 //   ServingLoop loop(pipeline, {.scheduler = {...}, .parallel = 4, .max_queue = 16});
 //   STRATA_ASSIGN_OR_RETURN(auto req, loop.Submit(std::move(job)));   // Unavailable when full
@@ -10,6 +11,11 @@
 //   while (!req->Wait(&ids, deadline)) { ... use ids ...; ids.clear(); }
 //   if (!req->error().ok()) ...;  // the pipeline failed or the server stopped
 //   req->job().finish_reason       // "stop", "length" or "cancelled"
+//
+// Admission is exact: Submit accepts a request while fewer than
+// parallel + max_queue are admitted (running or waiting), whatever the loop
+// thread is doing, so a burst of parallel + max_queue requests at an idle
+// server is always taken whole.
 //
 // Batching never changes a sequence's tokens (coordinator/scheduler.h), so a
 // request's answer does not depend on what else is being served.
@@ -41,10 +47,15 @@ struct ServingOptions {
 // One request, shared by the thread that submitted it and the loop.
 class ServingRequest {
  public:
-  explicit ServingRequest(SequenceJob job) : job_(std::move(job)) {}
+  using UpdateFn = std::function<void()>;
+  ServingRequest(SequenceJob job, UpdateFn on_update) : job_(std::move(job)), on_update_(std::move(on_update)) {}
   // Waits until tokens arrive, the request ends, or `until`; appends the new
   // tokens to *ids. True once the request has ended (every token handed out).
   bool Wait(std::vector<int32_t>* ids, std::chrono::steady_clock::time_point until);
+  // Wait without waiting: appends the tokens sampled since the last call.
+  bool Take(std::vector<int32_t>* ids);
+  // It left the queue for a sequence slot (or ended).
+  bool started() const { return started_.load(); }
   // Ends the request at its next token, or takes it out of the queue: a
   // client that went away, a stop string, a timeout. Any thread.
   void Cancel() { cancel_.store(true); }
@@ -57,10 +68,16 @@ class ServingRequest {
  private:
   friend class ServingLoop;
   void Push(int32_t id);
+  void Start();
   void End(Status error);
 
   SequenceJob job_;  // the loop's while the request runs
+  // Called after each change (tokens, start, end) on the thread that made it
+  // (the loop's, or Stop's), maybe with the loop's lock held: it must not
+  // block or call into the loop (post to an event loop, notify, return).
+  UpdateFn on_update_;
   std::atomic<bool> cancel_{false};
+  std::atomic<bool> started_{false};
   std::mutex mu_;
   std::condition_variable cv_;
   std::vector<int32_t> pending_;  // sampled, not yet handed out
@@ -76,15 +93,17 @@ class ServingLoop {
   // Stop(0) when still running.
   ~ServingLoop();
 
-  // Queues a request. `job.seq_id` is assigned here. Unavailable when the
-  // queue is full or the loop is stopping; InvalidArgument for a job the
-  // scheduler would refuse (an empty prompt, one that fills the context,
-  // bad sampling parameters).
-  Result<std::shared_ptr<ServingRequest>> Submit(SequenceJob job);
+  // Queues a request. `job.seq_id` is assigned here. Unavailable when
+  // parallel + max_queue requests are already admitted, or the loop is
+  // stopping; InvalidArgument for a job the scheduler would refuse (an empty
+  // prompt, one that fills the context, bad sampling parameters).
+  // `on_update` (may be empty): see ServingRequest.
+  Result<std::shared_ptr<ServingRequest>> Submit(SequenceJob job, ServingRequest::UpdateFn on_update = nullptr);
 
-  // Stops taking requests, lets the queued and running ones finish for up to
-  // `grace`, then ends the rest with Unavailable(`reason`). Returns the
-  // pipeline's failure, if any. Any thread; once.
+  // Stops taking requests, ends the queued ones at once with
+  // Unavailable(`reason`), lets the running ones finish for up to `grace`,
+  // then ends them with the same error. Returns the pipeline's failure, if
+  // any. Any thread; once (later calls only wait for the loop thread).
   Status Stop(std::chrono::milliseconds grace, const std::string& reason);
 
   struct Counts {
@@ -102,6 +121,7 @@ class ServingLoop {
  private:
   void Run();
   void EndAll(const Status& error);  // mu_ held
+  void DropCancelledQueued();        // mu_ held
 
   Pipeline& pipeline_;
   ServingOptions opts_;
