@@ -40,9 +40,9 @@ std::string BaseName(const std::string& path) {
   return slash == std::string::npos ? p : p.substr(slash + 1);
 }
 
-// The HTTP server on rank 0 over the pipeline. SIGINT / SIGTERM: new
-// requests get 503, those running get --shutdown-grace seconds to finish,
-// the rest end with an error; then every rank stops.
+// The HTTP server on rank 0 over the pipeline. SIGINT / SIGTERM: queued and
+// new requests get 503, those running get --shutdown-grace seconds to
+// finish, the rest end with an error; then every rank stops.
 int RunServe(ServeFlags f, Transport* transport) {
   auto session = OpenSession(f.common, transport);
   if (!session.ok()) return Fail(session.status(), transport);
@@ -64,9 +64,6 @@ int RunServe(ServeFlags f, Transport* transport) {
   so.scheduler.eos_ids = s.model->config().eos_ids;
   f.http.n_ctx = s.n_ctx;
   f.http.model_ids = {f.alias.empty() ? BaseName(f.common.model) : f.alias, f.common.model};
-  // Every connection a thread: the running and queued requests, and a few
-  // more so that requests past the queue get their 503 at once.
-  f.http.http_threads = std::min(1024, f.common.parallel + f.max_queue + 8);
   Status failure;
   {
     ServingLoop loop(*s.pipeline, so);
@@ -137,6 +134,12 @@ Command AddServeCommand(CLI::App& app) {
       ->check(CLI::Range(0.1, 1e7));
   sv->add_option("--shutdown-grace", srv.shutdown_grace, "on SIGINT / SIGTERM: seconds running requests get to finish")
       ->check(CLI::Range(0.0, 1e6));
+  sv->add_option("--max-connections", srv.http.max_connections, "connections open at once; beyond, 503 at once")
+      ->check(CLI::Range(1, 1 << 20));
+  sv->add_option("--max-connections-per-client", srv.http.max_connections_per_client,
+                 "connections open at once from one address (0: no bound); beyond, 503 at once")->check(CLI::Range(0, 1 << 20));
+  sv->add_option("--header-timeout", srv.http.header_timeout_s,
+                 "seconds a request's line and headers may take, idle keep-alive time included (408 beyond)")->check(CLI::Range(0.1, 3600.0));
   sv->add_option("--alias", srv.alias, "the model's name in the API (default: the model file's name)");
   sv->add_option("--inflight", srv.inflight, "micro-batches in flight (default: one per stage)")->check(CLI::Range(1, 1024));
   sv->add_option("--chunk", srv.chunk, "prefill chunk in tokens (default: auto)")->check(CLI::Range(int64_t{1}, int64_t{1} << 20));

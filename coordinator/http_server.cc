@@ -1,21 +1,20 @@
-// The HTTP server of http_server.h, on cpp-httplib (Debian's
-// libcpp-httplib-dev). Each connection is served by one of httplib's pool
-// threads; a request's thread tokenizes, submits to the ServingLoop, and
-// turns the tokens that come back into the response (or the SSE stream).
+// The OpenAI routes of http_server.h over the connection layer of
+// http_transport.h (rank 0).
+//
+// A completion request is a CompletionCall: its body is parsed, run through
+// the chat template and tokenized on a worker thread (Prepare), submitted to
+// the ServingLoop from the I/O thread, and then driven by the loop's
+// notifications: each posts one Drain to the I/O thread, which turns the new
+// tokens into text and writes it (a stream) or keeps it (a whole answer).
+// No thread waits for a request. A stream's 200 is sent when its request
+// leaves the queue, so a request that never runs (the server stops, the
+// deadline passes) gets its error as a status, before any header.
 #include "coordinator/http_server.h"
-
-#include <arpa/inet.h>
-#include <dirent.h>
-#include <netinet/in.h>
-#include <poll.h>
-#include <sys/socket.h>
 
 #include <chrono>
 #include <cstring>
 #include <ctime>
 #include <mutex>
-
-#include <httplib.h>
 
 #include "common/log.h"
 
@@ -27,57 +26,7 @@ using json = nlohmann::json;
 
 std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
-// The socket of the connection a request came on, found by its addresses
-// (httplib does not hand it to handlers): used to notice a client that went
-// away while its answer is computed. -1 when not found.
-int FindClientSocket(const httplib::Request& req) {
-  DIR* dir = opendir("/proc/self/fd");
-  if (dir == nullptr) return -1;
-  int found = -1;
-  while (dirent* e = readdir(dir)) {
-    char* end = nullptr;
-    const long fd = std::strtol(e->d_name, &end, 10);
-    if (end == e->d_name || *end != '\0') continue;
-    sockaddr_storage peer{}, local{};
-    socklen_t pl = sizeof peer, ll = sizeof local;
-    if (getpeername(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&peer), &pl) != 0) continue;
-    if (getsockname(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&local), &ll) != 0) continue;
-    char ip[INET6_ADDRSTRLEN] = {0};
-    int peer_port = -1, local_port = -1;
-    if (peer.ss_family == AF_INET) {
-      auto* a = reinterpret_cast<sockaddr_in*>(&peer);
-      inet_ntop(AF_INET, &a->sin_addr, ip, sizeof ip);
-      peer_port = ntohs(a->sin_port);
-      local_port = ntohs(reinterpret_cast<sockaddr_in*>(&local)->sin_port);
-    } else if (peer.ss_family == AF_INET6) {
-      auto* a = reinterpret_cast<sockaddr_in6*>(&peer);
-      inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof ip);
-      peer_port = ntohs(a->sin6_port);
-      local_port = ntohs(reinterpret_cast<sockaddr_in6*>(&local)->sin6_port);
-    } else {
-      continue;
-    }
-    if (peer_port == req.remote_port && local_port == req.local_port && req.remote_addr == ip) {
-      found = static_cast<int>(fd);
-      break;
-    }
-  }
-  closedir(dir);
-  return found;
-}
-
-// True when the peer closed its end (or the connection broke).
-bool PeerClosed(int fd) {
-  if (fd < 0) return false;
-  pollfd p{fd, POLLIN | POLLRDHUP, 0};
-  if (poll(&p, 1, 0) <= 0) return false;
-  if (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) return true;
-  if (p.revents & POLLIN) {
-    char c;
-    return recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
-  }
-  return false;
-}
+std::string Event(const json& j) { return "data: " + Dump(j) + "\n\n"; }
 
 int HttpStatusOf(const Status& st) {
   switch (st.kind()) {
@@ -90,15 +39,22 @@ int HttpStatusOf(const Status& st) {
   }
 }
 
+std::string ErrorType(int status) {
+  if (status == 503) return "server_overloaded";
+  if (status == 504 || status == 408) return "timeout_error";
+  if (status >= 500 && status != 505 && status != 501) return "server_error";
+  return "invalid_request_error";
+}
+
 ApiError ApiErrorOf(const Status& st) {
   ApiError e;
   e.status = HttpStatusOf(st);
   e.message = st.message();
-  if (e.status == 503) e.type = "server_overloaded";
-  else if (e.status == 504) e.type = "timeout_error";
-  else if (e.status >= 500) e.type = "server_error";
+  e.type = ErrorType(e.status);
   return e;
 }
+
+Clock::duration Seconds(double s) { return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s)); }
 
 }  // namespace
 
@@ -109,16 +65,35 @@ struct HttpServer::Impl {
   const ModelConfig& config;
   HttpServerOptions opts;
   ApiLimits limits;
-  httplib::Server svr;
   std::time_t created = std::time(nullptr);
   mutable std::mutex mu;
   Counters counters;
+  std::unique_ptr<HttpTransport> transport;
 
   Impl(ServingLoop& l, const Tokenizer& t, const ChatTemplate* c, const ModelConfig& cfg, const HttpServerOptions& o)
       : loop(l), tokenizer(t), chat_template(c), config(cfg), opts(o) {
     if (opts.max_tokens <= 0) opts.max_tokens = static_cast<int>(std::min<int64_t>(opts.n_ctx, 1 << 30));
+    if (opts.model_ids.empty()) opts.model_ids.push_back("strata");
     limits.model_ids = opts.model_ids;
     limits.max_tokens = opts.max_tokens;
+    limits.vocab = config.vocab;
+    HttpTransportOptions to;
+    to.host = opts.host;
+    to.port = opts.port;
+    to.max_body_bytes = opts.max_body_bytes;
+    to.max_connections = opts.max_connections;
+    to.max_connections_per_client = opts.max_connections_per_client;
+    to.header_timeout_s = opts.header_timeout_s;
+    to.body_timeout_s = opts.body_timeout_s;
+    to.worker_threads = std::max(1, opts.prep_threads);
+    to.error_body = [](int status, const std::string& message) {
+      ApiError e;
+      e.status = status;
+      e.message = message;
+      e.type = ErrorType(status);
+      return std::make_pair(std::string("application/json"), Dump(ErrorJson(e)));
+    };
+    transport = std::make_unique<HttpTransport>(to, [this](std::shared_ptr<HttpExchange> ex) { Handle(std::move(ex)); });
   }
 
   void Count(int status, bool disconnected = false) {
@@ -130,10 +105,9 @@ struct HttpServer::Impl {
     else ++counters.server_errors;
   }
 
-  void SendError(httplib::Response& res, const ApiError& e) {
-    res.status = e.status;
-    if (e.status == 503) res.set_header("Retry-After", "1");
-    res.set_content(Dump(ErrorJson(e)), "application/json");
+  void SendError(HttpExchange& ex, const ApiError& e, HttpHeaders headers = {}) {
+    if (e.status == 503) headers.emplace_back("Retry-After", "1");
+    ex.Respond(e.status, "application/json", Dump(ErrorJson(e)), headers);
     Count(e.status);
   }
 
@@ -144,9 +118,11 @@ struct HttpServer::Impl {
     bool split_thinking = false, opens_thinking = false;
     int n_predict = 0;
   };
+  using Preparation = std::variant<Prepared, ApiError>;
 
-  std::variant<Prepared, ApiError> Prepare(const httplib::Request& http, ApiKind kind) {
-    auto parsed = ParseCompletionRequest(http.body, kind, limits);
+  // Parse, template, tokenize: a worker thread's (reads only shared state).
+  Preparation Prepare(const std::string& body, ApiKind kind) const {
+    auto parsed = ParseCompletionRequest(body, kind, limits);
     if (auto* e = std::get_if<ApiError>(&parsed)) return *e;
     Prepared p;
     p.req = std::move(std::get<CompletionRequest>(parsed));
@@ -169,14 +145,7 @@ struct HttpServer::Impl {
       p.split_thinking = true;
       p.opens_thinking = PromptOpensThinking(*text);
     } else if (!p.req.prompt_ids.empty()) {
-      for (int32_t id : p.req.prompt_ids)
-        if (id >= config.vocab) {
-          ApiError e;
-          e.param = "prompt";
-          e.message = "'prompt': token id " + std::to_string(id) + " is outside the vocabulary of " + std::to_string(config.vocab);
-          return e;
-        }
-      p.prompt = p.req.prompt_ids;
+      p.prompt = p.req.prompt_ids;  // checked against the vocabulary by the parser
     } else {
       p.prompt = tokenizer.Encode(p.req.prompt, tokenizer.add_bos());
     }
@@ -195,15 +164,10 @@ struct HttpServer::Impl {
     return p;
   }
 
-  json Usage(const ServingRequest& r) const {
-    const int64_t prompt = static_cast<int64_t>(r.job().prompt.size());
-    const int64_t completion = static_cast<int64_t>(r.job().ids.size());
-    return {{"prompt_tokens", prompt}, {"completion_tokens", completion}, {"total_tokens", prompt + completion}};
-  }
-
-  static std::string FinishReason(const ServingRequest& r, const CompletionText& text) {
-    if (text.stopped()) return "stop";
-    return r.job().finish_reason == "length" ? "length" : "stop";
+  std::string RequestTimeoutMessage() const {
+    char b[128];
+    std::snprintf(b, sizeof b, "the request did not finish within %g s (--request-timeout)", opts.request_timeout_s);
+    return b;
   }
 
   json Chunk(ApiKind kind, const std::string& id, const json& choice) const {
@@ -212,240 +176,232 @@ struct HttpServer::Impl {
             {"choices", json::array({choice})}};
   }
 
-  json DeltaChoice(ApiKind kind, const TextDelta& d, const json& finish) const {
-    if (kind == ApiKind::kCompletion)
-      return {{"index", 0}, {"text", d.content}, {"logprobs", nullptr}, {"finish_reason", finish}};
+  class CompletionCall;
+  void Handle(std::shared_ptr<HttpExchange> ex);
+  void Health(HttpExchange& ex);
+  void Models(HttpExchange& ex);
+};
+
+// One completion request, from its body to the end of its answer. Lives on
+// the I/O thread (but for Prepare, on a worker thread, and the loop's
+// notification, which only posts).
+class HttpServer::Impl::CompletionCall : public std::enable_shared_from_this<CompletionCall> {
+ public:
+  CompletionCall(Impl& s, std::shared_ptr<HttpExchange> ex, ApiKind kind)
+      : s_(s), ex_(std::move(ex)), kind_(kind), id_(NewCompletionId(kind)) {}
+
+  void Begin() {
+    auto self = shared_from_this();
+    ex_->OnClientGone([self] { self->ClientGone(); });
+    ex_->SetTimer(Seconds(s_.opts.request_timeout_s), [self] { self->Fail(ApiErrorOf(DeadlineExceeded(self->s_.RequestTimeoutMessage()))); });
+    auto body = std::make_shared<std::string>(std::move(ex_->request().body));
+    s_.transport->Offload([self, body] {
+      auto prepared = std::make_shared<Preparation>(self->s_.Prepare(*body, self->kind_));
+      body->clear();
+      self->ex_->Post([self, prepared] { self->Submit(std::move(*prepared)); });
+    });
+  }
+
+ private:
+  
+  void Submit(Preparation prepared) {
+    if (over_) return;  // the client went away, or the deadline passed, meanwhile
+    if (auto* e = std::get_if<ApiError>(&prepared)) return Fail(*e);
+    Prepared& p = std::get<Prepared>(prepared);
+    stream_ = p.req.stream;
+    include_usage_ = p.req.include_usage;
+    text_.emplace(s_.tokenizer, s_.config.eos_ids, p.req.stop, p.split_thinking, p.opens_thinking);
+    SequenceJob job;
+    job.prompt = std::move(p.prompt);
+    job.n_predict = p.n_predict;
+    job.ignore_eos = p.req.ignore_eos;
+    job.sampling = std::move(p.req.sampling);
+    // The loop's notification posts one Drain at a time; it holds the
+    // exchange (to post) and only a weak reference to this call.
+    auto pending = std::make_shared<std::atomic<bool>>(false);
+    std::weak_ptr<CompletionCall> weak = weak_from_this();
+    std::shared_ptr<HttpExchange> ex = ex_;
+    auto submitted = s_.loop.Submit(std::move(job), [pending, weak, ex] {
+      if (pending->exchange(true)) return;
+      ex->Post([pending, weak] {
+        pending->store(false);
+        if (auto self = weak.lock()) self->Drain();
+      });
+    });
+    if (!submitted.ok()) return Fail(ApiErrorOf(submitted.status()));
+    req_ = *submitted;
+    Drain();
+  }
+
+  // New tokens, the start, or the end of the request.
+  void Drain() {
+    if (over_ || !req_) return;
+    std::vector<int32_t> ids;
+    const bool ended = req_->Take(&ids);
+    TextDelta d;
+    for (int32_t id : ids) {
+      TextDelta t = text_->Push(id);
+      d.content += t.content;
+      d.reasoning += t.reasoning;
+      if (text_->stopped()) req_->Cancel();
+    }
+    if (ended && !req_->error().ok()) return Fail(ApiErrorOf(req_->error()));
+    if (stream_) {
+      if (!ex_->started()) {
+        if (!req_->started() && !ended) return;  // still queued
+        ex_->StartStream(200, "text/event-stream", {{"Cache-Control", "no-cache"}});
+        if (kind_ == ApiKind::kChat)
+          ex_->Send(Event(s_.Chunk(kind_, id_, {{"index", 0}, {"delta", {{"role", "assistant"}, {"content", ""}}}, {"finish_reason", nullptr}})));
+      }
+      if (!d.empty()) ex_->Send(Event(s_.Chunk(kind_, id_, DeltaChoice(d, nullptr))));
+    } else {
+      all_.content += d.content;
+      all_.reasoning += d.reasoning;
+    }
+    if (ended) Finish();
+  }
+
+  // The request ended well: the rest of the text, the finish, usage.
+  void Finish() {
+    over_ = true;
+    TextDelta rest = text_->Finish();
+    const std::string finish = text_->stopped() ? "stop" : req_->job().finish_reason == "length" ? "length" : "stop";
+    if (stream_) {
+      if (!rest.empty()) ex_->Send(Event(s_.Chunk(kind_, id_, DeltaChoice(rest, nullptr))));
+      ex_->Send(Event(s_.Chunk(kind_, id_, DeltaChoice(TextDelta{}, finish))));
+      if (include_usage_) {
+        json u = s_.Chunk(kind_, id_, json::object());
+        u["choices"] = json::array();
+        u["usage"] = Usage();
+        ex_->Send(Event(u));
+      }
+      ex_->Send("data: [DONE]\n\n");
+      ex_->End();
+    } else {
+      all_.content += rest.content;
+      all_.reasoning += rest.reasoning;
+      json choice;
+      if (kind_ == ApiKind::kChat) {
+        json message = {{"role", "assistant"}, {"content", all_.content}};
+        if (!all_.reasoning.empty()) message["reasoning_content"] = all_.reasoning;
+        choice = {{"index", 0}, {"message", message}, {"finish_reason", finish}};
+      } else {
+        choice = {{"index", 0}, {"text", all_.content}, {"logprobs", nullptr}, {"finish_reason", finish}};
+      }
+      json body = {{"id", id_}, {"object", kind_ == ApiKind::kChat ? "chat.completion" : "text_completion"},
+                   {"created", static_cast<int64_t>(std::time(nullptr))}, {"model", s_.opts.model_ids[0]},
+                   {"choices", json::array({choice})}, {"usage", Usage()}};
+      ex_->Respond(200, "application/json", Dump(body));
+    }
+    s_.Count(200);
+  }
+
+  // The request cannot be answered: a status before any header, or a final
+  // error event (and [DONE]) in a stream already begun.
+  void Fail(const ApiError& e) {
+    if (over_) return;
+    over_ = true;
+    if (req_) req_->Cancel();
+    if (!ex_->started()) return s_.SendError(*ex_, e);
+    ex_->Send(Event(ErrorJson(e)));
+    ex_->Send("data: [DONE]\n\n");
+    ex_->End();
+    s_.Count(e.status);
+  }
+
+  void ClientGone() {
+    if (over_) return;
+    over_ = true;
+    if (req_) req_->Cancel();
+    s_.Count(499, true);
+  }
+
+  json DeltaChoice(const TextDelta& d, const json& finish) const {
+    if (kind_ == ApiKind::kCompletion) return {{"index", 0}, {"text", d.content}, {"logprobs", nullptr}, {"finish_reason", finish}};
     json delta = json::object();
     if (!d.reasoning.empty()) delta["reasoning_content"] = d.reasoning;
     if (!d.content.empty()) delta["content"] = d.content;
     return {{"index", 0}, {"delta", delta}, {"finish_reason", finish}};
   }
 
-  // Waits up to 50 ms (or the deadline) for tokens, appends their text to
-  // *out, and ends the sequence once a stop string is met. True when the
-  // request has ended.
-  static bool NextText(ServingRequest& r, CompletionText& text, Clock::time_point deadline, TextDelta* out) {
-    std::vector<int32_t> ids;
-    const bool ended = r.Wait(&ids, std::min(deadline, Clock::now() + std::chrono::milliseconds(50)));
-    for (int32_t t : ids) {
-      TextDelta d = text.Push(t);
-      out->content += d.content;
-      out->reasoning += d.reasoning;
-      if (text.stopped()) r.Cancel();
-    }
-    return ended;
+  json Usage() const {
+    const int64_t prompt = static_cast<int64_t>(req_->job().prompt.size());
+    const int64_t completion = static_cast<int64_t>(req_->job().ids.size());
+    return {{"prompt_tokens", prompt}, {"completion_tokens", completion}, {"total_tokens", prompt + completion}};
   }
 
-  void Completion(const httplib::Request& http, httplib::Response& res, ApiKind kind) {
-    const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                                             std::chrono::duration<double>(opts.request_timeout_s));
-    auto prepared = Prepare(http, kind);
-    if (auto* e = std::get_if<ApiError>(&prepared)) return SendError(res, *e);
-    Prepared p = std::move(std::get<Prepared>(prepared));
-    SequenceJob job;
-    job.prompt = p.prompt;
-    job.n_predict = p.n_predict;
-    job.ignore_eos = p.req.ignore_eos;
-    job.sampling = p.req.sampling;
-    auto submitted = loop.Submit(std::move(job));
-    if (!submitted.ok()) return SendError(res, ApiErrorOf(submitted.status()));
-    std::shared_ptr<ServingRequest> r = *submitted;
-    auto text = std::make_shared<CompletionText>(tokenizer, config.eos_ids, p.req.stop, p.split_thinking, p.opens_thinking);
-    const std::string id = NewCompletionId(kind);
-    const int fd = FindClientSocket(http);
-
-    if (!p.req.stream) {
-      TextDelta all;
-      for (;;) {
-        if (NextText(*r, *text, deadline, &all)) break;
-        if (PeerClosed(fd)) {
-          r->Cancel();
-          Count(499, true);
-          return;
-        }
-        if (Clock::now() >= deadline) {
-          r->Cancel();
-          return SendError(res, ApiErrorOf(DeadlineExceeded(RequestTimeoutMessage())));
-        }
-      }
-      if (!r->error().ok()) return SendError(res, ApiErrorOf(r->error()));
-      TextDelta rest = text->Finish();
-      all.content += rest.content;
-      all.reasoning += rest.reasoning;
-      json choice;
-      if (kind == ApiKind::kChat) {
-        json message = {{"role", "assistant"}, {"content", all.content}};
-        if (!all.reasoning.empty()) message["reasoning_content"] = all.reasoning;
-        choice = {{"index", 0}, {"message", message}, {"finish_reason", FinishReason(*r, *text)}};
-      } else {
-        choice = {{"index", 0}, {"text", all.content}, {"logprobs", nullptr}, {"finish_reason", FinishReason(*r, *text)}};
-      }
-      json body = {{"id", id}, {"object", kind == ApiKind::kChat ? "chat.completion" : "text_completion"},
-                   {"created", static_cast<int64_t>(std::time(nullptr))}, {"model", opts.model_ids[0]},
-                   {"choices", json::array({choice})}, {"usage", Usage(*r)}};
-      res.set_content(Dump(body), "application/json");
-      Count(200);
-      return;
-    }
-
-    // Streaming: one SSE event per piece of text, then the finish, usage when
-    // asked, and [DONE]. A failed write means the client went away.
-    const bool include_usage = p.req.include_usage;
-    res.set_header("Cache-Control", "no-cache");
-    res.set_chunked_content_provider(
-        "text/event-stream",
-        [this, r, text, kind, id, fd, deadline, include_usage](size_t, httplib::DataSink& sink) {
-          auto send = [&](const json& j) {
-            const std::string ev = "data: " + Dump(j) + "\n\n";
-            return sink.write(ev.data(), ev.size());
-          };
-          auto gone = [&] {
-            r->Cancel();
-            Count(499, true);
-            return false;
-          };
-          if (kind == ApiKind::kChat &&
-              !send(Chunk(kind, id, {{"index", 0}, {"delta", {{"role", "assistant"}, {"content", ""}}}, {"finish_reason", nullptr}})))
-            return gone();
-          bool ended = false;
-          while (!ended) {
-            TextDelta d;
-            ended = NextText(*r, *text, deadline, &d);
-            if (!d.empty() && !send(Chunk(kind, id, DeltaChoice(kind, d, nullptr)))) return gone();
-            if (ended) break;
-            if (PeerClosed(fd)) return gone();
-            if (Clock::now() >= deadline) {
-              r->Cancel();
-              send(ErrorJson(ApiErrorOf(DeadlineExceeded(RequestTimeoutMessage()))));
-              sink.done();
-              Count(504);
-              return true;
-            }
-          }
-          if (!r->error().ok()) {
-            send(ErrorJson(ApiErrorOf(r->error())));
-            sink.done();
-            Count(HttpStatusOf(r->error()));
-            return true;
-          }
-          TextDelta rest = text->Finish();
-          if (!rest.empty() && !send(Chunk(kind, id, DeltaChoice(kind, rest, nullptr)))) return gone();
-          if (!send(Chunk(kind, id, DeltaChoice(kind, TextDelta{}, FinishReason(*r, *text))))) return gone();
-          if (include_usage) {
-            json u = Chunk(kind, id, json::object());
-            u["choices"] = json::array();
-            u["usage"] = Usage(*r);
-            if (!send(u)) return gone();
-          }
-          static const std::string kDone = "data: [DONE]\n\n";
-          if (!sink.write(kDone.data(), kDone.size())) return gone();
-          sink.done();
-          Count(200);
-          return true;
-        },
-        [r](bool) { r->Cancel(); });  // ends the sequence however the stream ended (a no-op once done)
-  }
-
-  std::string RequestTimeoutMessage() const {
-    char b[128];
-    std::snprintf(b, sizeof b, "the request did not finish within %g s (--request-timeout)", opts.request_timeout_s);
-    return b;
-  }
-
-  void Routes() {
-    svr.Post("/v1/chat/completions", [this](const httplib::Request& q, httplib::Response& s) { Completion(q, s, ApiKind::kChat); });
-    svr.Post("/v1/completions", [this](const httplib::Request& q, httplib::Response& s) { Completion(q, s, ApiKind::kCompletion); });
-    svr.Get("/v1/models", [this](const httplib::Request&, httplib::Response& s) {
-      json m = {{"id", opts.model_ids[0]}, {"object", "model"}, {"created", static_cast<int64_t>(created)}, {"owned_by", "strata"},
-                {"meta", {{"architecture", config.arch}, {"n_ctx", opts.n_ctx}, {"n_layers", config.n_layers}, {"vocab", config.vocab}}}};
-      s.set_content(Dump({{"object", "list"}, {"data", json::array({m})}}), "application/json");
-      Count(200);
-    });
-    svr.Get("/health", [this](const httplib::Request&, httplib::Response& s) {
-      const ServingLoop::Counts c = loop.counts();
-      const Status failure = loop.failure();
-      json j = {{"status", !failure.ok() ? "error" : c.stopping ? "shutting_down" : "ok"},
-                {"running", c.running}, {"queued", c.queued}, {"finished", c.finished}};
-      if (!failure.ok()) j["error"] = failure.message();
-      s.status = j["status"] == "ok" ? 200 : 503;
-      s.set_content(Dump(j), "application/json");
-    });
-    // Known paths with the wrong method: 405 rather than 404.
-    auto wrong_method = [this](const char* allowed) {
-      return [this, allowed](const httplib::Request& q, httplib::Response& s) {
-        ApiError e;
-        e.status = 405;
-        e.message = q.path + " takes " + allowed;
-        s.set_header("Allow", allowed);
-        SendError(s, e);
-      };
-    };
-    for (const char* path : {"/v1/chat/completions", "/v1/completions"}) svr.Get(path, wrong_method("POST"));
-    for (const char* path : {"/v1/models", "/health"}) svr.Post(path, wrong_method("GET"));
-    // httplib's own refusals (unknown path, body too large, unreadable
-    // request) get an OpenAI-style body too.
-    svr.set_error_handler([this](const httplib::Request& q, httplib::Response& s) {
-      if (!s.body.empty()) return;
-      ApiError e;
-      e.status = s.status;
-      if (s.status == 404) e.message = "no such endpoint: " + q.method + " " + q.path;
-      else if (s.status == 413) e.message = "the request body is larger than " + std::to_string(opts.max_body_bytes) + " bytes (--max-body)";
-      else e.message = "the request could not be read (HTTP " + std::to_string(s.status) + ")";
-      if (s.status >= 500) e.type = "server_error";
-      s.set_content(Dump(ErrorJson(e)), "application/json");
-      Count(s.status);
-    });
-    svr.set_exception_handler([this](const httplib::Request&, httplib::Response& s, std::exception_ptr ep) {
-      ApiError e;
-      e.status = 500;
-      e.type = "server_error";
-      e.message = "internal error";
-      try {
-        if (ep) std::rethrow_exception(ep);
-      } catch (const std::exception& x) {
-        e.message = std::string("internal error: ") + x.what();
-      } catch (...) {
-      }
-      SendError(s, e);
-    });
-  }
+  Impl& s_;
+  std::shared_ptr<HttpExchange> ex_;
+  const ApiKind kind_;
+  const std::string id_;
+  bool stream_ = false, include_usage_ = false;
+  std::optional<CompletionText> text_;
+  std::shared_ptr<ServingRequest> req_;
+  TextDelta all_;      // a whole answer, so far
+  bool over_ = false;  // answered, failed, or the client is gone
 };
+
+void HttpServer::Impl::Handle(std::shared_ptr<HttpExchange> ex) {
+  const HttpRequest& q = ex->request();
+  auto wrong_method = [&](const char* allowed) {
+    ApiError e;
+    e.status = 405;
+    e.message = QuoteForMessage(q.path, 256, false) + " takes " + allowed;
+    SendError(*ex, e, {{"Allow", allowed}});
+  };
+  if (q.path == "/v1/chat/completions" || q.path == "/v1/completions") {
+    if (q.method != "POST") return wrong_method("POST");
+    auto call = std::make_shared<CompletionCall>(*this, ex, q.path == "/v1/completions" ? ApiKind::kCompletion : ApiKind::kChat);
+    return call->Begin();
+  }
+  if (q.path == "/health") return q.method == "GET" ? Health(*ex) : wrong_method("GET");
+  if (q.path == "/v1/models") return q.method == "GET" ? Models(*ex) : wrong_method("GET");
+  ApiError e;
+  e.status = 404;
+  e.message = "no such endpoint: " + QuoteForMessage(q.method, 32, false) + " " + QuoteForMessage(q.path, 256, false);
+  SendError(*ex, e);
+}
+
+void HttpServer::Impl::Health(HttpExchange& ex) {
+  const ServingLoop::Counts c = loop.counts();
+  const Status failure = loop.failure();
+  json j = {{"status", !failure.ok() ? "error" : c.stopping ? "shutting_down" : "ok"},
+            {"running", c.running}, {"queued", c.queued}, {"finished", c.finished},
+            {"connections", transport->counts().open}};
+  if (!failure.ok()) j["error"] = failure.message();
+  ex.Respond(j["status"] == "ok" ? 200 : 503, "application/json", Dump(j));
+}
+
+void HttpServer::Impl::Models(HttpExchange& ex) {
+  json m = {{"id", opts.model_ids[0]}, {"object", "model"}, {"created", static_cast<int64_t>(created)}, {"owned_by", "strata"},
+            {"meta", {{"architecture", config.arch}, {"n_ctx", opts.n_ctx}, {"n_layers", config.n_layers}, {"vocab", config.vocab}}}};
+  ex.Respond(200, "application/json", Dump({{"object", "list"}, {"data", json::array({m})}}));
+  Count(200);
+}
 
 HttpServer::HttpServer(ServingLoop& loop, const Tokenizer& tokenizer, const ChatTemplate* chat_template,
                        const ModelConfig& config, const HttpServerOptions& opts)
-    : impl_(std::make_unique<Impl>(loop, tokenizer, chat_template, config, opts)) {
-  if (impl_->opts.model_ids.empty()) impl_->opts.model_ids.push_back("strata");
-  impl_->limits.model_ids = impl_->opts.model_ids;
-  const int threads = std::max(2, impl_->opts.http_threads);
-  impl_->svr.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
-  impl_->svr.set_payload_max_length(impl_->opts.max_body_bytes);
-  impl_->svr.set_read_timeout(10);
-  impl_->svr.set_write_timeout(10);
-  impl_->svr.set_keep_alive_timeout(5);
-  impl_->Routes();
-}
+    : impl_(std::make_unique<Impl>(loop, tokenizer, chat_template, config, opts)) {}
 
 HttpServer::~HttpServer() = default;
 
-Result<int> HttpServer::Bind() {
-  const HttpServerOptions& o = impl_->opts;
-  int port = o.port;
-  if (o.port == 0) {
-    port = impl_->svr.bind_to_any_port(o.host);
-    if (port <= 0) return IoError("cannot listen on " + o.host + ": " + std::strerror(errno));
-  } else if (!impl_->svr.bind_to_port(o.host, o.port)) {
-    return IoError("cannot listen on " + o.host + ":" + std::to_string(o.port) + " (in use, or not an address of this host)");
-  }
-  return port;
-}
+Result<int> HttpServer::Bind() { return impl_->transport->Bind(); }
 
-void HttpServer::Listen() { impl_->svr.listen_after_bind(); }
+void HttpServer::Listen() { impl_->transport->Run(); }
 
-void HttpServer::Stop() { impl_->svr.stop(); }
+void HttpServer::Stop() { impl_->transport->Stop(); }
 
 HttpServer::Counters HttpServer::counters() const {
-  std::lock_guard<std::mutex> lock(impl_->mu);
-  return impl_->counters;
+  Counters c;
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    c = impl_->counters;
+  }
+  const HttpTransport::Counts t = impl_->transport->counts();
+  c.connections = t.accepted;
+  c.refused_connections = t.refused;
+  c.timed_out = t.timed_out;
+  return c;
 }
 
 }  // namespace strata

@@ -8,8 +8,14 @@
 // Requests run through a ServingLoop (coordinator/serving.h): at most
 // `parallel` sequences at once, a bounded queue (503 + Retry-After beyond
 // it), a per-request deadline (504), a body size limit (413). A client that
-// disconnects cancels its sequence, which frees its caches on every stage.
-// Errors are OpenAI-style JSON with the 4xx/5xx status that fits.
+// resets its connection cancels its sequence, which frees its caches on every
+// stage. Errors are OpenAI-style JSON with the 4xx/5xx status that fits; a
+// stream that cannot finish ends with an error event and [DONE].
+//
+// Connections are served by coordinator/http_transport.h (one I/O thread;
+// slow clients cost a descriptor, not a thread); parsing a request, the chat
+// template and tokenization run on `prep_threads` worker threads, and the
+// tokens come back from the loop by notification, never by a waiting thread.
 //
 //   HttpServer server(loop, tokenizer, &tmpl, config, opts);
 //   STRATA_ASSIGN_OR_RETURN(int port, server.Bind());
@@ -24,14 +30,11 @@
 
 #include "common/status.h"
 #include "coordinator/chat_template.h"
+#include "coordinator/http_transport.h"
 #include "coordinator/openai_api.h"
 #include "coordinator/serving.h"
 #include "model/model_files.h"
 #include "model/tokenizer.h"
-
-namespace httplib {
-class Server;
-}
 
 namespace strata {
 
@@ -43,7 +46,11 @@ struct HttpServerOptions {
   int max_tokens = 0;                 // per request; 0: the context
   size_t max_body_bytes = 8u << 20;
   double request_timeout_s = 600;     // queue + generation
-  int http_threads = 16;              // connections served at once
+  int prep_threads = 2;               // parsing, chat templates, tokenization
+  int max_connections = 4096;         // open at once (503 beyond)
+  int max_connections_per_client = 256;  // from one address (503 beyond); 0: no bound
+  double header_timeout_s = 10;       // a request's line and headers must arrive within (408 beyond)
+  double body_timeout_s = 10;         // its body within this plus 1 s per 64 KiB (408 beyond)
 };
 
 class HttpServer {
@@ -56,11 +63,13 @@ class HttpServer {
   Result<int> Bind();
   // Serves until Stop().
   void Listen();
-  // Stops listening and waits for the connections being served. Any thread.
+  // Stops listening, closes idle connections, lets responses being written
+  // finish for up to a second, then closes the rest; Listen returns. Any thread.
   void Stop();
 
   struct Counters {
     uint64_t requests = 0, ok = 0, client_errors = 0, server_errors = 0, disconnects = 0;
+    uint64_t connections = 0, refused_connections = 0, timed_out = 0;  // the transport's
   };
   Counters counters() const;
 

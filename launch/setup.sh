@@ -7,7 +7,7 @@ packages=(
   libopenmpi-dev openmpi-bin
   libprotobuf-dev protobuf-compiler
   libgtest-dev libgmock-dev googletest libbenchmark-dev
-  nlohmann-json3-dev libpcre2-dev libcli11-dev libcpp-httplib-dev
+  nlohmann-json3-dev libpcre2-dev libcli11-dev libboost-dev
   python3 python3-numpy python3-jinja2
   clang libclang-rt-dev   # libFuzzer and the sanitizer runtimes (fuzz/run.sh)
 )
