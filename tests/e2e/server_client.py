@@ -171,6 +171,7 @@ class RawConn:
     """A raw TCP connection to the server (from `source`, any 127.x.y.z)."""
 
     def __init__(self, port, source="127.0.0.1", timeout=10):
+        self.source = source
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.bind((source, 0))
         self.sock.settimeout(timeout)

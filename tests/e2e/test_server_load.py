@@ -1,12 +1,17 @@
 #!/usr/bin/env python3
 """Server under load: 8 concurrent clients x 50 requests each against
 `strata serve` on 127.0.0.1, mixing streaming and non-streaming completions
-and chat completions (seeded sampling and greedy), malformed requests and
-mid-stream disconnects. Every well-formed request must get a complete answer
-equal to the answer the same request got alone; every malformed one a 4xx
-with an OpenAI-style error; the server must stay up; and its resident
-memory must come back to the level it had after a warm-up. Then the same
-against a 2-rank server under mpirun.
+and chat completions (seeded sampling and greedy), malformed requests,
+mid-stream disconnects, clients that send their request slowly (in pieces
+over about a second) and clients that half-close their side after the
+request; meanwhile 100 more connections from other addresses trickle a byte
+every half second and are cut at the header deadline (and open again).
+Every well-formed request must get a complete answer equal to the answer the
+same request got alone; every malformed one a 4xx with an OpenAI-style
+error; the server must stay up; and its resident memory must come back to
+the level it had after a warm-up (the same requests, alone and concurrently:
+the allocator's arenas are warm), within 10 % + 4 MiB, waited for up to 10 s
+after the server is idle. Then the same against a 2-rank server under mpirun.
 
 Prints the figures (requests, errors, disconnects, p50 / p99 latency,
 requests/s, RSS) as one JSON line per server for the README.
@@ -16,7 +21,7 @@ Prints 'N passed, N failed'."""
 import json, os, sys, threading, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from server_client import Server, finish_of, stream_text  # noqa: E402
+from server_client import RawConn, Server, finish_of, http_request, split_responses, stream_text  # noqa: E402
 
 BIN, SHARED = sys.argv[1], sys.argv[2]
 CLIENTS = int(sys.argv[3]) if len(sys.argv) > 3 else 8
@@ -75,6 +80,74 @@ def answer(srv, path, body, stream):
     return (ch["text"], "", ch["finish_reason"])
 
 
+def raw_answer(srv, path, body, slow):
+    """The answer over a raw socket: sent in 10 pieces 100 ms apart (slow),
+    or at once and then half-closed (shutdown of the sending side)."""
+    data = http_request("POST", path, body)
+    c = RawConn(srv.port, timeout=120)
+    try:
+        if slow:
+            step = (len(data) + 9) // 10
+            for i in range(0, len(data), step):
+                c.send(data[i:i + step])
+                time.sleep(0.1)
+        else:
+            c.send(data)
+            c.shutdown_write()
+        out = c.read_until(lambda d: bool(split_responses(d)) and len(split_responses(d)[0][2]) ==
+                           int(split_responses(d)[0][1].get("content-length", -1)), 120)
+    finally:
+        c.close()
+    rs = split_responses(out)
+    if not rs or rs[0][0] != 200:
+        return ("error", rs[0][0] if rs else None, out[:200])
+    ch = json.loads(rs[0][2])["choices"][0]
+    if "message" in ch:
+        return (ch["message"]["content"], ch["message"].get("reasoning_content", ""), ch["finish_reason"])
+    return (ch["text"], "", ch["finish_reason"])
+
+
+class Tricklers:
+    """`n` connections from 127.0.0.2-6 that send a request one byte every
+    0.5 s; each one the server cuts (408 at the header deadline) is opened again."""
+
+    def __init__(self, srv, n):
+        self.srv, self.n, self.stop_flag, self.cut = srv, n, threading.Event(), 0
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        req = http_request("POST", "/v1/completions", {"prompt": "x" * 200})
+        conns = [[RawConn(self.srv.port, source=f"127.0.0.{2 + i % 5}"), 0] for i in range(self.n)]
+        while not self.stop_flag.wait(0.5):
+            for entry in conns:
+                c, k = entry
+                try:
+                    c.send(req[k:k + 1])
+                    entry[1] = (k + 1) % (len(req) - 1)
+                except OSError:
+                    self.cut += 1
+                    source = c.source
+                    c.close()
+                    entry[0], entry[1] = RawConn(self.srv.port, source=source), 0
+        for c, _ in conns:
+            c.close()
+
+    def stop(self):
+        self.stop_flag.set()
+        self.thread.join(30)
+
+
+def settled_rss(srv, bound_kib, timeout=10):
+    """RSS once the server is idle: polled until within bound_kib (or timeout); the last reading."""
+    deadline = time.time() + timeout
+    rss = srv.rss_kib()
+    while rss > bound_kib and time.time() < deadline:
+        time.sleep(0.25)
+        rss = srv.rss_kib()
+    return rss
+
+
 def run_load(srv, label):
     # The single-request answers (nothing else running), both ways.
     single = [answer(srv, p, b, False) for p, b in GOOD]
@@ -82,15 +155,23 @@ def run_load(srv, label):
     streamed = [answer(srv, p, b, True) for p, b in GOOD]
     check(f"{label}: streamed single answers == non-streamed", streamed == single,
           [(a, b) for a, b in zip(streamed, single) if a != b])
+    # Warm the allocator the way the load will use it: the same requests, concurrently.
+    warm = [None] * len(GOOD)
+    ts = [threading.Thread(target=lambda i=i: warm.__setitem__(i, answer(srv, *GOOD[i], i % 2 == 0))) for i in range(len(GOOD))]
+    [t.start() for t in ts]
+    [t.join(300) for t in ts]
+    check(f"{label}: concurrent warm-up answers == single answers", warm == single, [(a, b) for a, b in zip(warm, single) if a != b])
+    srv.wait_idle(30)
     time.sleep(0.5)
     rss_warm = srv.rss_kib()
+    tricklers = Tricklers(srv, 100)
 
-    lat, wrong, bad_ok, errors, disconnects = [], [], [], [], [0]
+    lat, wrong, bad_ok, errors, disconnects, raw = [], [], [], [], [0], {"slow": 0, "half-closed": 0}
     lock = threading.Lock()
 
     def client(c):
         for k in range(PER_CLIENT):
-            kind = (c + k) % 6
+            kind = (c + k) % 8
             t0 = time.time()
             try:
                 if kind == 0:  # malformed
@@ -108,7 +189,12 @@ def run_load(srv, label):
                     continue
                 i = (c * 7 + k) % len(GOOD)
                 path, body = GOOD[i]
-                got = answer(srv, path, body, stream=kind in (2, 3))
+                if kind in (6, 7):  # slow, or half-closed
+                    got = raw_answer(srv, path, body, slow=kind == 6)
+                    with lock:
+                        raw["slow" if kind == 6 else "half-closed"] += 1
+                else:
+                    got = answer(srv, path, body, stream=kind in (2, 3))
                 with lock:
                     lat.append(time.time() - t0)
                     if got != single[i]:
@@ -122,6 +208,7 @@ def run_load(srv, label):
     [t.start() for t in ts]
     [t.join(900) for t in ts]
     wall = time.time() - t0
+    tricklers.stop()
     check(f"{label}: every client finished", not any(t.is_alive() for t in ts))
     check(f"{label}: the server is still up", srv.proc.poll() is None, "".join(srv.log)[-2000:])
     check(f"{label}: every well-formed answer == its single-request answer ({len(lat)} requests)", not wrong, wrong[:3])
@@ -129,31 +216,32 @@ def run_load(srv, label):
     # Idle again: nothing running, memory back to the warm level.
     idle, h = srv.wait_idle(30)
     check(f"{label}: idle after the load (disconnected sequences ended)", idle, h)
-    time.sleep(0.5)
-    rss_after = srv.rss_kib()
-    # The server trims the allocator when idle; allow its per-thread arenas a
+    # The server trims the allocator when it goes idle; allow its arenas a
     # little slack, but not growth with the number of requests.
+    bound = rss_warm * 1.10 + 4 * 1024
+    rss_after = settled_rss(srv, bound)
     if not SANITIZER:
         check(f"{label}: memory back to its idle level (RSS {rss_warm} KiB after warm-up, {rss_after} KiB after)",
-              rss_after <= rss_warm * 1.10 + 4 * 1024, (rss_warm, rss_after))
+              rss_after <= bound, (rss_warm, rss_after))
     lat.sort()
     pct = lambda q: round(lat[min(len(lat) - 1, int(q * len(lat)))] * 1000, 1) if lat else None  # noqa: E731
     total = CLIENTS * PER_CLIENT
     figures = {"server": label, "clients": CLIENTS, "requests": total, "well_formed": len(lat), "malformed_4xx": len(bad_ok),
-               "disconnects": disconnects[0], "wrong_answers": len(wrong), "errors": len(errors),
+               "disconnects": disconnects[0], "slow": raw["slow"], "half_closed": raw["half-closed"],
+               "trickling_connections": tricklers.n, "trickling_cut": tricklers.cut, "wrong_answers": len(wrong), "errors": len(errors),
                "p50_ms": pct(0.50), "p99_ms": pct(0.99), "wall_s": round(wall, 1), "requests_per_s": round(total / wall, 1),
                "rss_warm_mib": round(rss_warm / 1024, 1), "rss_after_mib": round(rss_after / 1024, 1)}
     print("LOAD " + json.dumps(figures), flush=True)
 
 
-srv = Server(BIN, HF, ["--parallel", "4", "--ctx", "2048"])
+srv = Server(BIN, HF, ["--parallel", "4", "--ctx", "2048", "--header-timeout", "3"])
 try:
     run_load(srv, "1 rank")
 finally:
     rc = srv.stop(60)
 check("1 rank: clean exit after the load", rc == 0, f"rc {rc}")
 
-srv = Server(BIN, HF, ["--parallel", "4", "--ctx", "2048"], ranks=2, start_timeout=180)
+srv = Server(BIN, HF, ["--parallel", "4", "--ctx", "2048", "--header-timeout", "3"], ranks=2, start_timeout=180)
 try:
     run_load(srv, "2 ranks")
 finally:
