@@ -245,10 +245,11 @@ class HttpServer::Impl::CompletionCall : public std::enable_shared_from_this<Com
       d.reasoning += t.reasoning;
       if (text_->stopped()) req_->Cancel();
     }
-    if (ended && !req_->error().ok()) return Fail(ApiErrorOf(req_->error()));
+    const bool failed = ended && !req_->error().ok();
     if (stream_) {
       if (!ex_->started()) {
-        if (!req_->started() && !ended) return;  // still queued
+        if (failed) return Fail(ApiErrorOf(req_->error()));  // never began: the error as the status
+        if (!req_->started() && !ended) return;              // still queued
         ex_->StartStream(200, "text/event-stream", {{"Cache-Control", "no-cache"}});
         if (kind_ == ApiKind::kChat)
           ex_->Send(Event(s_.Chunk(kind_, id_, {{"index", 0}, {"delta", {{"role", "assistant"}, {"content", ""}}}, {"finish_reason", nullptr}})));
@@ -258,6 +259,7 @@ class HttpServer::Impl::CompletionCall : public std::enable_shared_from_this<Com
       all_.content += d.content;
       all_.reasoning += d.reasoning;
     }
+    if (failed) return Fail(ApiErrorOf(req_->error()));  // after the text that came before it
     if (ended) Finish();
   }
 

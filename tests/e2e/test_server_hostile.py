@@ -54,7 +54,10 @@ P0_TOP5 = as_list(PLAIN[0]["top5_per_position"])[len(P0_IDS) - 1]  # the first g
 GREEDY = {"prompt": PLAIN[0]["prompt"], "max_tokens": 12, "temperature": 0, "ignore_eos": True}
 
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, SLOW + 1024)), hard))
+if hard != resource.RLIM_INFINITY and hard < SLOW + 600:
+    SLOW = max(50, hard - 600)  # a machine that allows fewer descriptors: fewer slow clients
+    print(f"note: the open file limit is {hard}: {SLOW} slow clients", flush=True)
+resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, SLOW + 600)), hard))
 
 
 def first_status(data):
