@@ -9,12 +9,14 @@ a client that disconnects mid-stream (its sequence ends, the server goes on);
 the bounded queue (503 + Retry-After); the request timeout (504); SIGTERM
 (queued requests get 503 at once, running ones finish within the grace or
 end with an error event and [DONE], exit within the grace plus a second);
-and the same core checks against a 2-rank server under mpirun. Every step
+--kv-type f16 / bf16 / q8_0 (1 rank; q8_0 also on 2): a request that fills
+--ctx to its last row is answered, one past it gets 400
+context_length_exceeded; and the same core checks against a 2-rank server under mpirun. Every step
 that needs the server in some state waits for it (/health, the first event
 of a stream), bounded; no check depends on how fast the machine is.
 
 Run by ctest: test_server.py BINARY SHARED_DIR. Prints 'N passed, N failed'."""
-import json, os, signal, sys, threading, time
+import json, os, signal, subprocess, sys, threading, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from server_client import Server, finish_of, stream_text  # noqa: E402
@@ -330,6 +332,41 @@ def sigterm_case(grace, max_tokens, label):
 
 sigterm_case(120, 300, "grace 120 s")  # a grace the request cannot outlast, even under the sanitizers
 sigterm_case(0, 30000, "grace 0")
+
+
+# ── --kv-type: the context bound is the same for every KV cache type; a
+# request that fills the context to its last row is served ──
+def check_context_bound(srv, label, n_ctx):
+    base = as_list(PLAIN[0]["prompt_ids"])
+    ids = lambda n: (base * (n // len(base) + 1))[:n]  # noqa: E731
+    for n, max_tokens in ((n_ctx, 1), (n_ctx - 4, 5), (n_ctx + 10, None)):
+        body = {"prompt": ids(n), "temperature": 0}
+        if max_tokens:
+            body["max_tokens"] = max_tokens
+        st, _, j = srv.post("/v1/completions", body)
+        e = j.get("error", {}) if isinstance(j, dict) else {}
+        check(f"{label}: {n} prompt tokens{f' + max_tokens {max_tokens}' if max_tokens else ''} past --ctx {n_ctx}"
+              " -> 400 context_length_exceeded", st == 400 and e.get("code") == "context_length_exceeded", (st, j))
+    for n, max_tokens in ((n_ctx - 1, 1), (n_ctx - 5, 5)):
+        st, _, j = srv.post("/v1/completions", {"prompt": ids(n), "max_tokens": max_tokens, "temperature": 0})
+        u = j.get("usage", {}) if st == 200 else {}
+        check(f"{label}: {n} prompt tokens + max_tokens {max_tokens} fill --ctx {n_ctx}: answered",
+              st == 200 and u.get("prompt_tokens") == n and 1 <= u.get("completion_tokens", 0) <= max_tokens, (st, j))
+    st, _, j = srv.post("/v1/completions", {"prompt": ids(n_ctx - 3), "temperature": 0})
+    check(f"{label}: without max_tokens, the room left in the context bounds the answer",
+          st == 200 and 1 <= j["usage"]["completion_tokens"] <= 3, (st, j))
+
+
+for kv, ranks in (("f16", 1), ("bf16", 1), ("q8_0", 1), ("q8_0", 2)):
+    label = f"--kv-type {kv}, {ranks} rank{'s' if ranks > 1 else ''}"
+    srv = Server(BIN, HF, ["--kv-type", kv, "--ctx", "256", "--parallel", "2"], ranks=ranks, start_timeout=180)
+    try:
+        check_context_bound(srv, label, 256)
+    finally:
+        rc = srv.stop(60)
+    check(f"{label}: exit 0", rc == 0, f"rc {rc}; " + "".join(srv.log)[-1500:])
+bad = subprocess.run([BIN, "serve", "-m", HF, "--port", "0", "--kv-type", "q4"], capture_output=True, text=True, timeout=60)
+check("--kv-type q4: one error naming the flag, exit 2", bad.returncode == 2 and "--kv-type" in bad.stderr, bad.stderr)
 
 # ── two ranks under mpirun ──
 srv = Server(BIN, HF, ["--parallel", "4", "--ctx", "4096", "--alias", "smol-shakespeare"], ranks=2, start_timeout=180)
