@@ -275,7 +275,7 @@ finally:
 # the grace or end with a final error event and [DONE]; exit within the
 # grace plus a second (checked with 2 s of slack for a loaded machine). ──
 def sigterm_case(grace, max_tokens, label):
-    srv = Server(BIN, HF, ["--ctx", "32768", "--parallel", "1", "--max-queue", "4", "--shutdown-grace", str(grace)])
+    srv = Server(BIN, HF, ["--ctx", "32768", "--force-ctx", "--parallel", "1", "--max-queue", "4", "--shutdown-grace", str(grace)])
     got, first_event = {}, threading.Event()
 
     def running_client():
