@@ -37,7 +37,7 @@ int JsonConfigEntry(const uint8_t* data, size_t size);
 // Apply with the generation prompt on and off and enable_thinking unset /
 // true / false: every failure is a Status (a template error names its line),
 // and rendering stays within the renderer's bounds on time, memory, output
-// size and recursion (coordinator/jinja.cc), whatever the template does.
+// size and recursion (coordinator/jinja/value.h), whatever the template does.
 int ChatTemplateEntry(const uint8_t* data, size_t size);
 
 // Small valid inputs built in code (seeds for the corpus): a tiny smollm3

@@ -2,8 +2,9 @@
 """Chat templates: `strata template` must render every shared template
 byte-identically to Python's jinja2 set up as transformers sets it up
 (the oracle is rendered here, at test time), for a matrix of conversations,
-add_generation_prompt and enable_thinking; where jinja2 raises, strata must
-fail with one clear error instead.
+add_generation_prompt and enable_thinking, and the filters truncate,
+wordcount, striptags, center and batch on every conversation's texts; where
+jinja2 raises, strata must fail with one clear error instead.
 
 Run by ctest with Debian's python3 (python3-jinja2):
 test_templates.py BINARY SHARED_DIR. Prints 'N passed, N failed'."""
@@ -126,6 +127,34 @@ CONVERSATIONS = {
     "no_messages": [],
 }
 
+# Texts for striptags: tags, comments, and character references of every
+# kind html.unescape knows (named with and without ';', the longest legacy
+# name that prefixes a longer run, numeric ones out of range or remapped).
+HTML = ("<p class=\"x\">Hello&nbsp;<b>world</b> &amp; friends</p>\n<!-- a\ncomment --> &lt;tag&gt; caf&eacute; "
+        "&#169; &#x263A; &#X263a; &#0; &#128; &#13; &#x9f; &#xD800; &#1114112; &#99999999999; &#65534; &#1; &#x; &#;")
+HTML_EDGES = ("&copy &notin; &notit; &ampfoo AT&T R&D &amp &AMP; &Amp; &;x &zzzz; &lt3 &frac12; &frac12x "
+              "&ThisIsAVeryLongNameThatRunsPastThirtyTwoChars; a<b c>d <unclosed & &\t &#38;#38; \u00e9&eacute\u00e9 "
+              "<!-- no end   spaced\u3000out\u00a0nbsp")
+FILTER_TEMPLATES = {
+    "truncate": ("{% for m in messages %}{% set c = m.content if m.content is string else '' %}"
+                 "[{{ c | truncate(9) }}|{{ c | truncate(9, True) }}|{{ c | truncate(11, False, '...', 0) }}|"
+                 "{{ c | truncate(20, end='…') }}|{{ c | truncate(5, leeway=0, end='') }}|{{ c | truncate }}|"
+                 "{{ c | truncate(length=30, killwords=true, leeway=2) }}]\n{% endfor %}"
+                 "{{ 'foo bar baz qux' | truncate(9) }}|{{ [1, 2] | truncate(3) }}|{{ nothing | truncate }}"),
+    "wordcount": ("{% for m in messages %}{{ m.content | wordcount }},{{ m.role | wordcount }};{% endfor %}"
+                  "{{ none | wordcount }}|{{ 'snake_case and_more 42x' | wordcount }}|{{ '' | wordcount }}"),
+    "striptags": "{% for m in messages %}[{{ m.content | striptags }}]\n{% endfor %}{{ [1, '<a>'] | striptags }}",
+    "center": ("{% for m in messages %}[{{ m.role | center(12) }}|{{ m.role | center(13) }}|{{ m.role | center(2) }}|"
+               "{{ (m.content if m.content is string else '') | center(40) }}]\n{% endfor %}"
+               "[{{ 42 | center(7) }}|{{ 'ab' | center }}|{{ 'é日' | center(5) }}|{{ 'x' | center(-3) }}]"),
+    "batch": ("{% for m in messages %}{{ m.role | batch(3) | list }}|{{ m.role | batch(4, '-') | list }};{% endfor %}"
+              "{{ [1, 2, 3, 4, 5] | batch(2) | list }}|{{ [1, 2, 3] | batch(0) | list }}|{{ [1, 2, 3] | batch(-1, 'x') | list }}|"
+              "{{ range(7) | batch(3, fill_with=none) | list }}|{% for row in [1, 2, 3, 4] | batch(3, 0) %}{{ row | sum }},{% endfor %}"),
+    "truncate_length_below_end": "{{ messages | length }}{{ 'abcdef' | truncate(2) }}",
+    "truncate_negative_leeway": "{{ 'abcdef' | truncate(5, leeway=-1) }}",
+    "truncate_number": "{{ 12345678 | truncate(3, end='') }}",
+}
+
 BOS, EOS = "<s>", "</s>"
 
 with tempfile.TemporaryDirectory() as d:
@@ -192,6 +221,20 @@ with tempfile.TemporaryDirectory() as d:
                 p = strata(["-m", g] + args[2:])
                 check(f"-m {os.path.basename(g)} {cname} think={think} == HF dir", p.returncode == 0 and p.stdout == hf_out,
                       p.stderr.decode()[-300:])
+
+    # The filters truncate, wordcount, striptags, center and batch on every
+    # conversation's texts (and HTML), against jinja2 itself.
+    filter_convs = dict(CONVERSATIONS, html=[{"role": "user", "content": HTML}, {"role": "user", "content": HTML_EDGES}])
+    path = os.path.join(d, "html.json")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(filter_convs["html"], f, ensure_ascii=False)
+    conv_files["html"] = path
+    for fname, source in FILTER_TEMPLATES.items():
+        tpath = os.path.join(d, f"filter_{fname}.jinja")
+        open(tpath, "w", encoding="utf-8").write(source)
+        for cname in ("multiline_unicode", "tricky_text", "multi_turn", "html", "content_parts", "no_messages"):
+            compare(f"filter {fname} on {cname}", source, ["--template", tpath, "--messages", conv_files[cname]],
+                    filter_convs[cname], True, None, None, None)
 
     # Errors: one line, exit status 1 or 2, naming the problem.
     bad_cases = {

@@ -99,7 +99,22 @@ j)J"},
      R"J(TrueTrueTrueTrueTrueTrueTrueTrueTrueFalseTrueFalseTrueTrueTrue)J"},
     {R"J({{ "tab\there" }}|{{ 'q\'s' }}|{{ '\u00e9' }}|{{ 'a' 'b' }}|{{ [1,2,3,][1] }}|{{ {'a': 1,}['a'] }}|{{ range(3) | list }}|{{ range(1, 10, 3) | list }}|{{ dict(a=1) }})J",
      R"J({})J",
-     R"J(tab	here|q's|é|ab|2|1|[0, 1, 2]|[1, 4, 7]|{'a': 1})J"},
+     R"J(tab	here|q's|é|ab|2|1|[0, 1, 2]|[1, 4, 7]|{'a': 1})J"},    // truncate, wordcount, striptags (markupsafe 2.1.2), center, batch.
+    {R"J({{ s | truncate(9) }}|{{ s | truncate(9, true) }}|{{ s | truncate(11) }}|{{ s | truncate(11, false, '...', 0) }}|{{ u | truncate(6, end='…', leeway=0) }}|{{ u | truncate(6, true, '', 0) }})J",
+     R"J({"s": "foo bar baz qux", "u": "héllo wörld→ ünïcode"})J",
+     R"J(foo...|foo ba...|foo bar baz qux|foo bar...|héllo…|héllo )J"},
+    {R"J({{ s | wordcount }}|{{ u | wordcount }}|{{ 'a_b c-d 3.14' | wordcount }}|{{ none | wordcount }}|{{ '' | wordcount }})J",
+     R"J({"s": "foo bar baz qux", "u": "日本語 テキスト naïve café ١٢٣"})J",
+     R"J(4|5|5|1|0)J"},
+    {R"J({{ h | striptags }})J",
+     R"J({"h": "<p>Hi&nbsp;<b>there</b></p><!-- x\n-->  &lt;ok&gt; &amp &notit; &#x263A; &#128; &#0; AT&T"})J",
+     R"J(Hi there <ok> & ¬it; ☺ € � AT&T)J"},
+    {R"J([{{ 'ab' | center(7) }}|{{ 'ab' | center(8) }}|{{ 'abc' | center(8) }}|{{ 'é' | center(4) }}|{{ 42 | center(6) }}|{{ 'long' | center(2) }}])J",
+     R"J({})J",
+     R"J([   ab  |   ab   |  abc   | é  |  42  |long])J"},
+    {R"J({{ l | batch(2) | list }}|{{ l | batch(2, 'x') | list }}|{{ 'abcde' | batch(3) | list }}|{{ l | batch(0) | list }}|{{ [] | batch(2, 0) | list }})J",
+     R"J({"l": [1, 2, 3]})J",
+     R"J([[1, 2], [3]]|[[1, 2], [3, 'x']]|[['a', 'b', 'c'], ['d', 'e']]|[[], [1, 2, 3]]|[])J"},
 };
 
 std::string Render(const std::string& source, const std::string& context_json = "{}") {
@@ -172,7 +187,7 @@ TEST(Jinja, ErrorsNameTheLine) {
 }
 
 // Hostile templates and conversations end in an error naming the line, in
-// bounded time and memory (the limits of coordinator/jinja.cc), never in a
+// bounded time and memory (the limits of coordinator/jinja/value.h), never in a
 // crash or a hang.
 TEST(Jinja, BoundsHostileTemplates) {
   auto expect_error = [](const std::string& source, const std::string& want, const std::string& context = "{}") {
