@@ -19,6 +19,14 @@ const char* ErrorKindName(ErrorKind kind) {
   return "unknown";
 }
 
+std::string QuoteUntrusted(std::string_view s) {
+  constexpr size_t kMaxBytes = 120;
+  std::string out = "'";
+  for (char c : s.substr(0, kMaxBytes)) out += (static_cast<unsigned char>(c) < 0x20 ? '?' : c);
+  if (s.size() > kMaxBytes) out += "...";
+  return out + "'";
+}
+
 std::string Status::ToString() const {
   if (ok()) return "ok";
   return std::string(ErrorKindName(kind_)) + ": " + message_;

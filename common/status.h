@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <variant>
 
@@ -62,6 +63,11 @@ inline Status IoError(std::string m) { return {ErrorKind::kIo, std::move(m)}; }
 inline Status Internal(std::string m) { return {ErrorKind::kInternal, std::move(m)}; }
 inline Status DeadlineExceeded(std::string m) { return {ErrorKind::kDeadlineExceeded, std::move(m)}; }
 inline Status Unavailable(std::string m) { return {ErrorKind::kUnavailable, std::move(m)}; }
+
+// Text from an untrusted file or request, quoted for an error message: in
+// single quotes, cut after 120 bytes ("..."), control characters as '?', so a
+// hostile name can neither flood the log nor move its cursor.
+std::string QuoteUntrusted(std::string_view s);
 
 [[noreturn]] void CheckFailed(const char* file, int line, const char* expr, const std::string& msg);
 

@@ -144,12 +144,6 @@ inline __m256 PairScales(const uint16_t (&dw)[R], const float (&dx)[T]) {
   }
 }
 
-inline uint16_t LoadU16(const uint8_t* p) {
-  uint16_t v;
-  std::memcpy(&v, p, 2);
-  return v;
-}
-
 // ---------------------------------------------------------------------------
 // Micro-kernels: 8 (row, token) pairs over a whole row; out[p], p = r * T + t
 // ---------------------------------------------------------------------------

@@ -1,9 +1,6 @@
 // The table of ggml tensor types strata knows.
 #include "kernels/tensor_type.h"
 
-#include <algorithm>
-#include <cctype>
-
 namespace strata {
 namespace {
 
@@ -38,14 +35,6 @@ const TypeTraits& Traits(TensorType type) {
   const TypeTraits* t = FindTypeTraits(static_cast<uint32_t>(type));
   STRATA_CHECK_MSG(t != nullptr, "unknown TensorType");
   return *t;
-}
-
-Result<TensorType> ParseTypeName(const std::string& name) {
-  std::string upper = name;
-  std::transform(upper.begin(), upper.end(), upper.begin(), [](unsigned char c) { return std::toupper(c); });
-  for (const TypeTraits& t : kTypes)
-    if (upper == t.name) return t.type;
-  return InvalidArgument("unknown tensor type '" + name + "'");
 }
 
 Result<uint64_t> RowBytes(TensorType type, int64_t n) {

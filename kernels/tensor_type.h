@@ -43,8 +43,6 @@ const TypeTraits& Traits(TensorType type);
 inline namespace STRATA_ISA_NAMESPACE {  // included by the ISA files (isa_namespace.h)
 inline const char* TypeName(TensorType type) { return Traits(type).name; }
 }  // namespace STRATA_ISA_NAMESPACE
-// Parses "q4_k", "Q4_K", "bf16", ... (case-insensitive).
-Result<TensorType> ParseTypeName(const std::string& name);
 
 // Bytes of one row of n elements; error if n is not a multiple of the block
 // or the product overflows.

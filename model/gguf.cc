@@ -65,13 +65,6 @@ class Cursor {
   uint64_t pos_ = 0;
 };
 
-std::string Quote(std::string_view s) {
-  std::string out = "'";
-  for (char c : s.substr(0, 80)) out += (static_cast<unsigned char>(c) < 0x20 ? '?' : c);
-  if (s.size() > 80) out += "...";
-  return out + "'";
-}
-
 }  // namespace
 
 const char* GgufValueTypeName(GgufValueType t) {
@@ -194,12 +187,12 @@ Status GgufFile::Parse() {
     if (!c.GetString(&key)) return Fail("metadata key " + std::to_string(i) + ": length runs past the end of the file");
     if (key.empty()) return Fail("metadata key " + std::to_string(i) + " is empty");
     uint32_t t;
-    if (!c.Get(&t)) return Fail("metadata " + Quote(key) + ": truncated before its type");
-    if (!KnownValueType(t)) return Fail("metadata " + Quote(key) + ": unknown value type " + std::to_string(t));
+    if (!c.Get(&t)) return Fail("metadata " + QuoteUntrusted(key) + ": truncated before its type");
+    if (!KnownValueType(t)) return Fail("metadata " + QuoteUntrusted(key) + ": unknown value type " + std::to_string(t));
     GgufValue value;
     std::string err;
-    if (!ReadValue(c, static_cast<GgufValueType>(t), 0, &value, &err)) return Fail("metadata " + Quote(key) + ": " + err);
-    if (kv_.count(key)) return Fail("duplicate metadata key " + Quote(key));
+    if (!ReadValue(c, static_cast<GgufValueType>(t), 0, &value, &err)) return Fail("metadata " + QuoteUntrusted(key) + ": " + err);
+    if (kv_.count(key)) return Fail("duplicate metadata key " + QuoteUntrusted(key));
     kv_.emplace(std::string(key), std::move(value));
   }
 
@@ -215,7 +208,7 @@ Status GgufFile::Parse() {
     GgufTensor& t = tensors_[i];
     if (!c.GetString(&t.name)) return Fail("tensor " + std::to_string(i) + ": name runs past the end of the file");
     if (t.name.empty()) return Fail("tensor " + std::to_string(i) + " has an empty name");
-    std::string tn = "tensor " + Quote(t.name);
+    std::string tn = "tensor " + QuoteUntrusted(t.name);
     uint32_t n_dims;
     if (!c.Get(&n_dims)) return Fail(tn + ": truncated before its dimensions");
     if (n_dims == 0 || n_dims > kMaxDims) return Fail(tn + ": " + std::to_string(n_dims) + " dimensions (1..4 allowed)");
@@ -241,7 +234,7 @@ Status GgufFile::Parse() {
     t.nbytes = blocks * static_cast<uint64_t>(tt->block_bytes);
     if (!c.Get(&t.offset)) return Fail(tn + ": truncated before its offset");
     if (t.offset % alignment_ != 0) return Fail(tn + ": data offset " + std::to_string(t.offset) + " is not aligned to " + std::to_string(alignment_));
-    if (tensor_index_.count(t.name)) return Fail("duplicate tensor name " + Quote(t.name));
+    if (tensor_index_.count(t.name)) return Fail("duplicate tensor name " + QuoteUntrusted(t.name));
     tensor_index_.emplace(t.name, i);
   }
 
@@ -259,7 +252,7 @@ Status GgufFile::Parse() {
   spans.reserve(tensors_.size());
   for (GgufTensor& t : tensors_) {
     if (t.offset > data_size || t.nbytes > data_size - t.offset)
-      return Fail("tensor " + Quote(t.name) + ": data [" + std::to_string(t.offset) + ", +" + std::to_string(t.nbytes) +
+      return Fail("tensor " + QuoteUntrusted(t.name) + ": data [" + std::to_string(t.offset) + ", +" + std::to_string(t.nbytes) +
                   ") runs past the end of the file (data region is " + std::to_string(data_size) + " bytes)");
     t.data = file_->data() + data_offset_ + t.offset;
     spans.emplace_back(t.offset, t.nbytes);

@@ -17,7 +17,7 @@
 //
 //   STRATA_ASSIGN_OR_RETURN(auto file, GgufFile::Open(path));
 //   const GgufTensor* t = file->FindTensor("blk.0.attn_q.weight");
-//   auto theta = file->GetF32("smollm3.rope.freq_base");
+//   auto theta = file->GetFloat("smollm3.rope.freq_base");
 #pragma once
 
 #include <cstdint>

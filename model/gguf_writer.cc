@@ -117,39 +117,33 @@ void GgufWriter::Erase(const std::string& key) {
   for (size_t i = 0; i < kv_.size(); ++i) kv_index_.emplace(kv_[i].first, i);
 }
 
+namespace {
+
+// One GGUF array of `elem_type` from v's items, each made a value by `make`.
+template <typename T, typename Make>
+GgufWriter::Value ArrayOf(GgufValueType elem_type, const std::vector<T>& v, Make make) {
+  std::vector<GgufWriter::Value> items;
+  items.reserve(v.size());
+  for (const auto& x : v) items.push_back(make(x));
+  return GgufWriter::Value::Array(elem_type, std::move(items));
+}
+
+}  // namespace
+
 void GgufWriter::SetStringArray(const std::string& key, const std::vector<std::string>& v) {
-  std::vector<Value> items;
-  items.reserve(v.size());
-  for (const std::string& s : v) items.push_back(Value::String(s));
-  Set(key, Value::Array(GgufValueType::kString, std::move(items)));
+  Set(key, ArrayOf(GgufValueType::kString, v, Value::String));
 }
-
 void GgufWriter::SetI32Array(const std::string& key, const std::vector<int32_t>& v) {
-  std::vector<Value> items;
-  items.reserve(v.size());
-  for (int32_t x : v) items.push_back(Value::I32(x));
-  Set(key, Value::Array(GgufValueType::kInt32, std::move(items)));
+  Set(key, ArrayOf(GgufValueType::kInt32, v, Value::I32));
 }
-
 void GgufWriter::SetU32Array(const std::string& key, const std::vector<uint32_t>& v) {
-  std::vector<Value> items;
-  items.reserve(v.size());
-  for (uint32_t x : v) items.push_back(Value::U32(x));
-  Set(key, Value::Array(GgufValueType::kUint32, std::move(items)));
+  Set(key, ArrayOf(GgufValueType::kUint32, v, Value::U32));
 }
-
 void GgufWriter::SetF32Array(const std::string& key, const std::vector<float>& v) {
-  std::vector<Value> items;
-  items.reserve(v.size());
-  for (float x : v) items.push_back(Value::F32(x));
-  Set(key, Value::Array(GgufValueType::kFloat32, std::move(items)));
+  Set(key, ArrayOf(GgufValueType::kFloat32, v, Value::F32));
 }
-
 void GgufWriter::SetBoolArray(const std::string& key, const std::vector<bool>& v) {
-  std::vector<Value> items;
-  items.reserve(v.size());
-  for (bool x : v) items.push_back(Value::Bool(x));
-  Set(key, Value::Array(GgufValueType::kBool, std::move(items)));
+  Set(key, ArrayOf(GgufValueType::kBool, v, Value::Bool));
 }
 
 void GgufWriter::SetAlignment(uint32_t alignment) {

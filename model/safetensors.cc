@@ -57,14 +57,6 @@ const Dtype* FindDtype(const std::string& name) {
   return nullptr;
 }
 
-// Names shown in messages: quoted, control bytes replaced, long ones cut.
-std::string Quote(std::string_view s) {
-  std::string out = "'";
-  for (char c : s.substr(0, 120)) out += (static_cast<unsigned char>(c) < 0x20 ? '?' : c);
-  if (s.size() > 120) out += "...";
-  return out + "'";
-}
-
 std::string ShapeText(const std::vector<int64_t>& shape) {
   std::string s = "[";
   for (size_t i = 0; i < shape.size(); ++i) s += (i ? "," : "") + std::to_string(shape[i]);
@@ -127,19 +119,19 @@ Status ParseFile(const MappedFile& f, ParsedFile* out) {
     if (name == "__metadata__") {
       if (!entry.is_object()) return fail("__metadata__ is not a JSON object");
       for (auto m = entry.begin(); m != entry.end(); ++m) {
-        if (!m.value().is_string()) return fail("__metadata__ value for " + Quote(m.key()) + " is not a string");
+        if (!m.value().is_string()) return fail("__metadata__ value for " + QuoteUntrusted(m.key()) + " is not a string");
         out->metadata.emplace(m.key(), m.value().get<std::string>());
       }
       continue;
     }
     if (name.empty()) return fail("a tensor has an empty name");
-    const std::string tn = "tensor " + Quote(name);
+    const std::string tn = "tensor " + QuoteUntrusted(name);
     if (!entry.is_object()) return fail(tn + ": entry is not a JSON object");
     auto dt = entry.find("dtype");
     if (dt == entry.end() || !dt->is_string()) return fail(tn + ": missing string field 'dtype'");
     const std::string dtype_name = dt->get<std::string>();
     const Dtype* dtype = FindDtype(dtype_name);
-    if (dtype == nullptr) return fail(tn + ": unknown dtype " + Quote(dtype_name));
+    if (dtype == nullptr) return fail(tn + ": unknown dtype " + QuoteUntrusted(dtype_name));
 
     auto sh = entry.find("shape");
     if (sh == entry.end() || !sh->is_array()) return fail(tn + ": missing array field 'shape'");
@@ -192,10 +184,10 @@ Status ParseFile(const MappedFile& f, ParsedFile* out) {
     const Span& s = spans[i];
     if (s.begin > expected)
       return fail("bytes [" + std::to_string(expected) + ", " + std::to_string(s.begin) +
-                  ") of the data region belong to no tensor (gap before tensor " + Quote(out->tensors[s.index].name) + ")");
+                  ") of the data region belong to no tensor (gap before tensor " + QuoteUntrusted(out->tensors[s.index].name) + ")");
     if (s.begin < expected)
-      return fail("tensor " + Quote(out->tensors[s.index].name) + " data [" + std::to_string(s.begin) + ", " +
-                  std::to_string(s.end) + ") overlaps tensor " + Quote(out->tensors[spans[i - 1].index].name));
+      return fail("tensor " + QuoteUntrusted(out->tensors[s.index].name) + " data [" + std::to_string(s.begin) + ", " +
+                  std::to_string(s.end) + ") overlaps tensor " + QuoteUntrusted(out->tensors[spans[i - 1].index].name));
     expected = s.end;
   }
   if (expected != data_size)
@@ -256,10 +248,10 @@ Result<std::unique_ptr<SafetensorsModel>> SafetensorsModel::OpenIndex(const std:
   std::map<std::string, std::string> first_tensor_of;  // shard -> a tensor it should hold (for messages)
   for (auto it = wm->begin(); it != wm->end(); ++it) {
     if (it.key().empty()) return DataLoss(what + ": weight_map has an empty tensor name");
-    if (!it.value().is_string()) return DataLoss(what + ": weight_map entry for tensor " + Quote(it.key()) + " is not a string");
+    if (!it.value().is_string()) return DataLoss(what + ": weight_map entry for tensor " + QuoteUntrusted(it.key()) + " is not a string");
     std::string shard = it.value().get<std::string>();
     if (!SafeRelativeName(shard))
-      return DataLoss(what + ": shard file name " + Quote(shard) + " (for tensor " + Quote(it.key()) +
+      return DataLoss(what + ": shard file name " + QuoteUntrusted(shard) + " (for tensor " + QuoteUntrusted(it.key()) +
                       ") is not a plain relative name inside the model directory");
     first_tensor_of.emplace(shard, it.key());
     shard_of.emplace(it.key(), std::move(shard));
@@ -273,7 +265,7 @@ Result<std::unique_ptr<SafetensorsModel>> SafetensorsModel::OpenIndex(const std:
     if (IsFile(shard_path)) continue;
     Status st = CheckExists(shard_path, "shard");
     if (st.ok()) return DataLoss(what + ": shard '" + shard_path + "' is not a regular file");
-    return Status(st.kind(), what + ": shard " + Quote(shard) + " (holding tensor " + Quote(example) + ") is missing: " + st.message());
+    return Status(st.kind(), what + ": shard " + QuoteUntrusted(shard) + " (holding tensor " + QuoteUntrusted(example) + ") is missing: " + st.message());
   }
   std::unique_ptr<SafetensorsModel> m(new SafetensorsModel());
   std::vector<SafetensorsTensor> all;
@@ -286,10 +278,10 @@ Result<std::unique_ptr<SafetensorsModel>> SafetensorsModel::OpenIndex(const std:
     for (SafetensorsTensor& t : parsed.tensors) {
       auto it = shard_of.find(t.name);
       if (it == shard_of.end())
-        return DataLoss(what + ": shard '" + shard_path + "' holds tensor " + Quote(t.name) + " that the index does not list");
+        return DataLoss(what + ": shard '" + shard_path + "' holds tensor " + QuoteUntrusted(t.name) + " that the index does not list");
       if (it->second != shard)
-        return DataLoss(what + ": tensor " + Quote(t.name) + " is in shard " + Quote(shard) + " but the index places it in " +
-                        Quote(it->second));
+        return DataLoss(what + ": tensor " + QuoteUntrusted(t.name) + " is in shard " + QuoteUntrusted(shard) + " but the index places it in " +
+                        QuoteUntrusted(it->second));
       all.push_back(std::move(t));
     }
     for (auto& [k, v] : parsed.metadata) m->metadata_.emplace(k, v);
@@ -301,7 +293,7 @@ Result<std::unique_ptr<SafetensorsModel>> SafetensorsModel::OpenIndex(const std:
   for (const auto& [name, shard] : shard_of) {
     auto pos = std::lower_bound(all.begin(), all.end(), name, [](const SafetensorsTensor& t, const std::string& n) { return t.name < n; });
     if (pos == all.end() || pos->name != name)
-      return DataLoss(what + ": tensor " + Quote(name) + " is listed in the index but absent from shard " + Quote(shard));
+      return DataLoss(what + ": tensor " + QuoteUntrusted(name) + " is listed in the index but absent from shard " + QuoteUntrusted(shard));
   }
   m->tensors_ = std::move(all);
   return m;

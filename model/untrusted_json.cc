@@ -12,17 +12,6 @@
 #include <vector>
 
 namespace strata {
-namespace {
-
-// Names shown in messages: quoted, control bytes replaced, long ones cut.
-std::string Quote(std::string_view s) {
-  std::string out = "'";
-  for (char c : s.substr(0, 120)) out += (static_cast<unsigned char>(c) < 0x20 ? '?' : c);
-  if (s.size() > 120) out += "...";
-  return out + "'";
-}
-
-}  // namespace
 
 int JsonNestingDepth(std::string_view s, int limit) {
   int depth = 0, max_depth = 0;
@@ -100,7 +89,7 @@ Result<nlohmann::json> ParseUntrustedJson(std::string_view text, const std::stri
   } catch (...) {
     return DataLoss(what + " is not valid JSON");
   }
-  if (has_duplicate) return DataLoss(what + ": duplicate key " + Quote(duplicate));
+  if (has_duplicate) return DataLoss(what + ": duplicate key " + QuoteUntrusted(duplicate));
   if (!j.is_object()) return DataLoss(what + " is not a JSON object (its top level is " + j.type_name() + ")");
   return j;
 }

@@ -6,10 +6,10 @@ report), print exactly one error line naming the file and the problem, and
 print nothing on stdout (no partial output).
 
 Run by ctest: test_bad_files.py BINARY SHARED_DIR. Prints 'N passed, N failed'."""
-import json, os, struct, subprocess, sys, tempfile
+import json, os, struct, tempfile
 
-BIN = sys.argv[1]
-results = []
+import harness
+from harness import check, run
 
 # --- GGUF builder -----------------------------------------------------------
 U8, I8, U16, I16, U32, I32, F32, BOOL, STR, ARR, U64, I64, F64 = range(13)
@@ -115,38 +115,32 @@ CONFIG_CASES = [
 ]
 
 
-def run(args):
-    return subprocess.run([BIN] + args, capture_output=True, timeout=120)
-
-
-def check(name, path, words):
+def check_refused(name, path, words):
+    """inspect and generate of `path`: exit 1, one error line naming the path and `words`, no stdout."""
     for cmd in (["inspect", path], ["generate", "-m", path, "-p", "x", "-n", "1"]):
-        p = run(cmd)
+        p = run(cmd, timeout=120, text=False)
         err = p.stderr.decode(errors="replace").strip()
         lines = err.splitlines()
         ok = (p.returncode == 1 and p.stdout == b"" and len(lines) == 1 and path in err
               and all(w in err for w in words))
-        results.append(ok)
-        print(f"{'PASS' if ok else 'FAIL'} {name} ({cmd[0]})"
-              + ("" if ok else f": exit {p.returncode}, stderr {err[-400:]!r}, stdout {p.stdout[:100]!r}"), flush=True)
+        check(f"{name} ({cmd[0]})", ok, f"exit {p.returncode}, stderr {err[-400:]!r}, stdout {p.stdout[:100]!r}")
 
 
 with tempfile.TemporaryDirectory() as d:
     for i, (name, data, what) in enumerate(GGUF_CASES):
         path = os.path.join(d, f"bad{i}.gguf")
         open(path, "wb").write(data)
-        check("gguf: " + name, path, [what])
+        check_refused("gguf: " + name, path, [what])
     for i, (name, data, what) in enumerate(ST_CASES):
         hf = os.path.join(d, f"st{i}")
         os.mkdir(hf)
         open(os.path.join(hf, "config.json"), "w").write(json.dumps(CONFIG))
         open(os.path.join(hf, "model.safetensors"), "wb").write(data)
-        check("safetensors: " + name, hf, [os.path.join(hf, "model.safetensors"), what])
+        check_refused("safetensors: " + name, hf, [os.path.join(hf, "model.safetensors"), what])
     for i, (name, text, what) in enumerate(CONFIG_CASES):
         hf = os.path.join(d, f"cfg{i}")
         os.mkdir(hf)
         open(os.path.join(hf, "config.json"), "w").write(text)
-        check(name, hf, [os.path.join(hf, "config.json"), what])
+        check_refused(name, hf, [os.path.join(hf, "config.json"), what])
 
-print(f"{sum(results)} passed, {len(results) - sum(results)} failed")
-sys.exit(0 if all(results) else 1)
+harness.finish()

@@ -6,26 +6,13 @@ rank and under mpirun (per-stage counters, bytes sent per token = hidden x 4
 with the f32 wire), and batched generation keeps every sequence's tokens.
 
 Run by ctest: test_bench.py BINARY SHARED_DIR. Prints 'N passed, N failed'."""
-import json, os, subprocess, sys, tempfile
+import json, os, tempfile
 
-BIN, SHARED = sys.argv[1], sys.argv[2]
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-MODEL = os.path.join(ROOT, "models", "smol-shakespeare-q4_k_m.gguf")
+import harness
+from harness import SHARED, check, run
+
+MODEL = harness.SMALL_MODEL
 VOCAB = os.path.join(SHARED, "tokenizer", "ggml-vocab-llama-bpe.gguf")
-ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
-results = []
-
-
-def check(name, ok, detail=""):
-    results.append(bool(ok))
-    print(f"{'PASS' if ok else 'FAIL'} {name}{': ' + detail if detail and not ok else ''}", flush=True)
-
-
-def run(args, ranks=0, timeout=300):
-    cmd = [BIN, *args]
-    if ranks:
-        cmd = ["mpirun", "--oversubscribe", "--bind-to", "none", "-np", str(ranks), *cmd]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=ENV)
 
 
 def spread_ok(s):
@@ -89,6 +76,4 @@ with tempfile.TemporaryDirectory() as d:
     p = run(["bench", "-m", MODEL, "--prompt-tokens", "99999", "--ctx", "512"])
     check("bench names a prompt that does not fit", p.returncode == 1 and "--ctx 512" in p.stderr, p.stderr[-300:])
 
-passed = sum(results)
-print(f"{passed} passed, {len(results) - passed} failed")
-sys.exit(0 if passed == len(results) else 1)
+harness.finish()

@@ -3,22 +3,14 @@
 flags, JSON output, streaming, and one clear error for bad input.
 
 Run by ctest: test_cli.py BINARY SHARED_DIR. Prints 'N passed, N failed'."""
-import json, os, subprocess, sys, tempfile
+import json, os, tempfile
 
-BIN, SHARED = sys.argv[1], sys.argv[2]
+import harness
+from harness import SHARED, check, run
+
 HF = os.path.join(SHARED, "models", "smol-shakespeare")
 Q4 = os.path.join(SHARED, "models", "smol-shakespeare.llamacpp-q4_k_m.gguf")
 VAL = os.path.join(SHARED, "text", "shakespeare-val.txt")
-results = []
-
-
-def run(args, timeout=300):
-    return subprocess.run([BIN] + args, capture_output=True, text=True, timeout=timeout)
-
-
-def check(name, ok, detail=""):
-    results.append(ok)
-    print(f"{'PASS' if ok else 'FAIL'} {name}{': ' + detail if detail and not ok else ''}", flush=True)
 
 
 def expect_error(name, args, code, *words):
@@ -116,6 +108,4 @@ with tempfile.TemporaryDirectory() as d:
     except Exception as e:  # noqa: BLE001
         check("perplexity --json fields and progress", False, f"{e}: {p.stdout!r} {p.stderr[-300:]!r}")
 
-passed = sum(results)
-print(f"{passed} passed, {len(results) - passed} failed")
-sys.exit(0 if passed == len(results) else 1)
+harness.finish()

@@ -10,25 +10,20 @@ without --allow-requantize, and bad inputs are clear errors that leave no
 file behind.
 
 Run by ctest: test_convert.py BINARY SHARED_DIR. Prints 'N passed, N failed'."""
-import json, os, struct, subprocess, sys, tempfile
+import json, os, struct, subprocess, tempfile
 
-BIN, SHARED = sys.argv[1], sys.argv[2]
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import harness
+from harness import ROOT, SHARED, check
+
 HF = os.path.join(SHARED, "models", "smol-shakespeare")
 LLAMA_BF16 = os.path.join(SHARED, "models", "smol-shakespeare.llamacpp-bf16.gguf")
 VAL = os.path.join(SHARED, "text", "shakespeare-val.txt")
 REF = json.load(open(os.path.join(SHARED, "reference", "smol-shakespeare.llamacpp.json")))
 PROMPTS = [c["prompt"] for c in json.load(open(os.path.join(SHARED, "reference", "smol-shakespeare.hf.json")))["cases"][:2]]
-results = []
 
 
-def check(name, ok, detail=""):
-    results.append(bool(ok))
-    print(f"{'PASS' if ok else 'FAIL'} {name}{': ' + detail if detail and not ok else ''}", flush=True)
-
-
-def run(args, timeout=600):
-    return subprocess.run([BIN, *args], capture_output=True, text=True, timeout=timeout)
+def run(args, timeout=600):  # conversions of the whole model take minutes on 2 cores
+    return harness.run(args, timeout=timeout)
 
 
 def read_gguf(path):
@@ -178,6 +173,4 @@ with tempfile.TemporaryDirectory() as d:
     check("no partial files left", not os.path.exists(os.path.join(d, "x.gguf")) and not any(n.endswith(".tmp") for n in os.listdir(d)),
           str(os.listdir(d)))
 
-passed = sum(results)
-print(f"{passed} passed, {len(results) - passed} failed")
-sys.exit(0 if passed == len(results) else 1)
+harness.finish()

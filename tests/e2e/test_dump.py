@@ -7,25 +7,13 @@ test binary) is found by `strata diff`, which names rank 2's first layer and
 that rank; numpy loads the dumped files.
 
 Run by ctest: test_dump.py BINARY SHARED_DIR FAULTS_BINARY. Prints 'N passed, N failed'."""
-import json, os, subprocess, sys, tempfile
+import json, os, subprocess, tempfile
 
-BIN, SHARED, FAULTS = sys.argv[1], sys.argv[2], sys.argv[3]
+import harness
+from harness import FAULTS, SHARED, check, run
+
 HF = os.path.join(SHARED, "models", "smol-shakespeare")
 REF = os.path.join(SHARED, "reference", "smol-shakespeare.hidden_states.npy")
-ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
-results = []
-
-
-def check(name, ok, detail=""):
-    results.append(ok)
-    print(f"{'PASS' if ok else 'FAIL'} {name}{': ' + detail if detail and not ok else ''}", flush=True)
-
-
-def run(args, ranks=0, env=ENV, timeout=240, binary=BIN):
-    cmd = [binary, *args]
-    if ranks:
-        cmd = ["mpirun", "--oversubscribe", "--bind-to", "none", "-np", str(ranks), *cmd]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 prompt = json.load(open(os.path.join(SHARED, "reference", "smol-shakespeare.hf.json")))["cases"][0]["prompt"]
@@ -98,6 +86,4 @@ with tempfile.TemporaryDirectory() as d:
     except Exception as e:  # noqa: BLE001
         check("4-rank trace: valid trace-event JSON with every rank and span kind", False, f"{e}: {p.stderr[-300:]}")
 
-passed = sum(results)
-print(f"{passed} passed, {len(results) - passed} failed")
-sys.exit(0 if passed == len(results) else 1)
+harness.finish()

@@ -3,25 +3,21 @@
 
 Run by ctest: test_inspect.py BINARY SHARED_DIR. Prints 'N passed, N failed',
 exits 1 on any failure. Python standard library only."""
-import json, os, shutil, struct, subprocess, sys, tempfile
+import json, os, shutil, struct, tempfile
 
-BIN, SHARED = sys.argv[1], sys.argv[2]
+import harness
+from harness import SHARED, check
+
 HF = os.path.join(SHARED, "models", "smol-shakespeare")
 Q4 = os.path.join(SHARED, "models", "smol-shakespeare.llamacpp-q4_k_m.gguf")
 BF16 = os.path.join(SHARED, "models", "smol-shakespeare.llamacpp-bf16.gguf")
-results = []
 
 N_LAYERS, HIDDEN, KV_DIM = 36, 256, 64  # smol-shakespeare: 1 KV head of 64
 NOPE = list(range(3, 36, 4))            # SmolLM3: every 4th layer has no RoPE
 
 
 def run(args, timeout=120):
-    return subprocess.run([BIN, "inspect"] + args, capture_output=True, text=True, timeout=timeout)
-
-
-def check(name, ok, detail=""):
-    results.append(bool(ok))
-    print(f"{'PASS' if ok else 'FAIL'} {name}{': ' + str(detail) if detail and not ok else ''}", flush=True)
+    return harness.run(["inspect", *args], timeout=timeout)
 
 
 def inspect_json(args):
@@ -210,7 +206,4 @@ with tempfile.TemporaryDirectory() as d:
     check("HF directory with its tensor data overwritten inspects the same",
           orig and got and without_model_path(got) == without_model_path(orig), err1 + err2)
 
-passed = sum(results)
-failed = len(results) - passed
-print(f"{passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+harness.finish()

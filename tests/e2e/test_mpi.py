@@ -5,25 +5,21 @@ loading, and ends the whole job promptly when a rank fails.
 
 Run by ctest: test_mpi.py BINARY SHARED_DIR. Every mpirun has a timeout.
 Prints 'N passed, N failed'."""
-import json, os, shutil, subprocess, sys, tempfile, time
+import json, os, subprocess, tempfile, time
 
-BIN, SHARED = sys.argv[1], sys.argv[2]
+import harness
+from harness import BIN, SHARED, check
+
 HF = os.path.join(SHARED, "models", "smol-shakespeare")
 Q4 = os.path.join(SHARED, "models", "smol-shakespeare.llamacpp-q4_k_m.gguf")
 BF16 = os.path.join(SHARED, "models", "smol-shakespeare.llamacpp-bf16.gguf")
 VAL = os.path.join(SHARED, "text", "shakespeare-val.txt")
-ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMPI_MCA_mpi_yield_when_idle="1")
+ENV = dict(harness.MPI_ENV, OMPI_MCA_mpi_yield_when_idle="1")
 PROMPT = "First Citizen:\nBefore we proceed any further, hear me speak.\n"
-results = []
-
-
-def check(name, ok, detail=""):
-    results.append(ok)
-    print(f"{'PASS' if ok else 'FAIL'} {name}{': ' + detail if detail and not ok else ''}", flush=True)
 
 
 def mpirun(ranks, args, mpi_args=(), timeout=240, mpmd=None):
-    cmd = ["mpirun", "--oversubscribe", "--bind-to", "none", *mpi_args]
+    cmd = [*harness.MPIRUN, *mpi_args]
     if mpmd:  # one program line per rank group: [(n, args), ...]
         for i, (n, a) in enumerate(mpmd):
             cmd += ([":"] if i else []) + ["-np", str(n), BIN, *a]
@@ -111,6 +107,4 @@ with tempfile.TemporaryDirectory() as d:
     expect_failure("a rank that fails to load", 3, None, ["rank 2", broken],
                    mpmd=[(2, gen_args(Q4)), (1, gen_args(broken))])
 
-passed = sum(results)
-print(f"{passed} passed, {len(results) - passed} failed")
-sys.exit(0 if passed == len(results) else 1)
+harness.finish()

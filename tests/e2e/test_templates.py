@@ -8,23 +8,19 @@ jinja2 raises, strata must fail with one clear error instead.
 
 Run by ctest with Debian's python3 (python3-jinja2):
 test_templates.py BINARY SHARED_DIR. Prints 'N passed, N failed'."""
-import datetime, glob, json, os, subprocess, sys, tempfile
+import datetime, glob, json, os, subprocess, tempfile
 
 import jinja2
 from jinja2.ext import loopcontrols
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-BIN, SHARED = sys.argv[1], sys.argv[2]
+import harness
+from harness import BIN, SHARED, check
+
+harness.quiet = not os.environ.get("VERBOSE")  # hundreds of checks: failures only
 TEMPLATES = sorted(glob.glob(os.path.join(SHARED, "templates", "*.jinja")))
 HF = os.path.join(SHARED, "models", "smol-shakespeare")
 GGUFS = sorted(glob.glob(os.path.join(SHARED, "models", "*.gguf")))
-results = []
-
-
-def check(name, ok, detail=""):
-    results.append(ok)
-    if not ok or os.environ.get("VERBOSE"):
-        print(f"{'PASS' if ok else 'FAIL'} {name}{': ' + detail if detail and not ok else ''}", flush=True)
 
 
 # ── the oracle: transformers' render_jinja_template environment ──
@@ -266,6 +262,4 @@ with tempfile.TemporaryDirectory() as d:
     p = strata(["-m", os.path.join(SHARED, "models", "nonexistent"), "--messages", conv_files["user"]])
     check("error: missing model", p.returncode == 1 and "nonexistent" in p.stderr.decode(), p.stderr.decode())
 
-failed = results.count(False)
-print(f"{len(results) - failed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+harness.finish()

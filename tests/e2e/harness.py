@@ -1,0 +1,53 @@
+"""What the end-to-end scripts share: their arguments, running strata (alone
+or under mpirun, always with a timeout), recording checks and the summary
+line ctest reads. Standard library only; the scripts import it from their own
+folder (as the server tests import server_client).
+
+Every script is run by ctest as `SCRIPT BINARY SHARED_DIR [FAULTS_BINARY]`:
+
+    import harness
+    from harness import BIN, SHARED, check, run
+
+    p = run(["generate", "-m", MODEL, "-p", "ROMEO:", "-n", "4"], ranks=2)
+    check("2 ranks generate", p.returncode == 0, p.stderr[-300:])
+    harness.finish()   # prints 'N passed, N failed', exits 1 when any failed
+"""
+import os, subprocess, sys
+
+BIN = sys.argv[1] if len(sys.argv) > 1 else None
+SHARED = sys.argv[2] if len(sys.argv) > 2 else None
+FAULTS = sys.argv[3] if len(sys.argv) > 3 else None  # the strata_faults test binary, for the scripts given it
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SMALL_MODEL = os.path.join(ROOT, "models", "smol-shakespeare-q4_k_m.gguf")
+
+# mpirun as root, more ranks than cores, no binding (the tests share 2 cores).
+MPI_ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+MPIRUN = ["mpirun", "--oversubscribe", "--bind-to", "none"]
+
+results = []
+quiet = False  # True: print failures only (scripts with hundreds of checks)
+
+
+def check(name, ok, detail=""):
+    """Records one check; prints PASS or FAIL with `detail` on failure."""
+    results.append(bool(ok))
+    if not ok or not quiet:
+        print(f"{'PASS' if ok else 'FAIL'} {name}{': ' + str(detail) if detail and not ok else ''}", flush=True)
+
+
+def run(args, ranks=0, binary=None, timeout=300, env=None, stdin=None, prefix=(), text=True):
+    """`binary` (default BIN) with `args`, under mpirun with `ranks` ranks when
+    ranks > 0 (MPI_ENV unless `env`); output captured; raises
+    subprocess.TimeoutExpired past `timeout` seconds."""
+    cmd = [binary or BIN, *args]
+    if ranks:
+        cmd = [*MPIRUN, "-np", str(ranks), *cmd]
+        env = env or MPI_ENV
+    return subprocess.run([*prefix, *cmd], capture_output=True, text=text, timeout=timeout, env=env, input=stdin)
+
+
+def finish():
+    """Prints the summary line and exits: 0 when every check passed."""
+    passed = sum(results)
+    print(f"{passed} passed, {len(results) - passed} failed")
+    sys.exit(0 if passed == len(results) else 1)
