@@ -6,27 +6,17 @@ answer split), `--show-thinking`, under mpirun, and the interactive
 Ctrl-C stops an answer, Ctrl-D quits). Every child has a timeout.
 
 Run by ctest: test_chat.py BINARY SHARED_DIR. Prints 'N passed, N failed'."""
-import json, os, pty, select, shutil, signal, subprocess, sys, tempfile, time
+import json, os, pty, select, shutil, signal, tempfile, time
 
-BIN, SHARED = sys.argv[1], sys.argv[2]
+import harness
+from harness import BIN, SHARED, check, run
+
 HF = os.path.join(SHARED, "models", "smol-shakespeare")
 REF = json.load(open(os.path.join(SHARED, "reference", "smol-shakespeare.hf.json")))
 CASE = next(c for c in REF["cases"] if c["prompt"].startswith("<|im_start|>"))
 QUESTION = CASE["prompt"].split("<|im_start|>user\n")[1].split("<|im_end|>")[0]
 IM_END = 8190
-MPIRUN = ["mpirun", "--oversubscribe", "--bind-to", "none", "-np", "2"]
-MPI_ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-               OMPI_MCA_mpi_yield_when_idle="1")
-results = []
-
-
-def check(name, ok, detail=""):
-    results.append(ok)
-    print(f"{'PASS' if ok else 'FAIL'} {name}{': ' + detail if detail and not ok else ''}", flush=True)
-
-
-def run(args, timeout=300, prefix=(), env=None, stdin=None):
-    return subprocess.run(list(prefix) + [BIN] + args, capture_output=True, text=True, timeout=timeout, env=env, input=stdin)
+MPI_ENV = dict(harness.MPI_ENV, OMPI_MCA_mpi_yield_when_idle="1")
 
 
 def as_list(v):
@@ -108,11 +98,11 @@ with tempfile.TemporaryDirectory() as d:
 # ── under mpirun (rank 0 renders; the split is the same) ──
 if shutil.which("mpirun"):
     p = run(["generate", "-m", HF, "--chat", "-p", QUESTION, "--think", "--temp", "0", "-n", "48", "--json"],
-            prefix=MPIRUN, env=MPI_ENV, timeout=180)
+            ranks=2, env=MPI_ENV, timeout=180)
     j = json.loads(p.stdout) if p.returncode == 0 else {}
     check("mpirun -np 2 chat: ids, reasoning and answer == reference",
           j.get("ids") == ref_until_eos and j.get("reasoning") == ref_reasoning and j.get("text") == ref_answer, p.stderr[-300:])
-    p = run(["chat", "-m", HF, "--temp", "0", "-n", "48", "--think"], prefix=MPIRUN, env=MPI_ENV, timeout=180,
+    p = run(["chat", "-m", HF, "--temp", "0", "-n", "48", "--think"], ranks=2, env=MPI_ENV, timeout=180,
             stdin=QUESTION + "\n/reset\n" + QUESTION + "\n")
     check("mpirun -np 2 strata chat (stdin on rank 0)", p.returncode == 0 and p.stdout.count(ref_answer) == 2
           and "(history cleared)" in p.stdout, f"exit {p.returncode} {p.stdout[-300:]!r} {p.stderr[-300:]!r}")
@@ -144,6 +134,24 @@ class Pty:
         i = self.buf.index(token.encode()) + len(token)
         out, self.buf = self.buf[:i], self.buf[i:]
         return out.decode("utf-8", "replace")
+
+    def read_some(self, timeout=60):
+        """Waits until text other than escape codes has arrived (not consumed)."""
+        end = time.time() + timeout
+        while not strip_ansi(self.buf.decode("utf-8", "replace")).strip():
+            left = end - time.time()
+            if left <= 0:
+                return False
+            r, _, _ = select.select([self.fd], [], [], min(left, 1.0))
+            if r:
+                try:
+                    data = os.read(self.fd, 65536)
+                except OSError:
+                    return False
+                if not data:
+                    return False
+                self.buf += data
+        return True
 
     def send(self, text):
         os.write(self.fd, text.encode())
@@ -197,15 +205,13 @@ c.read_until("> ")
 for turn in range(2):
     c.send("Tell me a long tale\n")
     got = c.read_until("Tell me a long tale\r\n", timeout=30)  # the terminal's echo
-    time.sleep(1.0)
+    streaming = c.read_some()  # the answer has started
     c.send("\x03")
     out = strip_ansi(c.read_until("\n> ", timeout=60))
-    check(f"pty chat: Ctrl-C stops answer {turn + 1} and the prompt returns", out is not None and "[stopped]" in out
-          and len(out.split("[stopped]")[0].strip()) > 0, repr(out)[-300:])
+    check(f"pty chat: Ctrl-C stops answer {turn + 1} and the prompt returns", streaming and out is not None
+          and "[stopped]" in out and len(out.split("[stopped]")[0].strip()) > 0, repr(out)[-300:])
 c.send("\x04")
 code = c.wait()
 check("pty chat: still alive after Ctrl-C, Ctrl-D exits 0", code == 0, str(code))
 
-failed = results.count(False)
-print(f"{len(results) - failed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+harness.finish()

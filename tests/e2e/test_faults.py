@@ -1,35 +1,70 @@
 #!/usr/bin/env python3
-"""Dead, stuck and misbehaving ranks end the job promptly with a message
-that says what happened: a worker killed with SIGKILL mid-generation (job
-ends non-zero within 10 s naming the rank, no orphan processes); a stopped
-worker (SIGSTOP: invisible to MPI) is found by --stage-timeout, which names
-its stage and aborts the job; a worker that is merely slow changes nothing;
+"""Dead, stuck and misbehaving ranks end the job with a message that says
+what happened: a worker killed with SIGKILL mid-generation (the job ends
+non-zero naming the rank, no orphan processes); a stopped worker (SIGSTOP:
+invisible to MPI) is found by --stage-timeout, which names its stage and
+aborts the job; a worker paused mid-generation under the deadline changes
+nothing;
 SIGTERM to mpirun stops every rank; malformed headers are reported by the
 receiving rank; a rank that stops between a header and its payload is found
 by --stage-timeout; a KV cache that cannot fit is refused before allocation;
 a prompt longer than the context is an error unless --truncate. The faults a
 rank cannot be made to commit from outside (a corrupt header, a stop between
 header and payload) come from the strata_faults test binary
-(worker/fault_injection.h).
+(worker/fault_injection.h). The tests wait on events (the first token, a
+rank's stopped state, the job's end), never on the clock: a job that hangs
+fails when a generous bound passes; how long an ending took is printed.
 
 Run by ctest: test_faults.py BINARY SHARED_DIR FAULTS_BINARY. Prints 'N passed, N failed'."""
-import json, os, signal, subprocess, sys, tempfile, time
+import json, os, select, signal, subprocess, tempfile, time
 
-BIN, SHARED, FAULTS = sys.argv[1], sys.argv[2], sys.argv[3]
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-MODEL = os.path.join(ROOT, "models", "smol-shakespeare-q4_k_m.gguf")
-ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
-results = []
+import harness
+from harness import BIN, FAULTS, check
 
-
-def check(name, ok, detail=""):
-    results.append(bool(ok))
-    print(f"{'PASS' if ok else 'FAIL'} {name}{': ' + detail if detail and not ok else ''}", flush=True)
+MODEL = harness.SMALL_MODEL
 
 
-def mpirun(n, args, binary=BIN):
-    cmd = ["mpirun", "--oversubscribe", "--bind-to", "none", "-np", str(n), binary, *args]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, start_new_session=True)
+class Job:
+    """An mpirun job whose output is read as it comes: its first streamed
+    token is the event that says every stage is computing."""
+
+    def __init__(self, n, args, binary=BIN):
+        cmd = [*harness.MPIRUN, "-np", str(n), binary, *args]
+        self.p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=harness.MPI_ENV,
+                                  start_new_session=True)
+        self.out, self.err = b"", b""
+        self.open = [self.p.stdout, self.p.stderr]
+
+    def _pump(self, until):
+        """Reads what the job writes until `until()` or both pipes close."""
+        while self.open and not until():
+            ready, _, _ = select.select(self.open, [], [], 0.5)
+            for f in ready:
+                data = os.read(f.fileno(), 65536)
+                if not data:
+                    self.open.remove(f)
+                elif f is self.p.stdout:
+                    self.out += data
+                else:
+                    self.err += data
+
+    def started(self, timeout=120):
+        """Waits for the first generated text; False when the job ends or `timeout` passes first."""
+        end = time.time() + timeout
+        self._pump(lambda: self.out or time.time() > end)
+        return bool(self.out)
+
+    def finish(self, timeout):
+        """(exit status or None when killed at `timeout` as hung, stdout, stderr, seconds taken)."""
+        t0 = time.time()
+        self._pump(lambda: time.time() - t0 > timeout)
+        try:
+            rc = self.p.wait(timeout=max(0.1, timeout - (time.time() - t0)))
+        except subprocess.TimeoutExpired:
+            os.killpg(self.p.pid, signal.SIGKILL)
+            self.p.wait()
+            rc = None
+        return rc, self.out.decode(errors="replace"), self.err.decode(errors="replace"), time.time() - t0
 
 
 def rank_pids(tag):
@@ -52,8 +87,8 @@ def rank_pids(tag):
 
 
 def wait_ranks(tag, n, timeout=60):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
+    end = time.time() + timeout
+    while time.time() < end:
         pids = rank_pids(tag)
         if len(pids) == n:
             return pids
@@ -61,19 +96,24 @@ def wait_ranks(tag, n, timeout=60):
     return rank_pids(tag)
 
 
-def finish(p, timeout):
-    t0 = time.time()
-    try:
-        out, err = p.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(p.pid, signal.SIGKILL)
-        out, err = p.communicate()
-        return None, out, err, time.time() - t0
-    return p.returncode, out, err, time.time() - t0
+def stopped(pid, timeout=10):
+    """Waits until the kernel reports `pid` stopped (state T)."""
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            if open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "T":
+                return True
+        except OSError:
+            return False
+        time.sleep(0.05)
+    return False
 
 
-def no_orphans(tag):
-    time.sleep(1)
+def no_orphans(tag, timeout=30):
+    """Waits for every rank of the job to be gone; kills (and reports) any left after `timeout`."""
+    end = time.time() + timeout
+    while rank_pids(tag) and time.time() < end:
+        time.sleep(0.2)
     left = rank_pids(tag)
     for pid in left.values():  # clean up whatever is left, so later tests run
         try:
@@ -90,70 +130,76 @@ def long_generate(tag, extra=()):
             "--ctx", tag, *extra]
 
 
+# Each job below gets a generous bound only to catch a hang (it then fails);
+# how long an ending took is printed, not asserted.
+
 # 1. SIGKILL of a worker mid-generation.
 tag = "4001"
-p = mpirun(3, long_generate(tag))
+job = Job(3, long_generate(tag))
 pids = wait_ranks(tag, 3)
-time.sleep(3)
-if 2 in pids:
+if 2 in pids and job.started():
     os.kill(pids[2], signal.SIGKILL)
-    rc, out, err, took = finish(p, 30)
-    check("SIGKILL of rank 2: the job ends non-zero within 10 s", rc not in (None, 0) and took <= 10, f"rc {rc}, {took:.1f} s")
+    rc, out, err, took = job.finish(60)
+    print(f"INFO SIGKILL of rank 2: the job ended in {took:.1f} s", flush=True)
+    check("SIGKILL of rank 2 mid-generation: the job ends non-zero", rc not in (None, 0), f"rc {rc}, {took:.1f} s")
     check("... and the output names the dead rank", "rank 2" in err, err[-400:])
 else:
-    finish(p, 5)
-    check("SIGKILL test found the ranks", False, str(pids))
+    job.finish(5)
+    check("SIGKILL test: the 3 ranks started generating", False, str(pids))
 check("... and no rank is left behind", no_orphans(tag))
 
 # 2. A stopped rank: --stage-timeout names it and aborts the job.
 tag = "4002"
-p = mpirun(3, long_generate(tag, ["--stage-timeout", "3"]))
+job = Job(3, long_generate(tag, ["--stage-timeout", "3"]))
 pids = wait_ranks(tag, 3)
-time.sleep(3)
-if 1 in pids:
+if 1 in pids and job.started():
     os.kill(pids[1], signal.SIGSTOP)
-    rc, out, err, took = finish(p, 40)
-    check("SIGSTOP of rank 1: --stage-timeout 3 ends the job non-zero", rc not in (None, 0) and took <= 20, f"rc {rc}, {took:.1f} s")
-    check("... naming the stage that stopped answering", "not answering: stage 1 on rank 1" in err, err[-400:])
+    rc, out, err, took = job.finish(120)
+    print(f"INFO SIGSTOP of rank 1 under --stage-timeout 3: the job ended in {took:.1f} s", flush=True)
+    check("SIGSTOP of rank 1 mid-generation: --stage-timeout 3 ends the job non-zero", rc not in (None, 0),
+          f"rc {rc}, {took:.1f} s")
+    check("... naming the stage that stopped answering", "not answering: stage 1 on rank 1" in err, err[:1200])
 else:
-    finish(p, 5)
-    check("SIGSTOP test found the ranks", False, str(pids))
+    job.finish(5)
+    check("SIGSTOP test: the 3 ranks started generating", False, str(pids))
 check("... and no rank is left behind", no_orphans(tag))
 
-# 3. A slow rank under the deadline changes nothing.
-args = ["generate", "-m", MODEL, "-p", "ROMEO:", "-n", "200", "--ignore-eos", "--temp", "0", "-t", "1", "--json",
+# 3. A slow rank under the deadline changes nothing: rank 1 is stopped for
+# 2 s once the tokens flow (a stopped stage holds the job, so the pause
+# cannot miss the run) and the text is the one of a run left alone.
+args = ["generate", "-m", MODEL, "-p", "ROMEO:", "-n", "200", "--ignore-eos", "--temp", "0", "-t", "1",
         "--stage-timeout", "30"]
-base = mpirun(2, [*args, "--ctx", "4003"])
-rc0, out0, err0, _ = finish(base, 120)
+rc0, out0, err0, _ = Job(2, [*args, "--ctx", "4003"]).finish(180)
 tag = "4004"
-p = mpirun(2, [*args, "--ctx", tag])
+job = Job(2, [*args, "--ctx", tag])
 pids = wait_ranks(tag, 2)
-time.sleep(1)
-if 1 in pids and p.poll() is None:
+paused = False
+if 1 in pids and job.started():
     os.kill(pids[1], signal.SIGSTOP)
-    time.sleep(2)
+    paused = stopped(pids[1]) and job.p.poll() is None
+    time.sleep(2)  # the pause itself
+    paused = paused and job.p.poll() is None
     os.kill(pids[1], signal.SIGCONT)
-rc, out, err, _ = finish(p, 120)
-try:
-    same = rc == 0 and rc0 == 0 and json.loads(out)["ids"] == json.loads(out0)["ids"]
-except Exception:  # noqa: BLE001
-    same = False
-check("a rank paused 2 s under --stage-timeout 30: same tokens", same, err[-300:] + err0[-300:])
+rc, out, err, _ = job.finish(180)
+check("rank 1 was paused 2 s while the job generated", paused, str(pids))
+check("... under --stage-timeout 30 the tokens are the same", rc == 0 and rc0 == 0 and out == out0 and len(out) > 200,
+      f"rc {rc} / {rc0}: {out[-200:]!r} vs {out0[-200:]!r} {err[-300:]}")
 
 # 4. SIGTERM to mpirun stops every rank.
 tag = "4005"
-p = mpirun(3, long_generate(tag))
+job = Job(3, long_generate(tag))
 pids = wait_ranks(tag, 3)
-time.sleep(2)
-p.send_signal(signal.SIGTERM)
-rc, out, err, took = finish(p, 30)
-check("SIGTERM to mpirun: the job ends within 10 s", rc is not None and took <= 10, f"rc {rc}, {took:.1f} s")
+check("SIGTERM test: the 3 ranks started generating", len(pids) == 3 and job.started(), str(pids))
+job.p.send_signal(signal.SIGTERM)
+rc, out, err, took = job.finish(60)
+print(f"INFO SIGTERM to mpirun: the job ended in {took:.1f} s", flush=True)
+check("SIGTERM to mpirun: the job ends", rc is not None, f"rc {rc}, {took:.1f} s")
 check("... and no rank is left behind", no_orphans(tag))
 
 # 5. Malformed headers are reported by the receiving rank, the job ends cleanly.
 for kind, words in (("hidden", "hidden size 255"), ("n_tok", "n_tok"), ("payload", "activation payload"), ("dtype", "wire dtype")):
-    p = mpirun(2, ["--fault", f"corrupt-{kind}@0", "generate", "-m", MODEL, "-p", "ROMEO:", "-n", "4", "-t", "1"], binary=FAULTS)
-    rc, out, err, took = finish(p, 60)
+    job = Job(2, ["--fault", f"corrupt-{kind}@0", "generate", "-m", MODEL, "-p", "ROMEO:", "-n", "4", "-t", "1"], binary=FAULTS)
+    rc, out, err, took = job.finish(60)
     check(f"malformed header ({kind}): rank 1 reports it, exit 1", rc == 1 and f"rank 1" in err and words in err
           and "strata: error" in err, err[-300:])
 
@@ -164,9 +210,9 @@ tag = "4006"
 with tempfile.TemporaryDirectory() as d:
     text = os.path.join(d, f"ppl-{tag}.txt")
     open(text, "w").write("ROMEO: But, soft! what light through yonder window breaks? " * 20)
-    p = mpirun(2, ["--fault", "stop-after-header@1", "perplexity", "-m", MODEL, "-f", text, "--ctx", "64", "-t", "1",
-                   "--stage-timeout", "3"], binary=FAULTS)
-    rc, out, err, took = finish(p, 120)
+    job = Job(2, ["--fault", "stop-after-header@1", "perplexity", "-m", MODEL, "-f", text, "--ctx", "64", "-t", "1",
+                  "--stage-timeout", "3"], binary=FAULTS)
+    rc, out, err, took = job.finish(120)
 check("a rank stopped between header and payload: --stage-timeout ends the job non-zero", rc not in (None, 0),
       f"rc {rc}, {took:.1f} s, {err[-400:]}")
 check("... naming the stage that stopped answering", "not answering: stage 1 on rank 1" in err, err[-400:])
@@ -189,6 +235,4 @@ try:
 except Exception as e:  # noqa: BLE001
     check("--truncate keeps the end of the prompt", False, f"{e} {p.stderr[-300:]}")
 
-passed = sum(results)
-print(f"{passed} passed, {len(results) - passed} failed")
-sys.exit(0 if passed == len(results) else 1)
+harness.finish()

@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "common/npy.h"
 #include "coordinator/generate.h"
 #include "coordinator/pipeline.h"
 #include "worker/sampler.h"
@@ -32,42 +33,6 @@ const nlohmann::json& Reference() {
   return ref;
 }
 
-// Minimal .npy reader for little-endian float32 C-order arrays.
-bool LoadNpyF32(const std::string& path, std::vector<int64_t>* shape, std::vector<float>* data) {
-  std::ifstream in(path, std::ios::binary);
-  char magic[6];
-  if (!in.read(magic, 6) || std::memcmp(magic, "\x93NUMPY", 6) != 0) return false;
-  uint8_t ver[2];
-  in.read(reinterpret_cast<char*>(ver), 2);
-  uint32_t header_len = 0;
-  if (ver[0] == 1) {
-    uint16_t l;
-    in.read(reinterpret_cast<char*>(&l), 2);
-    header_len = l;
-  } else {
-    in.read(reinterpret_cast<char*>(&header_len), 4);
-  }
-  std::string header(header_len, '\0');
-  in.read(header.data(), header_len);
-  if (header.find("'<f4'") == std::string::npos || header.find("'fortran_order': False") == std::string::npos) return false;
-  size_t a = header.find("'shape': (") + 10, b = header.find(')', a);
-  std::string dims = header.substr(a, b - a);
-  shape->clear();
-  int64_t n = 1;
-  for (size_t p = 0; p < dims.size();) {
-    size_t q = dims.find(',', p);
-    std::string d = dims.substr(p, q == std::string::npos ? std::string::npos : q - p);
-    if (d.find_first_not_of(' ') != std::string::npos) {
-      shape->push_back(std::stoll(d));
-      n *= shape->back();
-    }
-    if (q == std::string::npos) break;
-    p = q + 1;
-  }
-  data->resize(n);
-  return static_cast<bool>(in.read(reinterpret_cast<char*>(data->data()), n * 4));
-}
-
 struct Loaded {
   std::unique_ptr<ModelFiles> model;
   std::unique_ptr<Tokenizer> tokenizer;
@@ -75,20 +40,15 @@ struct Loaded {
   std::unique_ptr<LocalPipeline> pipeline;
 };
 
-Loaded Load(const std::string& path) {
+// The model, its tokenizer and a one-stage pipeline; the error names what failed.
+Result<Loaded> Load(const std::string& path) {
   Loaded l;
-  auto m = ModelFiles::Open(path);
-  EXPECT_TRUE(m.ok()) << m.status().ToString();
-  l.model = std::move(m).value();
-  auto v = l.model->LoadVocab();
-  EXPECT_TRUE(v.ok()) << v.status().ToString();
-  auto t = Tokenizer::Create(std::move(v).value());
-  EXPECT_TRUE(t.ok()) << t.status().ToString();
-  l.tokenizer = std::make_unique<Tokenizer>(std::move(t).value());
+  STRATA_ASSIGN_OR_RETURN(l.model, ModelFiles::Open(path));
+  STRATA_ASSIGN_OR_RETURN(VocabSpec vocab, l.model->LoadVocab());
+  STRATA_ASSIGN_OR_RETURN(Tokenizer tok, Tokenizer::Create(std::move(vocab)));
+  l.tokenizer = std::make_unique<Tokenizer>(std::move(tok));
   l.pool = std::make_unique<ThreadPool>(2);
-  auto p = LocalPipeline::Create(*l.model, 1024, l.pool.get());
-  EXPECT_TRUE(p.ok()) << p.status().ToString();
-  l.pipeline = std::move(p).value();
+  STRATA_ASSIGN_OR_RETURN(l.pipeline, LocalPipeline::Create(*l.model, 1024, l.pool.get()));
   return l;
 }
 
@@ -97,7 +57,9 @@ class ReferenceTest : public ::testing::TestWithParam<std::string> {};
 // Prompt ids, top-5 at every position and the last position's logits.
 TEST_P(ReferenceTest, PromptLogitsMatchTransformers) {
   const bool quantized = GetParam() == kQ4km;
-  Loaded l = Load(GetParam());
+  auto loaded = Load(GetParam());
+  ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+  Loaded& l = *loaded;
   const int vocab = l.model->config().vocab;
   int case_index = 0;
   for (const auto& c : Reference()["cases"]) {
@@ -147,7 +109,9 @@ TEST_P(ReferenceTest, PromptLogitsMatchTransformers) {
 // for Q4_K_M, whose weights differ, the greedy text equals llama.cpp's on the
 // same file (../shared/reference/smol-shakespeare.llamacpp.json).
 TEST_P(ReferenceTest, GreedyTokensMatchReference) {
-  Loaded l = Load(GetParam());
+  auto loaded = Load(GetParam());
+  ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+  Loaded& l = *loaded;
   if (GetParam() != kQ4km) {
     for (const auto& c : Reference()["cases"]) {
       GenerateOptions opts;
@@ -197,11 +161,14 @@ INSTANTIATE_TEST_SUITE_P(SharedModels, ReferenceTest, ::testing::Values(kHfDir, 
 // Residual stream after the embedding and after every layer vs transformers'
 // output_hidden_states (whose last entry is after the final norm).
 TEST(ReferenceHiddenStates, EveryLayerWithinRelativeL2OneE4) {
-  std::vector<int64_t> shape;
-  std::vector<float> ref;
-  ASSERT_TRUE(LoadNpyF32(kShared + "/reference/smol-shakespeare.hidden_states.npy", &shape, &ref));
+  auto npy = ReadNpyF32(kShared + "/reference/smol-shakespeare.hidden_states.npy");
+  ASSERT_TRUE(npy.ok()) << npy.status().ToString();
+  const std::vector<int64_t>& shape = npy->shape;
+  const std::vector<float>& ref = npy->data;
   ASSERT_EQ(shape.size(), 3u);
-  Loaded l = Load(kHfDir);
+  auto loaded = Load(kHfDir);
+  ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+  Loaded& l = *loaded;
   const ModelConfig& cfg = l.model->config();
   ASSERT_EQ(shape[0], cfg.n_layers + 1);
   const int64_t n_tok = shape[1], hidden = shape[2];

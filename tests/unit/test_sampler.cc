@@ -4,7 +4,6 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <limits>
@@ -107,12 +106,32 @@ TEST(SamplerGreedy, TopK1EqualsGreedy) {
 // Seeding
 // ---------------------------------------------------------------------------
 
-TEST(SamplerSeed, SameSeedAndStepGiveSameToken) {
+// A token depends on (seed, step) alone, not on the calls made before it:
+// a sequence drawn step by step equals one drawn backwards, and one drawn
+// while another sequence (another seed) is sampled in between.
+TEST(SamplerSeed, TokenDependsOnSeedAndStepOnly) {
   const std::vector<float> logits(1000, 0.0f);  // uniform: the draw alone decides
-  SamplingParams p = PlainParams(1.0f, 1234);
-  for (uint64_t step = 0; step < 200; ++step)
-    EXPECT_EQ(SampleToken(logits.data(), 1000, p, {}, step), SampleToken(logits.data(), 1000, p, {}, step));
-  EXPECT_EQ(SamplerUniform(5, 9), SamplerUniform(5, 9));
+  const SamplingParams p = PlainParams(1.0f, 1234), other = PlainParams(1.0f, 77);
+  constexpr int kSteps = 200;
+  std::vector<int32_t> forward(kSteps), backward(kSteps), interleaved(kSteps);
+  std::vector<double> uniform_forward(kSteps), uniform_backward(kSteps);
+  for (int step = 0; step < kSteps; ++step) {
+    forward[step] = SampleToken(logits.data(), 1000, p, {}, step);
+    uniform_forward[step] = SamplerUniform(p.seed, step);
+  }
+  for (int step = kSteps - 1; step >= 0; --step) {
+    backward[step] = SampleToken(logits.data(), 1000, p, {}, step);
+    uniform_backward[step] = SamplerUniform(p.seed, step);
+  }
+  for (int step = 0; step < kSteps; ++step) {
+    (void)SampleToken(logits.data(), 1000, other, {}, kSteps - step);
+    interleaved[step] = SampleToken(logits.data(), 1000, p, {}, step);
+  }
+  EXPECT_EQ(forward, backward);
+  EXPECT_EQ(forward, interleaved);
+  EXPECT_EQ(uniform_forward, uniform_backward);
+  // ... and the steps are not all one token (the draw does use the step).
+  EXPECT_GT(std::set<int32_t>(forward.begin(), forward.end()).size(), 100u);
 }
 
 TEST(SamplerSeed, DifferentSeedsGiveDifferentSequences) {
@@ -488,39 +507,6 @@ TEST(SamplerReference, MatchesPlainChainOnRandomInputs) {
           << " top_p=" << p.top_p << " min_p=" << p.min_p;
   }
   EXPECT_EQ(checked, 3000);
-}
-
-// ---------------------------------------------------------------------------
-// Speed on the SmolLM3 vocabulary (a smoke check; printed, not asserted hard).
-// ---------------------------------------------------------------------------
-
-TEST(SamplerSpeed, FullVocabIsFast) {
-  const std::vector<float> logits = RandomLogits(128256, 5);
-  std::vector<int32_t> history(64);
-  for (int32_t i = 0; i < 64; ++i) history[i] = i * 997;
-  struct Config {
-    const char* name;
-    int32_t top_k;
-    float top_p;
-    float min_p;
-  };
-  for (const Config& c : {Config{"defaults", 40, 0.95f, 0.05f}, Config{"top-p+min-p", 0, 0.95f, 0.05f},
-                          Config{"top-p only", 0, 0.95f, 0.0f}}) {
-    SamplingParams p;
-    p.top_k = c.top_k;
-    p.top_p = c.top_p;
-    p.min_p = c.min_p;
-    p.repeat_penalty = 1.1f;
-    const int iters = 50;
-    const auto t0 = std::chrono::steady_clock::now();
-    int64_t sink = 0;
-    for (int i = 0; i < iters; ++i) sink += SampleToken(logits.data(), 128256, p, history, i);
-    const double us =
-        std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() / iters;
-    std::printf("  SampleToken vocab=128256 %-12s %8.1f us/token (sink %lld)\n", c.name, us,
-                static_cast<long long>(sink));
-    EXPECT_LT(us, 200000.0) << c.name;  // generous: shared CI machines, sanitizer builds
-  }
 }
 
 }  // namespace
