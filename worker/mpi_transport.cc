@@ -36,12 +36,6 @@ namespace {
 constexpr int kTagEnvelope = 1;
 constexpr int kTagPayload = 2;
 
-uint64_t PayloadBytes(const wire::Envelope& e) {
-  if (e.has_forward()) return e.forward().payload_bytes();
-  if (e.has_result()) return e.result().payload_bytes();
-  return 0;
-}
-
 class MpiTransport;
 MpiTransport* g_live = nullptr;  // for FinalizeMpi: stop the progress thread first
 
@@ -77,7 +71,7 @@ class MpiTransport : public Transport {
 
   Status Send(int dest, const wire::Envelope& e, std::span<const uint8_t> payload) override {
     if (dest < 0 || dest >= size_) return Internal("send to rank " + std::to_string(dest) + " of " + std::to_string(size_));
-    if (payload.size() != PayloadBytes(e)) return Internal("payload size does not match its header");
+    if (payload.size() != AnnouncedPayloadBytes(e)) return Internal("payload size does not match its header");
     TraceSpan span("send to rank " + std::to_string(dest), "send");
     auto send = std::make_unique<PendingSend>();
     if (!e.SerializeToString(&send->header)) return Internal("cannot serialize a message");
@@ -141,7 +135,7 @@ class MpiTransport : public Transport {
     m.source = st.MPI_SOURCE;
     if (!m.envelope.ParseFromString(bytes))
       return DataLoss("malformed message from rank " + std::to_string(m.source) + " (" + std::to_string(bytes.size()) + " bytes)");
-    const uint64_t want = PayloadBytes(m.envelope);
+    const uint64_t want = AnnouncedPayloadBytes(m.envelope);
     if (want > 0) {
       if (want > (uint64_t{1} << 31)) return DataLoss("message from rank " + std::to_string(m.source) + " announces a payload of " + std::to_string(want) + " bytes");
       // The payload follows its header at once; a sender that stops (or

@@ -21,6 +21,14 @@ struct Message {
   std::vector<uint8_t> payload;  // empty unless the envelope announces payload_bytes
 };
 
+// The payload bytes an envelope announces (forward activations, result
+// logits); every transport sends exactly these after it.
+inline uint64_t AnnouncedPayloadBytes(const wire::Envelope& e) {
+  if (e.has_forward()) return e.forward().payload_bytes();
+  if (e.has_result()) return e.result().payload_bytes();
+  return 0;
+}
+
 class Transport {
  public:
   virtual ~Transport() = default;
