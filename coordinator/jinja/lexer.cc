@@ -2,6 +2,7 @@
 #include "coordinator/jinja/lexer.h"
 
 #include <cctype>
+#include <cstring>
 #include <string_view>
 
 #include "coordinator/jinja/value.h"

@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <ctime>
 
+#include <nlohmann/json.hpp>
+
 #include "coordinator/jinja/ops.h"
 
 namespace strata::jinja {

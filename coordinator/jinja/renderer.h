@@ -14,7 +14,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include <nlohmann/json.hpp>
+#include <nlohmann/json_fwd.hpp>
 
 #include "coordinator/jinja/parser.h"
 #include "coordinator/jinja/value.h"

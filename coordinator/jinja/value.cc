@@ -8,6 +8,8 @@
 #include <cstdlib>
 #include <limits>
 
+#include <nlohmann/json.hpp>
+
 #include "coordinator/jinja/text.h"
 #include "model/unicode.h"
 

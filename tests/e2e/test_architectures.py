@@ -28,25 +28,13 @@ except ImportError:  # Debian's python3-numpy serves /usr/bin/python3
         os.execv("/usr/bin/python3", ["/usr/bin/python3", *sys.argv])
     raise
 
-BIN, SHARED = sys.argv[1], os.path.abspath(sys.argv[2])
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import harness
+from harness import ROOT, check, run
+
+SHARED = os.path.abspath(harness.SHARED)
 TINY = os.path.join(SHARED, "models", "tiny")
 GREEDY_JS = os.path.join(ROOT, "bench", "peer", "llamacpp-greedy.mjs")
-MPI_ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
 MODELS = ["llama", "qwen2", "qwen3", "mistral", "ministral3", "mixtral", "lfm2"]
-results = []
-
-
-def check(name, ok, detail=""):
-    results.append(bool(ok))
-    print(f"{'PASS' if ok else 'FAIL'} {name}{': ' + detail if detail and not ok else ''}", flush=True)
-
-
-def run(args, timeout=300, ranks=0):
-    cmd = [BIN, *args]
-    if ranks:
-        cmd = ["mpirun", "--oversubscribe", "--bind-to", "none", "-np", str(ranks), *cmd]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=MPI_ENV)
 
 
 def reference(model):
@@ -188,10 +176,8 @@ def main():
         kinds = json.loads(p.stdout)["config"]["layer_kinds"] if p.returncode == 0 else p.stderr
         check("inspect names LFM2's layer kinds", kinds == ["conv", "conv", "attention", "conv", "attention", "conv"], str(kinds))
 
-    passed = sum(results)
-    print(f"{passed} passed, {len(results) - passed} failed")
-    return 0 if results and passed == len(results) else 1
+    harness.finish()
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
