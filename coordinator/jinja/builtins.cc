@@ -128,24 +128,10 @@ Value FilterTojson(const std::string& name, const Value& v, Args& a) {
   return Value::Str(out);
 }
 
-Value FilterLower(const std::string& name, const Value& v, Args& a) {
-  const int line = a.line;
-  return Value::Str(Lower(Str(v), line));
-}
-
-Value FilterUpper(const std::string& name, const Value& v, Args& a) {
-  const int line = a.line;
-  return Value::Str(Upper(Str(v), line));
-}
-
-Value FilterTitle(const std::string& name, const Value& v, Args& a) {
-  const int line = a.line;
-  return Value::Str(Title(Str(v), line));
-}
-
-Value FilterCapitalize(const std::string& name, const Value& v, Args& a) {
-  const int line = a.line;
-  return Value::Str(Capitalize(Str(v), line));
+// lower, upper, title, capitalize: one str operation of text.h on the value.
+template <std::string (*Op)(const std::string&, int)>
+Value StrFilter(const std::string& name, const Value& v, Args& a) {
+  return Value::Str(Op(Str(v), a.line));
 }
 
 Value FilterDefault(const std::string& name, const Value& v, Args& a) {
@@ -647,17 +633,17 @@ struct Named {
 
 // Sorted by name (FindFilter / FindTest search them).
 constexpr Named<FilterFn> kFilters[] = {
-    {"abs", FilterAbs}, {"attr", FilterAttr}, {"batch", FilterBatch}, {"capitalize", FilterCapitalize},
+    {"abs", FilterAbs}, {"attr", FilterAttr}, {"batch", FilterBatch}, {"capitalize", StrFilter<Capitalize>},
     {"center", FilterCenter}, {"count", FilterLength}, {"d", FilterDefault}, {"default", FilterDefault},
     {"dictsort", FilterDictsort}, {"e", FilterEscape}, {"escape", FilterEscape}, {"first", FilterFirstLast},
     {"float", FilterFloat}, {"forceescape", FilterEscape}, {"indent", FilterIndent}, {"int", FilterInt},
     {"items", FilterItems}, {"join", FilterJoin}, {"last", FilterFirstLast}, {"length", FilterLength},
-    {"list", FilterList}, {"lower", FilterLower}, {"map", FilterMap}, {"max", FilterMinMax}, {"min", FilterMinMax},
+    {"list", FilterList}, {"lower", StrFilter<Lower>}, {"map", FilterMap}, {"max", FilterMinMax}, {"min", FilterMinMax},
     {"reject", FilterSelectReject}, {"rejectattr", FilterSelectReject}, {"replace", FilterReplace}, {"reverse", FilterReverse},
     {"round", FilterRound}, {"safe", FilterSafe}, {"select", FilterSelectReject}, {"selectattr", FilterSelectReject},
     {"sort", FilterSort}, {"string", FilterString}, {"striptags", FilterStriptags}, {"sum", FilterSum},
-    {"title", FilterTitle}, {"tojson", FilterTojson}, {"trim", FilterTrim}, {"truncate", FilterTruncate},
-    {"unique", FilterUnique}, {"upper", FilterUpper}, {"wordcount", FilterWordcount},
+    {"title", StrFilter<Title>}, {"tojson", FilterTojson}, {"trim", FilterTrim}, {"truncate", FilterTruncate},
+    {"unique", FilterUnique}, {"upper", StrFilter<Upper>}, {"wordcount", FilterWordcount},
 };
 
 constexpr Named<TestFn> kTests[] = {

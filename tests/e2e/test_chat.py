@@ -116,29 +116,10 @@ class Pty:
             os.execv(BIN, [BIN] + args)
         self.buf = b""
 
-    def read_until(self, token, timeout=60):
+    def _read_while(self, waiting, timeout):
+        """Reads into self.buf while waiting() holds: False on timeout or end of output."""
         end = time.time() + timeout
-        while token.encode() not in self.buf:
-            left = end - time.time()
-            if left <= 0:
-                return None
-            r, _, _ = select.select([self.fd], [], [], min(left, 1.0))
-            if r:
-                try:
-                    data = os.read(self.fd, 65536)
-                except OSError:
-                    return None
-                if not data:
-                    return None
-                self.buf += data
-        i = self.buf.index(token.encode()) + len(token)
-        out, self.buf = self.buf[:i], self.buf[i:]
-        return out.decode("utf-8", "replace")
-
-    def read_some(self, timeout=60):
-        """Waits until text other than escape codes has arrived (not consumed)."""
-        end = time.time() + timeout
-        while not strip_ansi(self.buf.decode("utf-8", "replace")).strip():
+        while waiting():
             left = end - time.time()
             if left <= 0:
                 return False
@@ -152,6 +133,17 @@ class Pty:
                     return False
                 self.buf += data
         return True
+
+    def read_until(self, token, timeout=60):
+        if not self._read_while(lambda: token.encode() not in self.buf, timeout):
+            return None
+        i = self.buf.index(token.encode()) + len(token)
+        out, self.buf = self.buf[:i], self.buf[i:]
+        return out.decode("utf-8", "replace")
+
+    def read_some(self, timeout=60):
+        """Waits until text other than escape codes has arrived (not consumed)."""
+        return self._read_while(lambda: not strip_ansi(self.buf.decode("utf-8", "replace")).strip(), timeout)
 
     def send(self, text):
         os.write(self.fd, text.encode())
