@@ -14,10 +14,11 @@ Every script is run by ctest as `SCRIPT BINARY SHARED_DIR [FAULTS_BINARY]`:
 """
 import os, subprocess, sys
 
-BIN = sys.argv[1] if len(sys.argv) > 1 else None
-SHARED = sys.argv[2] if len(sys.argv) > 2 else None
-FAULTS = sys.argv[3] if len(sys.argv) > 3 else None  # the strata_faults test binary, for the scripts given it
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Run by hand without arguments: this checkout's build and the shared folder beside it.
+BIN = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "build", "bin", "strata")
+SHARED = sys.argv[2] if len(sys.argv) > 2 else os.path.join(os.path.dirname(ROOT), "shared")
+FAULTS = sys.argv[3] if len(sys.argv) > 3 else None  # the strata_faults test binary, for the scripts given it
 SMALL_MODEL = os.path.join(ROOT, "models", "smol-shakespeare-q4_k_m.gguf")
 
 # mpirun as root, more ranks than cores, no binding (the tests share 2 cores).

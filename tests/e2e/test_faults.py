@@ -200,7 +200,7 @@ check("... and no rank is left behind", no_orphans(tag))
 for kind, words in (("hidden", "hidden size 255"), ("n_tok", "n_tok"), ("payload", "activation payload"), ("dtype", "wire dtype")):
     job = Job(2, ["--fault", f"corrupt-{kind}@0", "generate", "-m", MODEL, "-p", "ROMEO:", "-n", "4", "-t", "1"], binary=FAULTS)
     rc, out, err, took = job.finish(60)
-    check(f"malformed header ({kind}): rank 1 reports it, exit 1", rc == 1 and f"rank 1" in err and words in err
+    check(f"malformed header ({kind}): rank 1 reports it, exit 1", rc == 1 and "rank 1" in err and words in err
           and "strata: error" in err, err[-300:])
 
 # 6. The last stage stops (SIGSTOP, invisible to MPI) after the header of its

@@ -18,37 +18,20 @@
 import json
 import os
 import subprocess
-import sys
 import tempfile
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BIN = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "build", "bin", "strata")
-SHARED = sys.argv[2] if len(sys.argv) > 2 else os.path.join(os.path.dirname(ROOT), "shared")
+import harness
+from harness import ROOT, SHARED, check, run
+
 HF = os.path.join(SHARED, "models", "smol-shakespeare")
 BF16 = os.path.join(SHARED, "models", "smol-shakespeare.llamacpp-bf16.gguf")
 VAL = os.path.join(SHARED, "text", "shakespeare-val.txt")
 GREEDY_JS = os.path.join(ROOT, "bench", "peer", "llamacpp-greedy.mjs")
-MPI_ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMPI_MCA_rmaps_base_oversubscribe="1")
 KV_TYPES = ["f32", "f16", "bf16", "q8_0"]
 PPL_BOUND = {"f16": 0.001, "bf16": 0.005, "q8_0": 0.005}  # relative to f32
 N_GREEDY = 16
-
-results = []
-
-
-def check(name, ok, detail=""):
-    results.append(bool(ok))
-    print(f"{'PASS' if ok else 'FAIL'} {name}{': ' + str(detail) if detail and not ok else ''}", flush=True)
-
-
-def run(args, timeout=300, ranks=0):
-    cmd = [BIN, *args]
-    if ranks:
-        cmd = ["mpirun", "--oversubscribe", "--bind-to", "none", "-np", str(ranks), *cmd]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=MPI_ENV)
-
 
 def perplexity(model, text, ctx, kv, ranks=0, extra=()):
     p = run(["perplexity", "-m", model, "-f", text, "--ctx", str(ctx), "--kv-type", kv, "--json", "-t", "1" if ranks else "2",
@@ -216,10 +199,8 @@ def main():
               int((from_gguf.argmax(axis=1) != from_config.argmax(axis=1)).sum()))
         along_llamacpp("YaRN GGUF", yarn_gguf, prompt_ids, "f16", tmp)
 
-    passed = sum(results)
-    print(f"{passed} passed, {len(results) - passed} failed")
-    return 0 if passed == len(results) else 1
+    harness.finish()
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
