@@ -211,13 +211,16 @@ void QuantizeAct(const float* x, const ActLayout& l, uint8_t* dst);
 // exp(x) in float32 by a fixed sequence of float operations (ops.cc), which
 // ops_simd.h repeats per lane: what softmax and SiLU use on every ISA.
 float Exp(float x);
-inline constexpr float kExpHi = 89.0f;    // e^89 > FLT_MAX: +inf
-inline constexpr float kExpLo = -104.0f;  // e^-104 < half the smallest subnormal: 0
-inline constexpr float kLog2e = 1.44269504088896341f;
-inline constexpr float kLn2Hi = 0.693359375f;  // 9 significant bits: n * kLn2Hi is exact
-inline constexpr float kLn2Lo = -2.12194440e-4f;
-inline constexpr float kExpP[6] = {1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f,
-                                   4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f};
+// Plain constexpr (internal linkage): each object has its own copy, so the
+// ISA objects define no shared symbol outside their namespace (an inline
+// variable is emitted as a global one when not folded, as at -O1).
+constexpr float kExpHi = 89.0f;    // e^89 > FLT_MAX: +inf
+constexpr float kExpLo = -104.0f;  // e^-104 < half the smallest subnormal: 0
+constexpr float kLog2e = 1.44269504088896341f;
+constexpr float kLn2Hi = 0.693359375f;  // 9 significant bits: n * kLn2Hi is exact
+constexpr float kLn2Lo = -2.12194440e-4f;
+constexpr float kExpP[6] = {1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f,
+                            4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f};
 void RmsNorm(const float* x, const float* weight, float* y, int64_t n, float eps);
 void Softmax(float* x, int64_t n);
 float ExpSum(float* x, int64_t n, float m);

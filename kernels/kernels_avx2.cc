@@ -255,6 +255,7 @@ const KernelTable& Avx2KernelTable() {
                      nullptr,
                      nullptr,
                      nullptr,
+                     nullptr,
                      nullptr};  // the integer path and the small ops: below
     FillQDot(&t);  // qdot_simd.h built with AVX2 (vpmaddubsw + vpmaddwd)
     FillOps(&t);  // ops_simd.h on pairs of ymm
