@@ -74,17 +74,16 @@ void RmsNorm(const float* x, const float* weight, float* y, int64_t n, float eps
   for (int64_t i = 0; i < n; ++i) y[i] = weight[i] * (x[i] * inv_rms);
 }
 
-void Softmax(float* x, int64_t n) {
-  float max = x[0];
-  for (int64_t i = 1; i < n; ++i) max = max < x[i] ? x[i] : max;
-  for (int64_t i = 0; i < n; ++i) x[i] = Exp(x[i] - max);
-  const float sum = FixedOrderSum(n, [x](int64_t i) { return x[i]; });
-  for (int64_t i = 0; i < n; ++i) x[i] = x[i] / sum;
-}
-
 float ExpSum(float* x, int64_t n, float m) {
   for (int64_t i = 0; i < n; ++i) x[i] = Exp(x[i] - m);
   return FixedOrderSum(n, [x](int64_t i) { return x[i]; });
+}
+
+void Softmax(float* x, int64_t n) {
+  float max = x[0];
+  for (int64_t i = 1; i < n; ++i) max = max < x[i] ? x[i] : max;
+  const float sum = ExpSum(x, n, max);
+  for (int64_t i = 0; i < n; ++i) x[i] = x[i] / sum;
 }
 
 void SiluMul(const float* gate, const float* up, float* out, int64_t n) {

@@ -194,30 +194,6 @@ void RmsNormSimd(const float* x, const float* weight, float* y, int64_t n, float
   if (i < n) StoreFirst(y + i, Mul(LoadFirst(weight + i, n - i), Mul(LoadFirst(x + i, n - i), inv_rms)), n - i);
 }
 
-void SoftmaxSimd(float* x, int64_t n) {
-  // The max does not depend on the order it is taken in; the tail's empty
-  // lanes repeat x[0].
-  F32x16 mx = Set1(x[0]);
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) mx = Max(mx, Load(x + i));
-  if (i < n) mx = Max(mx, LoadFirst(x + i, n - i, x[0]));
-  const F32x16 max = Set1(ReduceMax(mx));
-  F32x16 acc = Set1(0.0f);
-  for (i = 0; i + 16 <= n; i += 16) {
-    const F32x16 e = Exp(Sub(Load(x + i), max));
-    Store(x + i, e);
-    acc = Add(acc, e);
-  }
-  if (i < n) {
-    const F32x16 e = Exp(Sub(LoadFirst(x + i, n - i), max));
-    StoreFirst(x + i, e, n - i);
-    acc = Add(acc, KeepFirst(e, n - i));
-  }
-  const F32x16 sum = Set1(ReduceSum(acc));
-  for (i = 0; i + 16 <= n; i += 16) Store(x + i, Div(Load(x + i), sum));
-  if (i < n) StoreFirst(x + i, Div(LoadFirst(x + i, n - i), sum), n - i);
-}
-
 float ExpSumSimd(float* x, int64_t n, float m) {
   const F32x16 max = Set1(m);
   F32x16 acc = Set1(0.0f);
@@ -233,6 +209,18 @@ float ExpSumSimd(float* x, int64_t n, float m) {
     acc = Add(acc, KeepFirst(e, n - i));
   }
   return ReduceSum(acc);
+}
+
+void SoftmaxSimd(float* x, int64_t n) {
+  // The max does not depend on the order it is taken in; the tail's empty
+  // lanes repeat x[0].
+  F32x16 mx = Set1(x[0]);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) mx = Max(mx, Load(x + i));
+  if (i < n) mx = Max(mx, LoadFirst(x + i, n - i, x[0]));
+  const F32x16 sum = Set1(ExpSumSimd(x, n, ReduceMax(mx)));
+  for (i = 0; i + 16 <= n; i += 16) Store(x + i, Div(Load(x + i), sum));
+  if (i < n) StoreFirst(x + i, Div(LoadFirst(x + i, n - i), sum), n - i);
 }
 
 inline F32x16 SiluMulOf(F32x16 g, F32x16 u) { return Mul(Div(g, Add(Set1(1.0f), Exp(Neg(g)))), u); }
