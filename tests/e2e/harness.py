@@ -12,7 +12,7 @@ Every script is run by ctest as `SCRIPT BINARY SHARED_DIR [FAULTS_BINARY]`:
     check("2 ranks generate", p.returncode == 0, p.stderr[-300:])
     harness.finish()   # prints 'N passed, N failed', exits 1 when any failed
 """
-import os, subprocess, sys
+import json, os, subprocess, sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Run by hand without arguments: this checkout's build and the shared folder beside it.
@@ -45,6 +45,11 @@ def run(args, ranks=0, binary=None, timeout=300, env=None, stdin=None, prefix=()
         cmd = [*MPIRUN, "-np", str(ranks), *cmd]
         env = env or MPI_ENV
     return subprocess.run([*prefix, *cmd], capture_output=True, text=text, timeout=timeout, env=env, input=stdin)
+
+
+def as_list(v):
+    """A reference field stored as a JSON list or as a string of one."""
+    return json.loads(v) if isinstance(v, str) else v
 
 
 def finish():

@@ -9,7 +9,7 @@ Run by ctest: test_chat.py BINARY SHARED_DIR. Prints 'N passed, N failed'."""
 import json, os, pty, select, shutil, signal, tempfile, time
 
 import harness
-from harness import BIN, SHARED, check, run
+from harness import BIN, SHARED, as_list, check, run
 
 HF = os.path.join(SHARED, "models", "smol-shakespeare")
 REF = json.load(open(os.path.join(SHARED, "reference", "smol-shakespeare.hf.json")))
@@ -18,9 +18,6 @@ QUESTION = CASE["prompt"].split("<|im_start|>user\n")[1].split("<|im_end|>")[0]
 IM_END = 8190
 MPI_ENV = dict(harness.MPI_ENV, OMPI_MCA_mpi_yield_when_idle="1")
 
-
-def as_list(v):
-    return json.loads(v) if isinstance(v, str) else v
 
 
 # What the reference's greedy text says, split as the chat templates split it.

@@ -21,20 +21,10 @@ import json, os, signal, subprocess, sys, threading, time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from server_client import Server, finish_of, stream_text  # noqa: E402
 
-BIN, SHARED = sys.argv[1], sys.argv[2]
+from harness import BIN, SHARED, as_list, check, finish  # noqa: E402
 HF = os.path.join(SHARED, "models", "smol-shakespeare")
 REF = json.load(open(os.path.join(SHARED, "reference", "smol-shakespeare.hf.json")))
 IM_END = 8190
-results = []
-
-
-def check(name, ok, detail=""):
-    results.append(bool(ok))
-    print(f"{'PASS' if ok else 'FAIL'} {name}{': ' + str(detail)[:600] if detail and not ok else ''}", flush=True)
-
-
-def as_list(v):
-    return json.loads(v) if isinstance(v, str) else v
 
 
 CHAT = next(c for c in REF["cases"] if c["prompt"].startswith("<|im_start|>"))
@@ -378,5 +368,4 @@ finally:
     rc = srv.stop(60)
 check("2 ranks: SIGTERM to rank 0 ends the job, exit 0", rc == 0, f"rc {rc}; " + "".join(srv.log)[-1500:])
 
-print(f"{sum(results)} passed, {len(results) - sum(results)} failed")
-sys.exit(0 if all(results) else 1)
+finish()
