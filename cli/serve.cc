@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "cli/command.h"
+#include "cli/supervise.h"
 #include "common/log.h"
 #include "coordinator/chat_template.h"
 #include "coordinator/http_server.h"
@@ -27,6 +28,7 @@ struct ServeFlags {
   int inflight = 0;
   int64_t chunk = 0;
   double shutdown_grace = 10;
+  SuperviseFlags supervise;  // --supervise (the front) or --front (the job's rank 0)
 };
 
 // Set by SIGINT / SIGTERM in `strata serve`: finish, then stop.
@@ -44,9 +46,12 @@ std::string BaseName(const std::string& path) {
 // new requests get 503, those running get --shutdown-grace seconds to
 // finish, the rest end with an error; then every rank stops.
 int RunServe(ServeFlags f, Transport* transport) {
-  auto session = OpenSession(f.common, transport);
+  SupervisedPipeline* supervised = nullptr;  // --supervise: the job runs elsewhere
+  auto session = f.supervise.enabled ? OpenFrontSession(f.common, f.supervise, transport, &supervised)
+                                     : OpenSession(f.common, transport);
   if (!session.ok()) return Fail(session.status(), transport);
   Session& s = *session;
+  if (!f.supervise.front.empty()) return RunServeJob(s, f.supervise);
   std::unique_ptr<ChatTemplate> tmpl;
   if (auto t = ChatTemplate::ForModel(*s.model, *s.tokenizer); t.ok()) {
     tmpl = std::make_unique<ChatTemplate>(std::move(*t));
@@ -62,6 +67,8 @@ int RunServe(ServeFlags f, Transport* transport) {
   so.scheduler.chunk = f.chunk;
   so.scheduler.n_ctx = s.n_ctx;
   so.scheduler.eos_ids = s.model->config().eos_ids;
+  so.survive_pipeline_failure = supervised != nullptr;
+  if (supervised != nullptr) AddSupervisorToHttp(&f.http, supervised);
   f.http.n_ctx = s.n_ctx;
   f.http.model_ids = {f.alias.empty() ? BaseName(f.common.model) : f.alias, f.common.model};
   Status failure;
@@ -87,6 +94,8 @@ int RunServe(ServeFlags f, Transport* transport) {
           const ServingLoop::Counts c = loop.counts();
           Log(LogLevel::kInfo, "%s: shutting down; %zu running and %zu queued requests get %g s to finish",
               sig == SIGINT ? "SIGINT" : "SIGTERM", c.running, c.queued, f.shutdown_grace);
+          if (supervised != nullptr)  // a job being relaunched does not hold the shutdown
+            supervised->AbortAfter(std::chrono::milliseconds(static_cast<int64_t>(f.shutdown_grace * 1000)));
           (void)loop.Stop(std::chrono::milliseconds(static_cast<int64_t>(f.shutdown_grace * 1000)),
                           "the server is shutting down");
           server.Stop();
@@ -143,6 +152,7 @@ Command AddServeCommand(CLI::App& app) {
   sv->add_option("--alias", srv.alias, "the model's name in the API (default: the model file's name)");
   sv->add_option("--inflight", srv.inflight, "micro-batches in flight (default: one per stage)")->check(CLI::Range(1, 1024));
   sv->add_option("--chunk", srv.chunk, "prefill chunk in tokens (default: auto)")->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
+  AddSuperviseFlags(sv, &srv.supervise);
 
   Command cmd;
   cmd.app = sv;

@@ -193,7 +193,9 @@ class HttpServer::Impl::CompletionCall : public std::enable_shared_from_this<Com
   void Begin() {
     auto self = shared_from_this();
     ex_->OnClientGone([self] { self->ClientGone(); });
-    ex_->SetTimer(Seconds(s_.opts.request_timeout_s), [self] { self->Fail(ApiErrorOf(DeadlineExceeded(self->s_.RequestTimeoutMessage()))); });
+    deadline_ = Clock::now() + Seconds(s_.opts.request_timeout_s);
+    last_sent_ = Clock::now();
+    ArmTimer();
     auto body = std::make_shared<std::string>(std::move(ex_->request().body));
     s_.transport->Offload([self, body] {
       auto prepared = std::make_shared<Preparation>(self->s_.Prepare(*body, self->kind_));
@@ -203,7 +205,27 @@ class HttpServer::Impl::CompletionCall : public std::enable_shared_from_this<Com
   }
 
  private:
-  
+  // The exchange has one timer: the request's deadline, or the next
+  // keep-alive check of a stream when that comes first.
+  void ArmTimer() {
+    auto self = shared_from_this();
+    const auto left = deadline_ - Clock::now();
+    const double ka = s_.opts.sse_keepalive_s;
+    if (ka <= 0 || left <= Seconds(ka)) {
+      ex_->SetTimer(std::max(left, Clock::duration::zero()),
+                    [self] { self->Fail(ApiErrorOf(DeadlineExceeded(self->s_.RequestTimeoutMessage()))); });
+      return;
+    }
+    ex_->SetTimer(Seconds(ka), [self] {
+      if (self->over_) return;
+      if (self->stream_ && self->ex_->started() && Clock::now() - self->last_sent_ >= Seconds(self->s_.opts.sse_keepalive_s)) {
+        self->ex_->Send(": keep-alive\n\n");
+        self->last_sent_ = Clock::now();
+      }
+      self->ArmTimer();
+    });
+  }
+
   void Submit(Preparation prepared) {
     if (over_) return;  // the client went away, or the deadline passed, meanwhile
     if (auto* e = std::get_if<ApiError>(&prepared)) return Fail(*e);
@@ -254,7 +276,10 @@ class HttpServer::Impl::CompletionCall : public std::enable_shared_from_this<Com
         if (kind_ == ApiKind::kChat)
           ex_->Send(Event(s_.Chunk(kind_, id_, {{"index", 0}, {"delta", {{"role", "assistant"}, {"content", ""}}}, {"finish_reason", nullptr}})));
       }
-      if (!d.empty()) ex_->Send(Event(s_.Chunk(kind_, id_, DeltaChoice(d, nullptr))));
+      if (!d.empty()) {
+        ex_->Send(Event(s_.Chunk(kind_, id_, DeltaChoice(d, nullptr))));
+        last_sent_ = Clock::now();
+      }
     } else {
       all_.content += d.content;
       all_.reasoning += d.reasoning;
@@ -341,6 +366,7 @@ class HttpServer::Impl::CompletionCall : public std::enable_shared_from_this<Com
   std::shared_ptr<ServingRequest> req_;
   TextDelta all_;      // a whole answer, so far
   bool over_ = false;  // answered, failed, or the client is gone
+  Clock::time_point deadline_, last_sent_;
 };
 
 void HttpServer::Impl::Handle(std::shared_ptr<HttpExchange> ex) {
@@ -371,7 +397,8 @@ void HttpServer::Impl::Health(HttpExchange& ex) {
             {"running", c.running}, {"queued", c.queued}, {"finished", c.finished},
             {"connections", transport->counts().open}};
   if (!failure.ok()) j["error"] = failure.message();
-  ex.Respond(j["status"] == "ok" ? 200 : 503, "application/json", Dump(j));
+  if (opts.health) opts.health(&j);
+  ex.Respond(j["status"] == "ok" || j["status"] == "recovering" ? 200 : 503, "application/json", Dump(j));
 }
 
 void HttpServer::Impl::Models(HttpExchange& ex) {

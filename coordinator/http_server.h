@@ -24,6 +24,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -51,6 +52,13 @@ struct HttpServerOptions {
   int max_connections_per_client = 256;  // from one address (503 beyond); 0: no bound
   double header_timeout_s = 10;       // a request's line and headers must arrive within (408 beyond)
   double body_timeout_s = 10;         // its body within this plus 1 s per 64 KiB (408 beyond)
+  // > 0: a stream that sent nothing for this long gets an SSE comment line
+  // (": keep-alive"), which clients ignore: the supervised front's streams
+  // stay open while it relaunches a failed job.
+  double sse_keepalive_s = 0;
+  // When set, adds to /health's JSON (and may change its "status"; the answer
+  // is 200 only for "ok" and "recovering").
+  std::function<void(nlohmann::json*)> health;
 };
 
 class HttpServer {

@@ -51,7 +51,7 @@ bool ServingRequest::Wait(std::vector<int32_t>* ids, std::chrono::steady_clock::
 }
 
 ServingLoop::ServingLoop(Pipeline& pipeline, const ServingOptions& opts)
-    : pipeline_(pipeline), opts_(opts), scheduler_(pipeline, opts.scheduler) {
+    : pipeline_(pipeline), opts_(opts), scheduler_(std::make_unique<Scheduler>(pipeline, opts.scheduler)) {
   opts_.parallel = std::max(1, opts_.parallel);
   thread_ = std::thread([this] { Run(); });
 }
@@ -128,7 +128,7 @@ void ServingLoop::Run() {
       }
       req->job_.cancel = &req->cancel_;
       ServingRequest* r = req.get();
-      Status st = scheduler_.Add(&req->job_, [r](int32_t id) { r->Push(id); }, [r, &done] { done.push_back(r); });
+      Status st = scheduler_->Add(&req->job_, [r](int32_t id) { r->Push(id); }, [r, &done] { done.push_back(r); });
       if (!st.ok()) {
         req->End(st);
         ++finished_;
@@ -137,7 +137,7 @@ void ServingLoop::Run() {
       running_.push_back(std::move(req));
       r->Start();
     }
-    if (scheduler_.idle()) {
+    if (scheduler_->idle()) {
       if (quit_) break;
 #if defined(__GLIBC__)
       // Idle again: give the freed caches and buffers back to the system, so
@@ -154,7 +154,7 @@ void ServingLoop::Run() {
       continue;
     }
     lock.unlock();
-    Status st = scheduler_.Step();
+    Status st = scheduler_->Step();
     lock.lock();
     for (ServingRequest* r : done) {
       auto it = std::find_if(running_.begin(), running_.end(), [&](const auto& p) { return p.get() == r; });
@@ -165,6 +165,12 @@ void ServingLoop::Run() {
     }
     done.clear();
     cv_.notify_all();
+    if (!st.ok() && opts_.survive_pipeline_failure) {
+      EndAll(Status(st.kind(), "the pipeline failed: " + st.message()));
+      scheduler_ = std::make_unique<Scheduler>(pipeline_, opts_.scheduler);
+      cv_.notify_all();
+      continue;
+    }
     if (!st.ok()) {
       failure_ = st;
       stopping_ = true;

@@ -42,6 +42,11 @@ struct ServingOptions {
   SchedulerOptions scheduler;
   int parallel = 1;    // sequences alive at once; the pipeline must have room for as many
   int max_queue = 64;  // requests waiting for a slot; Submit refuses more
+  // A pipeline failure ends the requests running and queued with its error
+  // and the loop goes on with a fresh scheduler (the supervised front, whose
+  // pipeline relaunches its job: coordinator/supervisor.h); false: the loop
+  // stops for good.
+  bool survive_pipeline_failure = false;
 };
 
 // One request, shared by the thread that submitted it and the loop.
@@ -125,7 +130,7 @@ class ServingLoop {
 
   Pipeline& pipeline_;
   ServingOptions opts_;
-  Scheduler scheduler_;  // the loop thread's only
+  std::unique_ptr<Scheduler> scheduler_;  // the loop thread's only
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::shared_ptr<ServingRequest>> queue_;

@@ -1,0 +1,337 @@
+"""`strata serve --supervise` (issue 23): a front process outside the MPI job
+that survives the loss of a rank and resumes every answer.
+
+Against a plain 2-rank `mpirun ... strata serve` that never fails (the
+reference answers), a supervised front with a 2-rank job serves 4 streaming
+and 4 non-streaming clients (greedy and seeded) while a rank is lost mid-answer:
+  1. SIGKILL of the worker rank (1);
+  2. SIGKILL of the job's rank 0;
+  3. SIGSTOP of the worker (found by --stage-timeout 3);
+each time every client gets a complete answer equal to the reference, no
+5xx, streams see keep-alive comments and no error, the recovery time is
+printed. Then
+  4. a fourth failure of the one host within the window (--max-host-failures 4)
+     excludes it: the requests in flight end with 503 and a message naming
+     the excluded host, /health says so; after the backoff the front tries
+     every host again and answers;
+  5. a job that can never start (mpirun refuses its options): every request
+     gets 503 with the reason at once, /health answers 503 "unavailable", no
+     hang, SIGTERM ends the front with status 0;
+and no rank, mpirun or port is left behind.
+"""
+import http.client, json, os, re, signal, socket, subprocess, sys, threading, time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness
+from harness import BIN, SHARED, check
+from server_client import MPI_ENV, Server
+
+# The front starts mpirun itself: it inherits what mpirun needs here.
+os.environ.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMPI_MCA_mpi_yield_when_idle="1")
+MODEL = os.path.join(SHARED, "models", "smol-shakespeare.llamacpp-q4_k_m.gguf")
+CTX = "1793"  # tags the supervised job's ranks (their command line carries --ctx 1793)
+MPIRUN_ARGS = "--mpirun-args=--oversubscribe --bind-to none"
+PROMPTS = ["ROMEO:", "JULIET:\nO Romeo", "First Citizen:\nBefore we proceed", "KING RICHARD III:\nNow is the winter"]
+MAX_TOKENS = 100
+
+
+def bodies():
+    """8 requests: for each prompt a greedy and a seeded one; even ones stream."""
+    out = []
+    for k, p in enumerate(PROMPTS):
+        out.append({"prompt": p, "max_tokens": MAX_TOKENS, "temperature": 0})
+        out.append({"prompt": p, "max_tokens": MAX_TOKENS, "temperature": 0.9, "seed": 100 + k})
+    return out
+
+
+def stream_raw(port, body, timeout=120):
+    """A streamed completion; returns (status, text, finish_reason, [(time, kind)], error events, keep-alives)."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    c.request("POST", "/v1/completions", body=json.dumps(dict(body, stream=True)), headers={"Content-Type": "application/json"})
+    r = c.getresponse()
+    if r.status != 200:
+        data = r.read().decode("utf-8", "replace")
+        c.close()
+        return r.status, data, None, [], [], 0
+    text, finish, times, errors, keepalive = "", None, [], [], 0
+    while True:
+        line = r.fp.readline()
+        if not line:
+            break
+        line = line.decode("utf-8").rstrip("\r\n")
+        if line.startswith(":"):
+            keepalive += 1
+            continue
+        if not line.startswith("data: "):
+            continue
+        payload = line[len("data: "):]
+        if payload == "[DONE]":
+            break
+        ev = json.loads(payload)
+        if "error" in ev:
+            errors.append(ev)
+            continue
+        times.append(time.time())
+        ch = ev["choices"][0]
+        text += ch.get("text", "")
+        finish = ch.get("finish_reason") or finish
+    c.close()
+    return 200, text, finish, times, errors, keepalive
+
+
+def post(port, body, timeout=120):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    c.request("POST", "/v1/completions", body=json.dumps(body), headers={"Content-Type": "application/json"})
+    r = c.getresponse()
+    data = r.read().decode("utf-8", "replace")
+    c.close()
+    try:
+        return r.status, json.loads(data)
+    except ValueError:
+        return r.status, data
+
+
+def health(port):
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        c.request("GET", "/health")
+        r = c.getresponse()
+        h = json.loads(r.read())
+        c.close()
+        return r.status, h
+    except (OSError, ValueError) as e:
+        return None, {"error": repr(e)}
+
+
+def run_clients(port, on_started=None):
+    """The 8 requests at once; `on_started()` runs once a stream has 8 tokens.
+    Returns a list of (status, text, finish, times, errors, keepalive)."""
+    reqs = bodies()
+    results = [None] * len(reqs)
+    started = threading.Event()
+
+    def one(i):
+        b = reqs[i]
+        if i % 2 == 0:
+            # A stream: the fault comes once it is well under way.
+            results[i] = stream_raw(port, b)
+        else:
+            st, j = post(port, b)
+            if st == 200:
+                results[i] = (st, j["choices"][0]["text"], j["choices"][0]["finish_reason"], [], [], 0)
+            else:
+                results[i] = (st, j, None, [], [], 0)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(reqs))]
+    for t in threads:
+        t.start()
+    if on_started is not None:
+        on_started()
+    for t in threads:
+        t.join(300)
+    return results
+
+
+def job_pids():
+    """pid by MPI rank of the supervised job's strata ranks."""
+    out = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmd = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+            if not cmd[0].endswith(b"/strata") or b"--front" not in cmd or CTX.encode() not in cmd:
+                continue
+            for e in open(f"/proc/{pid}/environ", "rb").read().split(b"\0"):
+                if e.startswith(b"OMPI_COMM_WORLD_RANK="):
+                    out[int(e.split(b"=")[1])] = int(pid)
+        except OSError:
+            pass
+    return out
+
+
+def leftovers():
+    """Any process left of a supervised job: a rank or its mpirun."""
+    left = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmd = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if b"--front" in cmd and CTX.encode() in cmd:
+            left.append((int(pid), b" ".join(cmd)[:120].decode(errors="replace")))
+    return left
+
+
+def wait_for_tokens(port, n=8, timeout=60):
+    """Until the front's running requests have produced about n tokens each
+    (judged from /health's running count and a short sleep)."""
+    end = time.time() + timeout
+    while time.time() < end:
+        st, h = health(port)
+        if h.get("running", 0) >= 8:
+            break
+        time.sleep(0.05)
+    time.sleep(0.4)
+
+
+def front(args, start_timeout=180):
+    return Server(BIN, MODEL, ["--supervise", "--np", "2", MPIRUN_ARGS, "--ctx", CTX, "--parallel", "8", "-t", "1",
+                               "--stage-timeout", "3", *args], start_timeout=start_timeout)
+
+
+def log_of(srv):
+    return "".join(srv.log)
+
+
+# ── the reference: a plain 2-rank server that never fails ──
+ref = None
+try:
+    plain = Server(BIN, MODEL, ["--ctx", CTX, "--parallel", "8", "-t", "1"], ranks=2)
+    ref = run_clients(plain.port)
+    check("plain mpirun 2-rank serve: 8 answers", all(r and r[0] == 200 and len(r[1]) > 0 for r in ref), ref)
+    check("plain serve stops on SIGTERM", plain.stop(30) == 0)
+except Exception as e:
+    check("plain 2-rank server", False, repr(e))
+    harness.finish()
+
+# ── the supervised front: three failures, each recovered ──
+srv = None
+try:
+    srv = front(["--max-host-failures", "4", "--failure-window", "600"])
+    st, h = health(srv.port)
+    check("supervised front: /health ok with the job up", st == 200 and h["supervisor"]["state"] == "up", h)
+    pids = job_pids()
+    check("supervised front: a 2-rank job of its own", sorted(pids) == [0, 1], pids)
+    front_pid = srv.proc.pid
+    check("the front is not a rank", front_pid not in pids.values())
+    # Without a failure the supervised answers equal the plain server's.
+    same = run_clients(srv.port)
+    check("no failure: 8 answers equal the plain server's", [r[:3] for r in same] == [r[:3] for r in ref],
+          [(a[:2], b[:2]) for a, b in zip(same, ref) if a[:3] != b[:3]])
+
+    for n, (what, rank, sig) in enumerate([("SIGKILL of worker rank 1", 1, signal.SIGKILL),
+                                          ("SIGKILL of the job's rank 0", 0, signal.SIGKILL),
+                                          ("SIGSTOP of worker rank 1 (--stage-timeout 3)", 1, signal.SIGSTOP)]):
+        fault = {}
+
+        def strike():
+            wait_for_tokens(srv.port)
+            p = job_pids()
+            fault["pid"] = p.get(rank)
+            fault["t"] = time.time()
+            if fault["pid"]:
+                os.kill(fault["pid"], sig)
+
+        got = run_clients(srv.port, strike)
+        check(f"{what}: the rank was there to fail", fault.get("pid") is not None, job_pids())
+        statuses = [r[0] if r else None for r in got]
+        check(f"{what}: every client 200, no 5xx", statuses == [200] * 8, statuses)
+        diff = [(i, a[1][:60] if a else a, b[1][:60]) for i, (a, b) in enumerate(zip(got, ref)) if not a or a[1:3] != b[1:3]]
+        check(f"{what}: every answer complete and equal to the never-failed server's", not diff, diff)
+        errors = [r[4] for r in got if r and r[4]]
+        check(f"{what}: no error event in any stream", not errors, errors)
+        keepalive = sum(r[5] for r in got if r)
+        # The first token after the pause: the largest gap in each stream ends at it.
+        after = []
+        for r in got:
+            ts = [t for t in (r[3] if r else []) if t > fault.get("t", 0)]
+            if ts:
+                after.append(min(ts))
+        took = (min(after) - fault["t"]) if after and "t" in fault else -1
+        m = re.findall(r"job \d+ up with .*?teardown ([0-9.]+) s, relaunch \+ load ([0-9.]+) s, re-prefill ([0-9.]+) s "
+                       r"\((\d+) sequence\(s\), (\d+) token", log_of(srv))
+        ft = re.findall(r"first tokens ([0-9.]+) s after the failure was detected", log_of(srv))
+        print(f"INFO {what}: failure -> first streamed token after recovery {took:.2f} s; the front's split "
+              f"(teardown, relaunch + load, re-prefill, sequences, tokens): {m[-1] if m else '?'}; first tokens "
+              f"{ft[-1] if ft else '?'} s after detection; {keepalive} keep-alive comment(s)", flush=True)
+        check(f"{what}: the front recovered (logged with its timings)", len(m) == n + 1, m)
+        if sig == signal.SIGSTOP:
+            check(f"{what}: streams got SSE keep-alive comments during the pause", keepalive > 0, keepalive)
+            try:
+                os.kill(fault["pid"], 0)
+                check(f"{what}: the stopped rank was killed", False, fault["pid"])
+            except ProcessLookupError:
+                check(f"{what}: the stopped rank was killed", True)
+        st, h = health(srv.port)
+        check(f"{what}: /health ok, {n + 1} recoveries", st == 200 and h["supervisor"]["recoveries"] == n + 1, h)
+        check(f"{what}: a new 2-rank job runs", sorted(job_pids()) == [0, 1], job_pids())
+
+    # 4. The fourth failure of the one host within the window excludes it:
+    # nothing can run, the requests in flight end with 503 and a message.
+    fault = {}
+
+    def strike4():
+        wait_for_tokens(srv.port)
+        p = job_pids()
+        fault["t"] = time.time()
+        if p.get(1):
+            os.kill(p[1], signal.SIGKILL)
+        time.sleep(1.5)
+        fault["health"] = health(srv.port)
+
+    got = run_clients(srv.port, strike4)
+    statuses = [r[0] if r else None for r in got]
+    # Streams already begun end with an error event; the others get a 503.
+    ended = [r[0] == 503 or bool(r[4]) for r in got if r]
+    check("4th failure: every request in flight ends with 503 (or an error event in its stream)", all(ended) and len(ended) == 8,
+          statuses)
+    msgs = [json.dumps(r[1] if r[0] == 503 else r[4]) for r in got if r]
+    check("4th failure: the message names the excluded host", all("excluded: localhost" in m for m in msgs), msgs[:2])
+    check("4th failure: the log says the host is excluded", "the host is excluded from the next launches" in log_of(srv))
+    hs, h = fault.get("health", (None, {}))
+    check("4th failure: /health 503 'unavailable', the host excluded", hs == 503 and h.get("status") == "unavailable"
+          and h["supervisor"]["excluded_hosts"] == ["localhost"], (hs, h))
+    # After the backoff every host is tried again.
+    time.sleep(1.5)
+    st, j = post(srv.port, bodies()[0])
+    check("after the backoff: the front starts a job again and answers", st == 200 and j["choices"][0]["text"] == ref[0][1],
+          (st, str(j)[:300]))
+    rc = srv.stop(30)
+    check("supervised front: SIGTERM exits 0", rc == 0, rc)
+except Exception as e:
+    check("supervised front", False, repr(e) + ("\n" + log_of(srv)[-3000:] if srv else ""))
+finally:
+    if srv:
+        srv.kill()
+time.sleep(0.5)
+left = leftovers()
+check("nothing of the jobs left (no rank, no mpirun)", not left, left)
+if srv and srv.port:
+    try:
+        socket.create_connection(("127.0.0.1", srv.port), timeout=2).close()
+        check("the front's port is closed", False)
+    except OSError:
+        check("the front's port is closed", True)
+
+# 5. A job that can never start: 503 with the reason, no hang, clean SIGTERM.
+bad = None
+try:
+    bad = Server(BIN, MODEL, ["--supervise", "--np", "2", "--mpirun-args=--no-such-mpirun-option", "--ctx", CTX,
+                              "--max-host-failures", "2", "--job-start-timeout", "20"], start_timeout=120)
+    t0 = time.time()
+    st, j = post(bad.port, bodies()[0], timeout=60)
+    took = time.time() - t0
+    check("no job can start: 503 at once", st == 503 and took < 15, (st, took))
+    check("no job can start: the message says why", "no job can run the model" in json.dumps(j), j)
+    sst, events = 0, None
+    r = stream_raw(bad.port, bodies()[0], timeout=60)
+    check("no job can start: a stream gets 503 too", r[0] == 503, r[:2])
+    hs, h = health(bad.port)
+    check("no job can start: /health 503 'unavailable' with the failure", hs == 503 and h.get("status") == "unavailable"
+          and "last_failure" in h.get("supervisor", {}), (hs, h))
+    t0 = time.time()
+    rc = bad.stop(30)
+    print(f"INFO no job can start: SIGTERM -> exit in {time.time() - t0:.2f} s", flush=True)
+    check("no job can start: SIGTERM exits 0", rc == 0, rc)
+except Exception as e:
+    check("front with no job", False, repr(e) + ("\n" + log_of(bad)[-3000:] if bad else ""))
+finally:
+    if bad:
+        bad.kill()
+time.sleep(0.5)
+left = leftovers()
+check("nothing left after the front with no job", not left, left)
+harness.finish()
