@@ -174,6 +174,10 @@ struct SupervisedPipeline::Job {
   std::atomic<bool> stop_pump{false};
   std::mutex mu;
   std::vector<std::string> lines;  // the job's last output lines
+  // mpirun reported a dead rank or an aborted job: a job whose rank died
+  // while it started may keep mpirun waiting on the dead rank forever.
+  std::atomic<bool> reported_failure{false};
+  std::atomic<bool> named_rank{false};  // mpirun's "process rank N ... exited" came
   int exit_status = -1;            // once reaped
   std::string hostfile;            // written for this launch (removed at the end)
 
@@ -192,6 +196,10 @@ struct SupervisedPipeline::Job {
       for (size_t nl; (nl = partial.find('\n')) != std::string::npos;) {
         std::lock_guard<std::mutex> lock(mu);
         lines.push_back(partial.substr(0, nl));
+        if (lines.back().find("mpirun noticed that") != std::string::npos ||
+            lines.back().find("the job has been aborted") != std::string::npos)
+          reported_failure.store(true);
+        if (lines.back().find("mpirun noticed that process rank") != std::string::npos) named_rank.store(true);
         if (lines.size() > 400) lines.erase(lines.begin(), lines.begin() + 100);
         partial.erase(0, nl + 1);
       }
@@ -397,6 +405,7 @@ Status SupervisedPipeline::Launch() {
     if (Aborted()) return Unavailable("the server is shutting down");
     if (job_->Exited())
       return IoError("the job exited (status " + std::to_string(job_->exit_status) + ") before it was ready");
+    if (job_->reported_failure.load()) return IoError("mpirun reported a failed rank before the job was ready");
     if (Clock::now() >= until)
       return IoError("the job was not ready within " + std::to_string(static_cast<int>(opts_.job_start_timeout_s)) +
                      " s (--job-start-timeout)");
@@ -440,9 +449,11 @@ void SupervisedPipeline::TearDown(const std::string& cause, bool wait_for_exit) 
     job_->link_fd = -1;
   }
   // A job that failed by itself ends by itself: mpirun names the dead rank
-  // on the way out. A stuck one is killed at once.
+  // on the way out (then the rest is killed without waiting). A stuck one is
+  // killed at once.
   const auto until = Clock::now() + ToDuration(wait_for_exit ? opts_.teardown_wait_s : 0);
-  while (!job_->Exited() && Clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  while (!job_->Exited() && !job_->named_rank.load() && Clock::now() < until)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
   job_->KillAll();
   std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the last output lines
   const std::vector<std::string> lines = job_->Lines();
@@ -569,6 +580,7 @@ Result<wire::JobReply> SupervisedPipeline::ReadReply(bool* stuck) {
       return f.reply();
     }
     if (job_->Exited()) return IoError("the job exited (status " + std::to_string(job_->exit_status) + ")");
+    if (job_->reported_failure.load()) return IoError("mpirun reported a failed rank");
     if (Clock::now() >= until) {
       *stuck = true;
       return IoError("no reply from the job's rank 0 within " + std::to_string(static_cast<int>(opts_.reply_timeout_s)) +
