@@ -133,6 +133,16 @@ int BlamedRank(const std::string& error, const std::vector<std::string>& job_lin
   return -1;
 }
 
+size_t BlamedHost(const std::string& error, const std::vector<std::string>& job_lines, const std::vector<HostEntry>& hosts) {
+  static const std::regex kSsh(R"(ssh: (?:Could not resolve hostname|connect to host) ([^ :]+))");
+  std::smatch m;
+  for (const std::string& line : job_lines)
+    if (std::regex_search(line, m, kSsh))
+      for (size_t i = 0; i < hosts.size(); ++i)
+        if (hosts[i].name == m[1].str()) return i;
+  return HostOfRank(hosts, std::max(0, BlamedRank(error, job_lines)));
+}
+
 bool HostHealth::RecordFailure(const std::string& host, double now_s) {
   auto& f = failures_[host];
   f.push_back(now_s);
@@ -458,13 +468,11 @@ void SupervisedPipeline::TearDown(const std::string& cause, bool wait_for_exit) 
   std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the last output lines
   const std::vector<std::string> lines = job_->Lines();
   if (!cause.empty() && !job_hosts_.empty()) {
-    // The host to blame: the rank the failure names, else rank 0's.
-    const int rank = BlamedRank(cause, lines);
-    const std::string host = job_hosts_[HostOfRank(job_hosts_, std::max(0, rank))].name;
+    const std::string host = job_hosts_[BlamedHost(cause, lines, job_hosts_)].name;
     const int before = health_.failures(host, Now());
     const bool now_excluded = health_.RecordFailure(host, Now());
-    Log(LogLevel::kWarn, "supervisor: job failure blamed on host '%s' (rank %d): %d failure(s) within %g s%s", host.c_str(),
-        rank, before + 1, opts_.failure_window_s, now_excluded ? "; the host is excluded from the next launches" : "");
+    Log(LogLevel::kWarn, "supervisor: job failure blamed on host '%s': %d failure(s) within %g s%s", host.c_str(),
+        before + 1, opts_.failure_window_s, now_excluded ? "; the host is excluded from the next launches" : "");
   }
   job_.reset();
 }

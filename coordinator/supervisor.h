@@ -85,6 +85,12 @@ size_t HostOfRank(const std::vector<HostEntry>& hosts, int rank);
 // or mpirun's report ("process rank 1 with PID ... exited"); -1 when neither does.
 int BlamedRank(const std::string& error, const std::vector<std::string>& job_lines);
 
+// The index in `hosts` of the host a failure is blamed on: one that ssh could
+// not reach at the launch ("ssh: Could not resolve hostname NAME", "ssh:
+// connect to host NAME port 22: ..."), else the host of the rank it names,
+// else rank 0's (the first host).
+size_t BlamedHost(const std::string& error, const std::vector<std::string>& job_lines, const std::vector<HostEntry>& hosts);
+
 // Failures per host in a sliding window; K of them exclude the host.
 class HostHealth {
  public:

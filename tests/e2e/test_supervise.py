@@ -14,7 +14,10 @@ printed. Then
      excludes it: the requests in flight end with 503 and a message naming
      the excluded host, /health says so; after the backoff the front tries
      every host again and answers;
-  5. a job that can never start (mpirun refuses its options): every request
+  5. a host that cannot be reached (a hostfile naming a host ssh cannot
+     resolve) is blamed at each launch, excluded after --max-host-failures 2,
+     and the job runs on the host left with a new plan (3 slots -> 2 ranks);
+  6. a job that can never start (mpirun refuses its options): every request
      gets 503 with the reason at once, /health answers 503 "unavailable", no
      hang, SIGTERM ends the front with status 0;
 and no rank, mpirun or port is left behind.
@@ -310,7 +313,38 @@ if srv and srv.port:
     except OSError:
         check("the front's port is closed", True)
 
-# 5. A job that can never start: 503 with the reason, no hang, clean SIGTERM.
+# 5. A host that cannot be reached (ssh cannot resolve it): blamed at each
+# launch, excluded after --max-host-failures 2, and the job runs on the hosts
+# left with a new plan (3 slots -> 2 ranks); the answers are the same.
+unreach = None
+hostfile = f"/tmp/strata-supervise-hosts.{os.getpid()}"
+try:
+    with open(hostfile, "w") as f:
+        f.write("localhost slots=2\nstrata-no-such-host slots=1\n")
+    unreach = Server(BIN, MODEL, ["--supervise", "--hostfile", hostfile, MPIRUN_ARGS, "--ctx", CTX, "--parallel", "8",
+                                  "-t", "1", "--max-host-failures", "2"], start_timeout=120)
+    st, h = health(unreach.port)
+    sup = h.get("supervisor", {})
+    check("unreachable host: excluded, the job runs on the rest", st == 200 and sup.get("state") == "up" and
+          sup.get("excluded_hosts") == ["strata-no-such-host"] and sup.get("hosts") == ["localhost"], h)
+    log = log_of(unreach)
+    check("unreachable host: the log blames it twice and excludes it",
+          "blamed on host 'strata-no-such-host': 2 failure(s)" in log and "the host is excluded" in log, log[-1500:])
+    check("unreachable host: relaunched with 2 ranks (3 slots before)", "launch 3 on 1 host(s), 2 rank(s)" in log and
+          "launch 1 on 2 host(s), 3 rank(s)" in log, re.findall(r"launch \d+ on .*? rank\(s\)", log))
+    got = run_clients(unreach.port)
+    check("unreachable host: the 8 answers equal the reference", [r[:3] for r in got] == [r[:3] for r in ref],
+          [r[:2] for r in got])
+    check("unreachable host: SIGTERM exits 0", unreach.stop(30) == 0)
+except Exception as e:
+    check("front with an unreachable host", False, repr(e) + ("\n" + log_of(unreach)[-3000:] if unreach else ""))
+finally:
+    if unreach:
+        unreach.kill()
+    if os.path.exists(hostfile):
+        os.unlink(hostfile)
+
+# 6. A job that can never start: 503 with the reason, no hang, clean SIGTERM.
 bad = None
 try:
     bad = Server(BIN, MODEL, ["--supervise", "--np", "2", "--mpirun-args=--no-such-mpirun-option", "--ctx", CTX,

@@ -60,6 +60,17 @@ TEST(SupervisorHosts, BlamesTheRankAFailureNames) {
                                                                      "node node-c exited on signal 9 (Killed)."}),
             3);
   EXPECT_EQ(BlamedRank("the link closed", {"nothing here"}), -1);
+
+  const std::vector<HostEntry> hosts = {{"node-a", 2}, {"node-b", 1}, {"node-c", 1}};
+  // ssh could not reach a host at the launch: that host, whatever rank 0 says.
+  EXPECT_EQ(BlamedHost("the job exited (status 255) before it was ready",
+                       {"ssh: Could not resolve hostname node-c: Name or service not known", "ORTE was unable to ..."}, hosts),
+            2u);
+  EXPECT_EQ(BlamedHost("x", {"ssh: connect to host node-b port 22: No route to host"}, hosts), 1u);
+  EXPECT_EQ(BlamedHost("x", {"ssh: Could not resolve hostname elsewhere: Name or service not known"}, hosts), 0u);
+  // The rank a failure names, on the host that holds it; else rank 0's host.
+  EXPECT_EQ(BlamedHost("not answering: stage 2 on rank 2 (b) (layers 1-2)", {}, hosts), 1u);
+  EXPECT_EQ(BlamedHost("the link closed", {}, hosts), 0u);
 }
 
 TEST(SupervisorHosts, ExcludesAHostAfterKFailuresInTheWindow) {
