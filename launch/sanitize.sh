@@ -35,8 +35,10 @@ export STRATA_E2E_SANITIZER=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CO
 # Not here, for CI's time (each ~150 s under the sanitizers): e2e_templates
 # (the Jinja engine is fuzzed under ASan by fuzz/run.sh's chat_template target
 # and unit-tested here) and e2e_cluster (namespaces around the same TCP
-# transport that e2e_mpi runs here; calibration is unit-tested here).
-ctest --output-on-failure --timeout 900 -j2 -L e2e -E "^acceptance_|^e2e_templates$|^e2e_cluster$" || failed=1
+# transport that e2e_mpi runs here; calibration is unit-tested here), and
+# e2e_supervise (seven jobs started and killed; its link, hostfiles and
+# resume-by-prefill are unit-tested here).
+ctest --output-on-failure --timeout 900 -j2 -L e2e -E "^acceptance_|^e2e_templates$|^e2e_cluster$|^e2e_supervise$" || failed=1
 if grep -lqsE "ERROR: |runtime error|fatal error" "$reports"/*; then
   echo "sanitize: sanitizer reports (in $reports):" >&2
   for f in "$reports"/*; do echo "== $f" >&2; cat "$f" >&2; done
