@@ -96,7 +96,7 @@ void AddSupervisorToHttp(HttpServerOptions* http, SupervisedPipeline* supervised
                               {"reprefill_s", s.last_reprefill_s}, {"sequences", s.last_sequences}, {"tokens", s.last_tokens}};
     if (s.state == "down") sup["retry_in_s"] = s.retry_in_s;
     (*j)["supervisor"] = sup;
-    if ((*j)["status"] == "ok" && (s.state == "down" || s.state == "recovering" || s.state == "starting"))
+    if ((*j)["status"] == "ok" && (s.state == "down" || s.state == "recovering" || s.state == "starting" || s.state == "lost"))
       (*j)["status"] = s.state == "down" ? "unavailable" : "recovering";
   };
 }

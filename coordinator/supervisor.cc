@@ -9,6 +9,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -188,6 +189,7 @@ struct SupervisedPipeline::Job {
   // while it started may keep mpirun waiting on the dead rank forever.
   std::atomic<bool> reported_failure{false};
   std::atomic<bool> named_rank{false};  // mpirun's "process rank N ... exited" came
+  std::atomic<bool>* output_closed = nullptr;  // set when every process of the job has gone
   int exit_status = -1;            // once reaped
   std::string hostfile;            // written for this launch (removed at the end)
 
@@ -200,7 +202,10 @@ struct SupervisedPipeline::Job {
       pollfd p{out_fd, POLLIN, 0};
       if (::poll(&p, 1, 100) <= 0) continue;
       const ssize_t n = ::read(out_fd, buf, sizeof buf);
-      if (n <= 0) break;
+      if (n <= 0) {
+        if (output_closed != nullptr) output_closed->store(true);
+        break;
+      }
       (void)!::write(2, buf, static_cast<size_t>(n));
       partial.append(buf, static_cast<size_t>(n));
       for (size_t nl; (nl = partial.find('\n')) != std::string::npos;) {
@@ -294,6 +299,9 @@ void SupervisedPipeline::SetState(const std::string& s) {
 SupervisorState SupervisedPipeline::state() const {
   std::lock_guard<std::mutex> lock(mu_);
   SupervisorState s = state_;
+  // A job lost while no batch was in flight is noticed (and relaunched) at
+  // the next request; /health says so meanwhile.
+  if (s.state == "up" && job_output_closed_.load()) s.state = "lost";
   if (s.state == "down") s.retry_in_s = std::max(0.0, std::chrono::duration<double>(next_attempt_ - Clock::now()).count());
   return s;
 }
@@ -396,6 +404,10 @@ Status SupervisedPipeline::Launch() {
     ::setpgid(0, 0);
     ::dup2(out[1], 1);
     ::dup2(out[1], 2);
+    // Nothing else of the front's (its HTTP socket: Asio's are not
+    // close-on-exec) may live on in the job.
+    if (::syscall(SYS_close_range, 3u, ~0u, 0u) != 0)
+      for (int fd = 3; fd < 4096; ++fd) ::close(fd);
     ::execvp(argv[0], argv.data());
     static const char kMsg[] = "strata: error: cannot run mpirun\n";
     (void)!::write(2, kMsg, sizeof kMsg - 1);
@@ -405,6 +417,8 @@ Status SupervisedPipeline::Launch() {
   ::close(out[1]);
   job->pid = pid;
   job->out_fd = out[0];
+  job_output_closed_.store(false);
+  job->output_closed = &job_output_closed_;
   Job* j = job.get();
   job->pump = std::thread([j] { j->Pump(); });
   job_ = std::move(job);

@@ -113,7 +113,7 @@ class HostHealth {
 
 // What /health and the log say about the supervised job.
 struct SupervisorState {
-  std::string state = "starting";  // starting, up, recovering, down, stopped
+  std::string state = "starting";  // starting, up, lost (noticed at the next request), recovering, down, stopped
   uint64_t launches = 0;
   uint64_t recoveries = 0;
   std::vector<std::string> hosts;           // the hosts of the current (or next) launch
@@ -199,6 +199,7 @@ class SupervisedPipeline : public Pipeline {
   bool first_token_pending_ = false;
   std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
   std::atomic<int64_t> abort_at_ns_{INT64_MAX};
+  std::atomic<bool> job_output_closed_{false};  // the current job's processes are all gone
   bool shut_down_ = false;
   mutable std::mutex mu_;  // state_
   SupervisorState state_;

@@ -10,7 +10,8 @@ and 4 non-streaming clients (greedy and seeded) while a rank is lost mid-answer:
 each time every client gets a complete answer equal to the reference, no
 5xx, streams see keep-alive comments and no error, the recovery time is
 printed. Then
-  4. a fourth failure of the one host within the window (--max-host-failures 4)
+  a job lost while idle shows in /health and is relaunched by the next request;
+  4. a fifth failure of the one host within the window (--max-host-failures 5)
      excludes it: the requests in flight end with 503 and a message naming
      the excluded host, /health says so; after the backoff the front tries
      every host again and answers;
@@ -203,7 +204,7 @@ except Exception as e:
 # ── the supervised front: three failures, each recovered ──
 srv = None
 try:
-    srv = front(["--max-host-failures", "4", "--failure-window", "600"])
+    srv = front(["--max-host-failures", "5", "--failure-window", "600"])
     st, h = health(srv.port)
     check("supervised front: /health ok with the job up", st == 200 and h["supervisor"]["state"] == "up", h)
     pids = job_pids()
@@ -266,7 +267,21 @@ try:
         check(f"{what}: /health ok, {n + 1} recoveries", st == 200 and h["supervisor"]["recoveries"] == n + 1, h)
         check(f"{what}: a new 2-rank job runs", sorted(job_pids()) == [0, 1], job_pids())
 
-    # 4. The fourth failure of the one host within the window excludes it:
+    # A job lost while idle: /health says so; the next request relaunches it.
+    p = job_pids()
+    os.kill(p[1], signal.SIGKILL)
+    ok, h = False, {}
+    end = time.time() + 20
+    while time.time() < end and not ok:
+        st, h = health(srv.port)
+        ok = h.get("supervisor", {}).get("state") == "lost"
+        time.sleep(0.1)
+    check("a job lost while idle: /health says 'lost'", ok and h.get("status") == "recovering", h)
+    st, j = post(srv.port, bodies()[1])
+    check("a job lost while idle: the next request relaunches it and is answered", st == 200 and
+          j["choices"][0]["text"] == ref[1][1], (st, str(j)[:300]))
+
+    # 4. The fifth failure of the one host within the window excludes it:
     # nothing can run, the requests in flight end with 503 and a message.
     fault = {}
 
@@ -283,13 +298,13 @@ try:
     statuses = [r[0] if r else None for r in got]
     # Streams already begun end with an error event; the others get a 503.
     ended = [r[0] == 503 or bool(r[4]) for r in got if r]
-    check("4th failure: every request in flight ends with 503 (or an error event in its stream)", all(ended) and len(ended) == 8,
+    check("5th failure: every request in flight ends with 503 (or an error event in its stream)", all(ended) and len(ended) == 8,
           statuses)
     msgs = [json.dumps(r[1] if r[0] == 503 else r[4]) for r in got if r]
-    check("4th failure: the message names the excluded host", all("excluded: localhost" in m for m in msgs), msgs[:2])
-    check("4th failure: the log says the host is excluded", "the host is excluded from the next launches" in log_of(srv))
+    check("5th failure: the message names the excluded host", all("excluded: localhost" in m for m in msgs), msgs[:2])
+    check("5th failure: the log says the host is excluded", "the host is excluded from the next launches" in log_of(srv))
     hs, h = fault.get("health", (None, {}))
-    check("4th failure: /health 503 'unavailable', the host excluded", hs == 503 and h.get("status") == "unavailable"
+    check("5th failure: /health 503 'unavailable', the host excluded", hs == 503 and h.get("status") == "unavailable"
           and h["supervisor"]["excluded_hosts"] == ["localhost"], (hs, h))
     # After the backoff every host is tried again.
     time.sleep(1.5)
