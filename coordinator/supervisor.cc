@@ -673,7 +673,9 @@ Result<BatchOutput> SupervisedPipeline::Wait() {
       if (reply.status().kind() == ErrorKind::kUnavailable) return GiveUp(reply.status().message());
       broken_ = true;
       broken_cause_ = reply.status().message();
-      wait_for_exit_ = !stuck;
+      // A job that named the failed rank need not be waited for (mpirun may
+      // hang on a host it cannot reach); a stuck one is killed at once.
+      wait_for_exit_ = !stuck && BlamedRank(broken_cause_, {}) < 0;
       continue;
     }
     PendingBatch b = std::move(pending_.front());

@@ -21,6 +21,9 @@ printed. Then
   6. a job that can never start (mpirun refuses its options): every request
      gets 503 with the reason at once, /health answers 503 "unavailable", no
      hang, SIGTERM ends the front with status 0;
+  7. on the cluster harness (3 network namespaces), host 2's link goes down
+     mid-answer: host 2 is excluded, the job re-planned on hosts 1 and 3, and
+     both streams (greedy, seeded) complete equal to the reference;
 and no rank, mpirun or port is left behind.
 """
 import http.client, json, os, re, signal, socket, subprocess, sys, threading, time
@@ -389,4 +392,84 @@ finally:
 time.sleep(0.5)
 left = leftovers()
 check("nothing left after the front with no job", not left, left)
+
+# 7. On the cluster harness (launch/strata-cluster: 3 hosts, each a network
+# namespace): the front runs on host 1, the job on all three; host 2's link
+# goes down mid-answer. The job's stage deadline names rank 1 on host 2, the
+# front excludes it (--max-host-failures 1) and relaunches on hosts 1 and 3
+# with a new plan; the answers are complete and equal to the reference.
+CLUSTER = "supv23"
+HARNESS = os.path.join(harness.ROOT, "launch", "strata-cluster")
+cfront = None
+try:
+    up = subprocess.run([HARNESS, "up", CLUSTER, "--hosts", "3"], capture_output=True, text=True, timeout=120)
+    check("cluster: 3 hosts up", up.returncode == 0, up.stderr[-500:])
+    cdir = f"/run/strata-cluster/{CLUSTER}"
+    net = "10.213.0.0/24"
+    for line in open(f"{cdir}/config"):
+        if line.startswith("subnet="):
+            net = line.split("=", 1)[1].strip()
+    h1 = net.rsplit(".", 1)[0] + ".1"
+    mpirun_args = (f"--mpirun-args=--bind-to none --mca pml ob1 --mca btl self,vader,tcp --mca btl_tcp_if_include {net} "
+                   f"--mca oob_tcp_if_include {net} --mca plm_rsh_agent {cdir}/agent -x OMPI_MCA_mpi_yield_when_idle "
+                   "-x OMPI_ALLOW_RUN_AS_ROOT -x OMPI_ALLOW_RUN_AS_ROOT_CONFIRM")
+    in_h1 = [HARNESS, "exec", CLUSTER, f"{CLUSTER}-h1", "--"]
+    cfront = subprocess.Popen([*in_h1, BIN, "serve", "-m", MODEL, "--supervise", "--hostfile", f"{cdir}/hostfile",
+                               "--front-address", h1, "--host", h1, "--port", "18023", mpirun_args, "--ctx", CTX,
+                               "--parallel", "8", "-t", "1", "--stage-timeout", "5", "--max-host-failures", "1"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    clog = []
+    threading.Thread(target=lambda: [clog.append(l) for l in cfront.stderr], daemon=True).start()
+    end = time.time() + 120
+    while time.time() < end and not any("listening on" in l for l in clog):
+        time.sleep(0.2)
+    check("cluster: the front on host 1 serves a 3-rank job", any("launch 1 on 3 host(s), 3 rank(s)" in l for l in clog) and
+          any("listening on" in l for l in clog), "".join(clog)[-1500:])
+    # Two streams (greedy, seeded) read with curl on host 1.
+    curls = [subprocess.Popen([*in_h1, "curl", "-sN", "--max-time", "200", f"http://{h1}:18023/v1/completions",
+                               "-d", json.dumps(dict(b, stream=True))], stdout=subprocess.PIPE, text=True)
+             for b in bodies()[:2]]
+    time.sleep(0.8)  # well into both answers (400 tokens each)
+    subprocess.run([HARNESS, "link", CLUSTER, f"{CLUSTER}-h2", "down"], capture_output=True, timeout=60)
+    t_down = time.time()
+    outs = [c.communicate(timeout=240)[0] for c in curls]
+    texts, errs = [], []
+    for o in outs:
+        t = ""
+        for line in o.splitlines():
+            if line.startswith("data: {"):
+                ev = json.loads(line[6:])
+                if "error" in ev:
+                    errs.append(ev)
+                else:
+                    t += ev["choices"][0].get("text", "")
+        texts.append(t)
+    log = "".join(clog)
+    print(f"INFO cluster, host 2's link down: both streams done {time.time() - t_down:.1f} s later; "
+          + "; ".join(l.strip() for l in clog if "job 2 up" in l or "first tokens" in l), flush=True)
+    check("cluster: host 2 blamed and excluded", "blamed on host 'supv23-h2'" in log and "the host is excluded" in log, log[-2000:])
+    check("cluster: relaunched on hosts 1 and 3 with a new plan (2 ranks)", "launch 2 on 2 host(s), 2 rank(s)" in log and
+          re.search(r"job 2 up with 2 stage\(s\) \(rank 0 on supv23-h1, rank 1 on supv23-h3\)", log) is not None, log[-2000:])
+    check("cluster: both streams complete, no error, equal to the reference", not errs and texts == [ref[0][1], ref[1][1]],
+          (errs, [t[:80] for t in texts]))
+    hc = subprocess.run([*in_h1, "curl", "-s", f"http://{h1}:18023/health"], capture_output=True, text=True, timeout=30)
+    h = json.loads(hc.stdout or "{}")
+    check("cluster: /health names the excluded host", h.get("supervisor", {}).get("excluded_hosts") == ["supv23-h2"], h)
+    subprocess.run([HARNESS, "link", CLUSTER, f"{CLUSTER}-h2", "up"], capture_output=True, timeout=60)
+    os.killpg(cfront.pid, signal.SIGTERM)
+    try:
+        check("cluster: the front ends on SIGTERM", cfront.wait(30) is not None)
+    except subprocess.TimeoutExpired:
+        check("cluster: the front ends on SIGTERM", False)
+    time.sleep(1)
+    left = {hh: subprocess.run(["ip", "netns", "pids", f"strata-{CLUSTER}-{hh}"], capture_output=True, text=True).stdout.split()
+            for hh in ("h1", "h2", "h3")}
+    check("cluster: nothing left on any host", not any(left.values()), left)
+except Exception as e:
+    check("cluster", False, repr(e))
+finally:
+    if cfront and cfront.poll() is None:
+        os.killpg(cfront.pid, signal.SIGKILL)
+    down = subprocess.run([HARNESS, "down", CLUSTER], capture_output=True, text=True, timeout=120)
+    check("cluster: down", down.returncode == 0, down.stderr[-300:])
 harness.finish()
