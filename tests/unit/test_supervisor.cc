@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "coordinator/job_link.h"
+#include "coordinator/serving.h"
 #include "coordinator/supervisor.h"
 #include "model/model_files.h"
 #include "worker/wire_codec.h"
@@ -243,6 +244,74 @@ TEST_F(SupervisorModelTest, ServeFrontAnswersBatchesOverTcp) {
   EXPECT_FALSE(served.ok());
   ::close(fd);
   ::close(lfd);
+}
+
+// A pipeline that fails its next Wait when told to (the supervised front's,
+// when no job can run), and otherwise runs every layer here.
+class FailingPipeline : public Pipeline {
+ public:
+  explicit FailingPipeline(std::unique_ptr<LocalPipeline> p) : p_(std::move(p)) {}
+  const ModelConfig& config() const override { return p_->config(); }
+  Result<uint64_t> Submit(const std::vector<SequenceRequest>& b) override { return p_->Submit(b); }
+  Result<BatchOutput> Wait() override {
+    auto out = p_->Wait();
+    if (fail_next.exchange(false)) {
+      // The failed job's batches and caches are gone with it.
+      while (p_->in_flight() > 0) (void)p_->Wait();
+      for (uint64_t seq = 1; seq < 16; ++seq) (void)p_->Free(seq);
+      return Unavailable("no job can run the model: test");
+    }
+    return out;
+  }
+  int in_flight() const override { return p_->in_flight(); }
+  Status Free(uint64_t seq) override { return p_->Free(seq); }
+  int n_stages() const override { return 1; }
+  Result<std::vector<StageStats>> Stats() override { return p_->Stats(); }
+  std::vector<StagePlacement> Placement() const override { return p_->Placement(); }
+  void EnableDump(const std::string&, LayerRange) override {}
+  std::atomic<bool> fail_next{false};
+
+ private:
+  std::unique_ptr<LocalPipeline> p_;
+};
+
+TEST_F(SupervisorModelTest, ServingLoopSurvivesAPipelineFailure) {
+  ThreadPool pool(2);
+  auto local = LocalPipeline::Create(*model_, 128, &pool, 2);
+  ASSERT_TRUE(local.ok());
+  FailingPipeline pipeline(std::move(*local));
+  ServingOptions so;
+  so.parallel = 2;
+  so.scheduler.n_ctx = 128;
+  so.survive_pipeline_failure = true;
+  ServingLoop loop(pipeline, so);
+  auto run = [&](int n) {
+    SequenceJob job;
+    job.prompt = {1, 52, 2803, 30};
+    job.n_predict = n;
+    job.ignore_eos = true;
+    job.sampling.temperature = 0;
+    auto req = loop.Submit(std::move(job));
+    EXPECT_TRUE(req.ok());
+    std::vector<int32_t> ids;
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (!(*req)->Wait(&ids, until) && std::chrono::steady_clock::now() < until) {
+    }
+    return std::make_pair((*req)->error(), ids);
+  };
+  const auto before = run(6);
+  ASSERT_TRUE(before.first.ok()) << before.first.message();
+  ASSERT_EQ(before.second.size(), 6u);
+  // The failure ends the request running with the pipeline's error (503) ...
+  pipeline.fail_next = true;
+  const auto failed = run(6);
+  EXPECT_EQ(failed.first.kind(), ErrorKind::kUnavailable);
+  EXPECT_NE(failed.first.message().find("no job can run the model"), std::string::npos) << failed.first.message();
+  // ... and the loop goes on: the next request gets the same answer as before.
+  EXPECT_TRUE(loop.failure().ok());
+  const auto after = run(6);
+  ASSERT_TRUE(after.first.ok()) << after.first.message();
+  EXPECT_EQ(after.second, before.second);
 }
 
 }  // namespace
