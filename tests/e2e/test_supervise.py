@@ -429,10 +429,20 @@ try:
     curls = [subprocess.Popen([*in_h1, "curl", "-sN", "--max-time", "200", f"http://{h1}:18023/v1/completions",
                                "-d", json.dumps(dict(b, stream=True))], stdout=subprocess.PIPE, text=True)
              for b in bodies()[:2]]
-    time.sleep(0.8)  # well into both answers (400 tokens each)
+    lines = [[], []]
+    readers = [threading.Thread(target=lambda k=k: [lines[k].append(l) for l in curls[k].stdout], daemon=True) for k in range(2)]
+    for r in readers:
+        r.start()
+    end = time.time() + 60
+    while time.time() < end and min(sum(l.startswith("data: {") for l in ls) for ls in lines) < 40:
+        time.sleep(0.02)  # until both answers are under way (400 tokens each)
     subprocess.run([HARNESS, "link", CLUSTER, f"{CLUSTER}-h2", "down"], capture_output=True, timeout=60)
     t_down = time.time()
-    outs = [c.communicate(timeout=240)[0] for c in curls]
+    for c in curls:
+        c.wait(timeout=240)
+    for r in readers:
+        r.join(30)
+    outs = ["".join(ls) for ls in lines]
     texts, errs = [], []
     for o in outs:
         t = ""
