@@ -425,9 +425,14 @@ try:
         time.sleep(0.2)
     check("cluster: the front on host 1 serves a 3-rank job", any("launch 1 on 3 host(s), 3 rank(s)" in l for l in clog) and
           any("listening on" in l for l in clog), "".join(clog)[-1500:])
-    # Two streams (greedy, seeded) read with curl on host 1.
-    curls = [subprocess.Popen([*in_h1, "curl", "-sN", "--max-time", "200", f"http://{h1}:18023/v1/completions",
-                               "-d", json.dumps(dict(b, stream=True))], stdout=subprocess.PIPE, text=True)
+    # Two streams (greedy, seeded), read by a client on host 1 (its lines as they come).
+    client = ("import http.client, sys\n"
+              "c = http.client.HTTPConnection(sys.argv[1], 18023, timeout=200)\n"
+              "c.request('POST', '/v1/completions', body=sys.argv[2], headers={'Content-Type': 'application/json'})\n"
+              "for line in c.getresponse():\n"
+              "    sys.stdout.write(line.decode()); sys.stdout.flush()\n")
+    curls = [subprocess.Popen([*in_h1, sys.executable, "-c", client, h1, json.dumps(dict(b, stream=True))],
+                              stdout=subprocess.PIPE, text=True)
              for b in bodies()[:2]]
     lines = [[], []]
     readers = [threading.Thread(target=lambda k=k: [lines[k].append(l) for l in curls[k].stdout], daemon=True) for k in range(2)]
@@ -462,7 +467,9 @@ try:
           re.search(r"job 2 up with 2 stage\(s\) \(rank 0 on supv23-h1, rank 1 on supv23-h3\)", log) is not None, log[-2000:])
     check("cluster: both streams complete, no error, equal to the reference", not errs and texts == [ref[0][1], ref[1][1]],
           (errs, [t[:80] for t in texts]))
-    hc = subprocess.run([*in_h1, "curl", "-s", f"http://{h1}:18023/health"], capture_output=True, text=True, timeout=30)
+    hc = subprocess.run([*in_h1, sys.executable, "-c", "import http.client, sys\nc = http.client.HTTPConnection(sys.argv[1], 18023)\n"
+                         "c.request('GET', '/health')\nprint(c.getresponse().read().decode())", h1],
+                        capture_output=True, text=True, timeout=30)
     h = json.loads(hc.stdout or "{}")
     check("cluster: /health names the excluded host", h.get("supervisor", {}).get("excluded_hosts") == ["supv23-h2"], h)
     subprocess.run([HARNESS, "link", CLUSTER, f"{CLUSTER}-h2", "up"], capture_output=True, timeout=60)
