@@ -51,6 +51,8 @@ def main():
     ap.add_argument("--threads", default="1")
     ap.add_argument("--stop", action="store_true", help="SIGSTOP instead of SIGKILL (found by --stage-timeout 3)")
     a = ap.parse_args()
+    # SIGTERM (a `timeout` around the script) still stops the front and its job.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     seqs = [int(x) for x in a.sequences.split(",")]
     befores = [int(x) for x in a.tokens_before.split(",")]
     srv = Server(a.binary, a.model, ["--supervise", "--np", str(a.ranks), "--mpirun-args=--oversubscribe --bind-to none",
