@@ -16,6 +16,7 @@
 #include "coordinator/chat_template.h"
 #include "coordinator/http_server.h"
 #include "coordinator/serving.h"
+#include "coordinator/tool_calls.h"
 
 namespace strata {
 namespace {
@@ -29,6 +30,7 @@ struct ServeFlags {
   int64_t chunk = 0;
   double shutdown_grace = 10;
   SuperviseFlags supervise;  // --supervise (the front) or --front (the job's rank 0)
+  std::string chat_template_file;
 };
 
 // Set by SIGINT / SIGTERM in `strata serve`: finish, then stop.
@@ -53,14 +55,20 @@ int RunServe(ServeFlags f, Transport* transport) {
   Session& s = *session;
   if (!f.supervise.front.empty()) return RunServeJob(s, f.supervise);
   std::unique_ptr<ChatTemplate> tmpl;
-  if (auto t = ChatTemplate::ForModel(*s.model, *s.tokenizer); t.ok()) {
+  if (!f.chat_template_file.empty()) {
+    auto t = ChatTemplate::FromFile(f.chat_template_file, *s.tokenizer);
+    if (!t.ok()) return s.Fail(t.status());
+    tmpl = std::make_unique<ChatTemplate>(std::move(*t));
+  } else if (auto t = ChatTemplate::ForModel(*s.model, *s.tokenizer); t.ok()) {
     tmpl = std::make_unique<ChatTemplate>(std::move(*t));
   } else if (t.status().kind() == ErrorKind::kNotFound) {
     Log(LogLevel::kWarn, "%s: /v1/chat/completions will answer 400", t.status().message().c_str());
   } else {
     return s.Fail(t.status());
   }
+  Metrics metrics;
   ServingOptions so;
+  so.metrics = &metrics;
   so.parallel = f.common.parallel;
   so.max_queue = f.max_queue;
   so.scheduler.inflight = f.inflight;
@@ -70,6 +78,9 @@ int RunServe(ServeFlags f, Transport* transport) {
   so.survive_pipeline_failure = supervised != nullptr;
   if (supervised != nullptr) AddSupervisorToHttp(&f.http, supervised);
   f.http.n_ctx = s.n_ctx;
+  f.http.parallel = f.common.parallel;
+  f.http.metrics = &metrics;
+  if (tmpl) Log(LogLevel::kInfo, "chat template: tool calls in the %s format", ToolCallFormatName(DetectToolCallFormat(tmpl->source())));
   f.http.model_ids = {f.alias.empty() ? BaseName(f.common.model) : f.alias, f.common.model};
   Status failure;
   {
@@ -127,7 +138,7 @@ int RunServe(ServeFlags f, Transport* transport) {
 Command AddServeCommand(CLI::App& app) {
   auto flags = std::make_shared<ServeFlags>();
   ServeFlags& srv = *flags;
-  CLI::App* sv = app.add_subcommand("serve", "OpenAI-compatible HTTP server: /v1/chat/completions, /v1/completions, /v1/models, /health");
+  CLI::App* sv = app.add_subcommand("serve", "OpenAI-compatible HTTP server: /v1/chat/completions, /v1/completions, /v1/models, /health, /metrics, /slots");
   AddCommonFlags(sv, &srv.common, false);
   sv->add_option("--host", srv.http.host, "address to listen on");
   sv->add_option("--port", srv.http.port, "port to listen on (0: any free port, printed at start)")->check(CLI::Range(0, 65535));
@@ -149,6 +160,8 @@ Command AddServeCommand(CLI::App& app) {
                  "connections open at once from one address (0: no bound); beyond, 503 at once")->check(CLI::Range(0, 1 << 20));
   sv->add_option("--header-timeout", srv.http.header_timeout_s,
                  "seconds a request's line and headers may take, idle keep-alive time included (408 beyond)")->check(CLI::Range(0.1, 3600.0));
+  sv->add_option("--chat-template-file", srv.chat_template_file,
+                 "a Jinja chat template instead of the model's (its tool-call format is read from it)");
   sv->add_option("--alias", srv.alias, "the model's name in the API (default: the model file's name)");
   sv->add_option("--inflight", srv.inflight, "micro-batches in flight (default: one per stage)")->check(CLI::Range(1, 1024));
   sv->add_option("--chunk", srv.chunk, "prefill chunk in tokens (default: auto)")->check(CLI::Range(int64_t{1}, int64_t{1} << 20));

@@ -1,6 +1,9 @@
 // Chat templates and the reasoning / answer split (rank 0).
 #include "coordinator/chat_template.h"
 
+#include <fstream>
+#include <sstream>
+
 #include "model/untrusted_json.h"
 
 namespace strata {
@@ -44,6 +47,7 @@ Result<ChatTemplate> ChatTemplate::Create(const std::string& source, std::option
                                           std::optional<std::string> eos_token) {
   ChatTemplate t;
   STRATA_ASSIGN_OR_RETURN(t.tmpl_, jinja::Template::Parse(source));
+  t.source_ = source;
   t.bos_ = std::move(bos_token);
   t.eos_ = std::move(eos_token);
   return t;
@@ -59,6 +63,20 @@ Result<ChatTemplate> ChatTemplate::ForModel(const ModelFiles& model, const Token
   if (tokenizer.eos_id() >= 0) eos = tokenizer.TokenBytes(tokenizer.eos_id());
   auto t = Create(*source, bos, eos);
   if (!t.ok()) return t.status().WithContext("model '" + model.path() + "'");
+  return t;
+}
+
+Result<ChatTemplate> ChatTemplate::FromFile(const std::string& path, const Tokenizer& tokenizer) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return NotFound("chat template file '" + path + "': cannot be read");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  if (in.bad()) return DataLoss("chat template file '" + path + "': read error");
+  std::optional<std::string> bos, eos;
+  if (tokenizer.bos_id() >= 0) bos = tokenizer.TokenBytes(tokenizer.bos_id());
+  if (tokenizer.eos_id() >= 0) eos = tokenizer.TokenBytes(tokenizer.eos_id());
+  auto t = Create(ss.str(), bos, eos);
+  if (!t.ok()) return t.status().WithContext("chat template file '" + path + "'");
   return t;
 }
 

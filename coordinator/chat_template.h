@@ -48,10 +48,17 @@ class ChatTemplate {
   // The model's own template (NotFound when it ships none).
   static Result<ChatTemplate> ForModel(const ModelFiles& model, const Tokenizer& tokenizer);
 
+  // A template file instead of the model's (`strata serve --chat-template-file`),
+  // with the model's bos / eos text.
+  static Result<ChatTemplate> FromFile(const std::string& path, const Tokenizer& tokenizer);
+
   Result<std::string> Apply(const Conversation& conv, const ChatOptions& opts) const;
+  // The Jinja text (what it teaches, e.g. its tool-call format, is read from it).
+  const std::string& source() const { return source_; }
 
  private:
   jinja::Template tmpl_;
+  std::string source_;
   std::optional<std::string> bos_, eos_;
 };
 

@@ -11,12 +11,16 @@
 // deadline passes) gets its error as a status, before any header.
 #include "coordinator/http_server.h"
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <ctime>
 #include <mutex>
 
 #include "common/log.h"
+#include "coordinator/tool_calls.h"
+#include "model/untrusted_json.h"
 
 namespace strata {
 namespace {
@@ -56,6 +60,17 @@ ApiError ApiErrorOf(const Status& st) {
 
 Clock::duration Seconds(double s) { return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s)); }
 
+// The endpoint label of /metrics: the known routes, else "other" (a client
+// must not grow the label set with made-up paths).
+std::string EndpointLabel(const std::string& path) {
+  for (const char* p : {"/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics", "/slots", "/tokenize"})
+    if (path == p) return p;
+  return "other";
+}
+
+// A log-probability for JSON: -inf (a token the model rules out) as OpenAI's -9999.
+double LogprobValue(float lp) { return std::isfinite(lp) ? static_cast<double>(lp) : -9999.0; }
+
 }  // namespace
 
 struct HttpServer::Impl {
@@ -66,6 +81,10 @@ struct HttpServer::Impl {
   HttpServerOptions opts;
   ApiLimits limits;
   std::time_t created = std::time(nullptr);
+  Clock::time_point started = Clock::now();
+  Metrics own_metrics;
+  Metrics* metrics = nullptr;
+  ToolCallFormat tool_format = ToolCallFormat::kNone;  // what the chat template teaches
   mutable std::mutex mu;
   Counters counters;
   std::unique_ptr<HttpTransport> transport;
@@ -74,6 +93,8 @@ struct HttpServer::Impl {
       : loop(l), tokenizer(t), chat_template(c), config(cfg), opts(o) {
     if (opts.max_tokens <= 0) opts.max_tokens = static_cast<int>(std::min<int64_t>(opts.n_ctx, 1 << 30));
     if (opts.model_ids.empty()) opts.model_ids.push_back("strata");
+    metrics = opts.metrics != nullptr ? opts.metrics : &own_metrics;
+    if (chat_template != nullptr) tool_format = DetectToolCallFormat(chat_template->source());
     limits.model_ids = opts.model_ids;
     limits.max_tokens = opts.max_tokens;
     limits.vocab = config.vocab;
@@ -96,7 +117,8 @@ struct HttpServer::Impl {
     transport = std::make_unique<HttpTransport>(to, [this](std::shared_ptr<HttpExchange> ex) { Handle(std::move(ex)); });
   }
 
-  void Count(int status, bool disconnected = false) {
+  void Count(const std::string& endpoint, int status, bool disconnected = false) {
+    metrics->CountRequest(endpoint, disconnected ? 499 : status);
     std::lock_guard<std::mutex> lock(mu);
     ++counters.requests;
     if (disconnected) ++counters.disconnects;
@@ -107,8 +129,9 @@ struct HttpServer::Impl {
 
   void SendError(HttpExchange& ex, const ApiError& e, HttpHeaders headers = {}) {
     if (e.status == 503) headers.emplace_back("Retry-After", "1");
+    const std::string endpoint = EndpointLabel(ex.request().path);
     ex.Respond(e.status, "application/json", Dump(ErrorJson(e)), headers);
-    Count(e.status);
+    Count(endpoint, e.status);
   }
 
   // A request checked and tokenized, ready for the loop.
@@ -117,6 +140,8 @@ struct HttpServer::Impl {
     std::vector<int32_t> prompt;
     bool split_thinking = false, opens_thinking = false;
     int n_predict = 0;
+    ToolCallFormat tool_format = ToolCallFormat::kNone;  // parse the answer for calls in this format
+    std::string forced_prefix;                            // tool_choice required / named: the answer's forced start
   };
   using Preparation = std::variant<Prepared, ApiError>;
 
@@ -132,14 +157,29 @@ struct HttpServer::Impl {
         e.message = "the model has no chat template; use /v1/completions";
         return e;
       }
+      const bool forced = p.req.tool_choice == ToolChoice::kRequired || p.req.tool_choice == ToolChoice::kNamed;
+      if (forced && tool_format == ToolCallFormat::kNone) {
+        ApiError e;
+        e.param = "tool_choice";
+        e.message = "forcing a tool call needs a chat template that teaches a tool-call format (<tool_call>, [TOOL_CALLS], "
+                    "Llama 3's JSON or LFM2's list); this one teaches none (strata serve --chat-template-file)";
+        return e;
+      }
       ChatOptions co;
       co.enable_thinking = p.req.enable_thinking;
+      // A forced call starts the answer: no reasoning block before it.
+      if (forced) co.enable_thinking = false;
       auto text = chat_template->Apply(p.req.conversation, co);
       if (!text.ok()) {
         ApiError e;
         e.param = "messages";
         e.message = "the chat template could not render these messages: " + text.status().message();
         return e;
+      }
+      if (p.req.has_tools) p.tool_format = tool_format;
+      if (forced) {
+        p.forced_prefix = ForcedCallPrefix(tool_format, p.req.tool_choice == ToolChoice::kNamed ? p.req.tool_name : "");
+        *text += p.forced_prefix;
       }
       p.prompt = tokenizer.Encode(*text, false, true);
       p.split_thinking = true;
@@ -180,6 +220,17 @@ struct HttpServer::Impl {
   void Handle(std::shared_ptr<HttpExchange> ex);
   void Health(HttpExchange& ex);
   void Models(HttpExchange& ex);
+  void MetricsPage(std::shared_ptr<HttpExchange> ex);
+  void Slots(HttpExchange& ex);
+  void Tokenize(std::shared_ptr<HttpExchange> ex);
+
+  // A token as OpenAI's logprobs show it: its text, log-probability and bytes.
+  json TokenJson(int32_t id, float logprob) const {
+    const std::string b = tokenizer.TokenBytes(id);
+    json bytes = json::array();
+    for (unsigned char c : b) bytes.push_back(static_cast<int>(c));
+    return {{"token", b}, {"logprob", LogprobValue(logprob)}, {"bytes", bytes}};
+  }
 };
 
 // One completion request, from its body to the end of its answer. Lives on
@@ -188,7 +239,7 @@ struct HttpServer::Impl {
 class HttpServer::Impl::CompletionCall : public std::enable_shared_from_this<CompletionCall> {
  public:
   CompletionCall(Impl& s, std::shared_ptr<HttpExchange> ex, ApiKind kind)
-      : s_(s), ex_(std::move(ex)), kind_(kind), id_(NewCompletionId(kind)) {}
+      : s_(s), ex_(std::move(ex)), kind_(kind), id_(NewCompletionId(kind)), endpoint_(EndpointLabel(ex_->request().path)) {}
 
   void Begin() {
     auto self = shared_from_this();
@@ -232,8 +283,12 @@ class HttpServer::Impl::CompletionCall : public std::enable_shared_from_this<Com
     Prepared& p = std::get<Prepared>(prepared);
     stream_ = p.req.stream;
     include_usage_ = p.req.include_usage;
+    top_logprobs_ = p.req.top_logprobs;
     text_.emplace(s_.tokenizer, s_.config.eos_ids, p.req.stop, p.split_thinking, p.opens_thinking);
+    if (p.tool_format != ToolCallFormat::kNone) tools_.emplace(p.tool_format);
+    forced_prefix_ = std::move(p.forced_prefix);
     SequenceJob job;
+    job.top_logprobs = p.req.top_logprobs;
     job.prompt = std::move(p.prompt);
     job.n_predict = p.n_predict;
     job.ignore_eos = p.req.ignore_eos;
@@ -259,14 +314,23 @@ class HttpServer::Impl::CompletionCall : public std::enable_shared_from_this<Com
   void Drain() {
     if (over_ || !req_) return;
     std::vector<int32_t> ids;
-    const bool ended = req_->Take(&ids);
+    std::vector<TokenLogprobs> lps;
+    const bool ended = req_->Take(&ids, top_logprobs_ >= 0 ? &lps : nullptr);
     TextDelta d;
-    for (int32_t id : ids) {
+    json lp_items = json::array();
+    for (size_t k = 0; k < ids.size(); ++k) {
+      const int32_t id = ids[k];
+      // Logprobs for the tokens whose text is the answer's (an end-of-
+      // sequence id adds none; after a stop string nothing counts).
+      const bool visible = !text_->stopped() &&
+                           std::find(s_.config.eos_ids.begin(), s_.config.eos_ids.end(), id) == s_.config.eos_ids.end();
       TextDelta t = text_->Push(id);
       d.content += t.content;
       d.reasoning += t.reasoning;
+      if (visible && k < lps.size()) AddLogprobs(lps[k], &lp_items);
       if (text_->stopped()) req_->Cancel();
     }
+    std::vector<ToolCall> calls = ParseCalls(&d.content);
     const bool failed = ended && !req_->error().ok();
     if (stream_) {
       if (!ex_->started()) {
@@ -276,13 +340,17 @@ class HttpServer::Impl::CompletionCall : public std::enable_shared_from_this<Com
         if (kind_ == ApiKind::kChat)
           ex_->Send(Event(s_.Chunk(kind_, id_, {{"index", 0}, {"delta", {{"role", "assistant"}, {"content", ""}}}, {"finish_reason", nullptr}})));
       }
-      if (!d.empty()) {
-        ex_->Send(Event(s_.Chunk(kind_, id_, DeltaChoice(d, nullptr))));
+      if (!d.empty() || !lp_items.empty()) {
+        ex_->Send(Event(s_.Chunk(kind_, id_, DeltaChoice(d, nullptr, lp_items))));
         last_sent_ = Clock::now();
       }
+      for (const json& it : lp_items) text_offset_ += it["bytes"].size();  // the next chunk's offsets go on
+      SendCalls(calls);
     } else {
       all_.content += d.content;
       all_.reasoning += d.reasoning;
+      KeepLogprobs(lp_items);
+      for (ToolCall& c : calls) all_calls_.push_back(std::move(c));
     }
     if (failed) return Fail(ApiErrorOf(req_->error()));  // after the text that came before it
     if (ended) Finish();
@@ -292,9 +360,21 @@ class HttpServer::Impl::CompletionCall : public std::enable_shared_from_this<Com
   void Finish() {
     over_ = true;
     TextDelta rest = text_->Finish();
-    const std::string finish = text_->stopped() ? "stop" : req_->job().finish_reason == "length" ? "length" : "stop";
+    std::vector<ToolCall> calls = ParseCalls(&rest.content);
+    if (tools_) {
+      ToolCallStream::Out o = tools_->Finish();
+      rest.content += o.content;
+      n_calls_ += o.calls.size();
+      for (ToolCall& c : o.calls) calls.push_back(std::move(c));
+    }
+    // A parsed call ends the turn as OpenAI and vLLM report it, whatever
+    // stopped the generation after it.
+    const std::string finish = n_calls_ > 0            ? "tool_calls"
+                               : text_->stopped()      ? "stop"
+                               : req_->job().finish_reason == "length" ? "length" : "stop";
     if (stream_) {
       if (!rest.empty()) ex_->Send(Event(s_.Chunk(kind_, id_, DeltaChoice(rest, nullptr))));
+      SendCalls(calls);
       ex_->Send(Event(s_.Chunk(kind_, id_, DeltaChoice(TextDelta{}, finish))));
       if (include_usage_) {
         json u = s_.Chunk(kind_, id_, json::object());
@@ -307,20 +387,31 @@ class HttpServer::Impl::CompletionCall : public std::enable_shared_from_this<Com
     } else {
       all_.content += rest.content;
       all_.reasoning += rest.reasoning;
+      for (ToolCall& c : calls) all_calls_.push_back(std::move(c));
       json choice;
       if (kind_ == ApiKind::kChat) {
         json message = {{"role", "assistant"}, {"content", all_.content}};
+        if (!all_calls_.empty()) {
+          // Around calls, white space is layout: no content (null, as OpenAI).
+          if (all_.content.find_first_not_of(" \t\r\n") == std::string::npos) message["content"] = nullptr;
+          json tc = json::array();
+          for (const ToolCall& c : all_calls_)
+            tc.push_back({{"id", c.id}, {"type", "function"}, {"function", {{"name", c.name}, {"arguments", c.arguments}}}});
+          message["tool_calls"] = tc;
+        }
         if (!all_.reasoning.empty()) message["reasoning_content"] = all_.reasoning;
-        choice = {{"index", 0}, {"message", message}, {"finish_reason", finish}};
+        choice = {{"index", 0}, {"message", message}, {"logprobs", nullptr}, {"finish_reason", finish}};
+        if (top_logprobs_ >= 0) choice["logprobs"] = {{"content", all_logprobs_}};
       } else {
         choice = {{"index", 0}, {"text", all_.content}, {"logprobs", nullptr}, {"finish_reason", finish}};
+        if (top_logprobs_ >= 0) choice["logprobs"] = all_logprobs_;
       }
       json body = {{"id", id_}, {"object", kind_ == ApiKind::kChat ? "chat.completion" : "text_completion"},
                    {"created", static_cast<int64_t>(std::time(nullptr))}, {"model", s_.opts.model_ids[0]},
                    {"choices", json::array({choice})}, {"usage", Usage()}};
       ex_->Respond(200, "application/json", Dump(body));
     }
-    s_.Count(200);
+    s_.Count(endpoint_, 200);
   }
 
   // The request cannot be answered: a status before any header, or a final
@@ -333,22 +424,94 @@ class HttpServer::Impl::CompletionCall : public std::enable_shared_from_this<Com
     ex_->Send(Event(ErrorJson(e)));
     ex_->Send("data: [DONE]\n\n");
     ex_->End();
-    s_.Count(e.status);
+    s_.Count(endpoint_, e.status);
   }
 
   void ClientGone() {
     if (over_) return;
     over_ = true;
     if (req_) req_->Cancel();
-    s_.Count(499, true);
+    s_.Count(endpoint_, 499, true);
   }
 
-  json DeltaChoice(const TextDelta& d, const json& finish) const {
-    if (kind_ == ApiKind::kCompletion) return {{"index", 0}, {"text", d.content}, {"logprobs", nullptr}, {"finish_reason", finish}};
+  // One chunk's choice; `lp` the log-probabilities of its tokens (chat:
+  // the content list; completions: the legacy object).
+  json DeltaChoice(const TextDelta& d, const json& finish, const json& lp = json()) const {
+    const bool with_lp = top_logprobs_ >= 0 && lp.is_array() && !lp.empty();
+    if (kind_ == ApiKind::kCompletion)
+      return {{"index", 0}, {"text", d.content}, {"logprobs", with_lp ? LegacyLogprobs(lp) : json()}, {"finish_reason", finish}};
     json delta = json::object();
     if (!d.reasoning.empty()) delta["reasoning_content"] = d.reasoning;
-    if (!d.content.empty()) delta["content"] = d.content;
-    return {{"index", 0}, {"delta", delta}, {"finish_reason", finish}};
+    if (!d.content.empty() || with_lp) delta["content"] = d.content;
+    json choice = {{"index", 0}, {"delta", delta}, {"finish_reason", finish}};
+    if (with_lp) choice["logprobs"] = {{"content", lp}};
+    return choice;
+  }
+
+  // The answer's text through the tool-call parser (when the request has
+  // tools): what stays content in *content, the complete calls returned.
+  std::vector<ToolCall> ParseCalls(std::string* content) {
+    if (!tools_) return {};
+    std::string in = std::move(*content);
+    if (!forced_prefix_.empty()) in = std::exchange(forced_prefix_, {}) + in;  // the forced start is the answer's
+    ToolCallStream::Out o = tools_->Push(in);
+    *content = std::move(o.content);
+    n_calls_ += o.calls.size();
+    return std::move(o.calls);
+  }
+
+  // OpenAI's streamed calls: the id, type and name first, then the arguments.
+  void SendCalls(const std::vector<ToolCall>& calls) {
+    for (const ToolCall& c : calls) {
+      const json head = {{"index", sent_calls_}, {"id", c.id}, {"type", "function"}, {"function", {{"name", c.name}, {"arguments", ""}}}};
+      const json args = {{"index", sent_calls_}, {"function", {{"arguments", c.arguments}}}};
+      for (const json& tc : {head, args})
+        ex_->Send(Event(s_.Chunk(kind_, id_, {{"index", 0}, {"delta", {{"tool_calls", json::array({tc})}}}, {"finish_reason", nullptr}})));
+      last_sent_ = Clock::now();
+      ++sent_calls_;
+    }
+  }
+
+  // One token's entry: chat's {token, logprob, bytes, top_logprobs}.
+  void AddLogprobs(const TokenLogprobs& lp, json* items) const {
+    json item = s_.TokenJson(lp.id, lp.logprob);
+    json top = json::array();
+    for (const auto& [id, v] : lp.top) top.push_back(s_.TokenJson(id, v));
+    item["top_logprobs"] = top;
+    items->push_back(std::move(item));
+  }
+
+  // Chat entries -> the completions API's legacy shape: tokens,
+  // token_logprobs, top_logprobs ({text: logprob}) and text_offset (the
+  // token's byte offset in the answer's text).
+  json LegacyLogprobs(const json& items) const {
+    json out = {{"tokens", json::array()}, {"token_logprobs", json::array()}, {"top_logprobs", json::array()}, {"text_offset", json::array()}};
+    size_t offset = text_offset_;
+    for (const json& it : items) {
+      out["tokens"].push_back(it["token"]);
+      out["token_logprobs"].push_back(it["logprob"]);
+      json top = json::object();
+      for (const json& t : it["top_logprobs"]) top[t["token"].get<std::string>()] = t["logprob"];
+      out["top_logprobs"].push_back(top);
+      out["text_offset"].push_back(offset);
+      offset += it["bytes"].size();
+    }
+    return out;
+  }
+
+  // A whole answer's log-probabilities so far; a stream's offsets go on.
+  void KeepLogprobs(const json& items) {
+    if (top_logprobs_ < 0 || items.empty()) return;
+    if (kind_ == ApiKind::kChat) {
+      if (!all_logprobs_.is_array()) all_logprobs_ = json::array();
+      for (const json& it : items) all_logprobs_.push_back(it);
+      return;
+    }
+    const json legacy = LegacyLogprobs(items);
+    if (!all_logprobs_.is_object()) all_logprobs_ = {{"tokens", json::array()}, {"token_logprobs", json::array()}, {"top_logprobs", json::array()}, {"text_offset", json::array()}};
+    for (const char* k : {"tokens", "token_logprobs", "top_logprobs", "text_offset"})
+      for (const json& x : legacy[k]) all_logprobs_[k].push_back(x);
+    for (const json& it : items) text_offset_ += it["bytes"].size();
   }
 
   json Usage() const {
@@ -361,7 +524,15 @@ class HttpServer::Impl::CompletionCall : public std::enable_shared_from_this<Com
   std::shared_ptr<HttpExchange> ex_;
   const ApiKind kind_;
   const std::string id_;
+  const std::string endpoint_;
   bool stream_ = false, include_usage_ = false;
+  int top_logprobs_ = -1;
+  std::optional<ToolCallStream> tools_;  // the request has tools: the answer is parsed for calls
+  std::string forced_prefix_;            // not yet given to tools_
+  size_t n_calls_ = 0, sent_calls_ = 0;
+  std::vector<ToolCall> all_calls_;      // a whole answer's
+  json all_logprobs_;                    // a whole answer's (chat: array; completions: legacy object)
+  size_t text_offset_ = 0;               // completions: bytes of answer text before the next token
   std::optional<CompletionText> text_;
   std::shared_ptr<ServingRequest> req_;
   TextDelta all_;      // a whole answer, so far
@@ -383,6 +554,9 @@ void HttpServer::Impl::Handle(std::shared_ptr<HttpExchange> ex) {
     return call->Begin();
   }
   if (q.path == "/health") return q.method == "GET" ? Health(*ex) : wrong_method("GET");
+  if (q.path == "/metrics") return q.method == "GET" ? MetricsPage(ex) : wrong_method("GET");
+  if (q.path == "/slots") return q.method == "GET" ? Slots(*ex) : wrong_method("GET");
+  if (q.path == "/tokenize") return q.method == "POST" ? Tokenize(ex) : wrong_method("POST");
   if (q.path == "/v1/models") return q.method == "GET" ? Models(*ex) : wrong_method("GET");
   ApiError e;
   e.status = 404;
@@ -405,7 +579,84 @@ void HttpServer::Impl::Models(HttpExchange& ex) {
   json m = {{"id", opts.model_ids[0]}, {"object", "model"}, {"created", static_cast<int64_t>(created)}, {"owned_by", "strata"},
             {"meta", {{"architecture", config.arch}, {"n_ctx", opts.n_ctx}, {"n_layers", config.n_layers}, {"vocab", config.vocab}}}};
   ex.Respond(200, "application/json", Dump({{"object", "list"}, {"data", json::array({m})}}));
-  Count(200);
+  Count("/v1/models", 200);
+}
+
+void HttpServer::Impl::MetricsPage(std::shared_ptr<HttpExchange> ex) {
+  // The stages' counters come from the loop thread between batches: a
+  // worker thread waits for them (up to a second), never the I/O thread.
+  transport->Offload([this, ex] {
+    ServingGauges g;
+    const ServingLoop::Counts c = loop.counts();
+    g.queued = c.queued;
+    g.running = c.running;
+    g.slots = opts.parallel;
+    const double uptime = std::chrono::duration<double>(Clock::now() - started).count();
+    auto stats = loop.ReadStageStats(std::chrono::milliseconds(1000));
+    if (stats.ok()) {
+      for (size_t i = 0; i < stats->size(); ++i) {
+        const StageStats& st = (*stats)[i];
+        StageGauges sg;
+        sg.stage = static_cast<int>(i);
+        sg.rank = st.rank;
+        sg.host = st.host;
+        sg.busy_s = st.busy_s;
+        sg.busy_ratio = uptime > 0 ? st.busy_s / uptime : 0;
+        sg.bytes_sent = st.bytes_sent;
+        sg.tokens = st.tokens;
+        g.stages.push_back(std::move(sg));
+      }
+    }
+    auto body = std::make_shared<std::string>(metrics->Render(g));
+    ex->Post([this, ex, body] {
+      ex->Respond(200, "text/plain; version=0.0.4; charset=utf-8", std::move(*body));
+      Count("/metrics", 200);
+    });
+  });
+}
+
+void HttpServer::Impl::Slots(HttpExchange& ex) {
+  json out = json::array();
+  for (const SlotInfo& s : loop.Slots()) {
+    json j = {{"id", s.id}, {"state", s.busy ? "processing" : "idle"}};
+    if (s.busy) {
+      j["seq_id"] = s.seq_id;
+      j["prompt_tokens"] = s.prompt_tokens;
+      j["generated_tokens"] = s.generated;
+      j["n_predict"] = s.n_predict;
+      j["elapsed_s"] = s.elapsed_s;
+    }
+    out.push_back(std::move(j));
+  }
+  ex.Respond(200, "application/json", Dump(out));
+  Count("/slots", 200);
+}
+
+void HttpServer::Impl::Tokenize(std::shared_ptr<HttpExchange> ex) {
+  auto body = std::make_shared<std::string>(std::move(ex->request().body));
+  transport->Offload([this, ex, body] {
+    ApiError e;
+    json answer;
+    auto parsed = ParseUntrustedJson(*body, "the request body");
+    if (!parsed.ok()) {
+      e.message = parsed.status().message();
+    } else if (!parsed->is_object() || !parsed->contains("content") || !(*parsed)["content"].is_string()) {
+      e.param = "content";
+      e.message = "'content': expected a string";
+    } else if (parsed->contains("add_special") && !(*parsed)["add_special"].is_boolean()) {
+      e.param = "add_special";
+      e.message = "'add_special': expected a boolean";
+    } else {
+      const bool add_special = parsed->value("add_special", false);
+      answer = {{"tokens", tokenizer.Encode((*parsed)["content"].get<std::string>(), add_special && tokenizer.add_bos(), true)}};
+    }
+    auto out = std::make_shared<std::string>(answer.is_null() ? std::string() : Dump(answer));
+    ex->Post([this, ex, e, out] {
+      if (out->empty()) return SendError(*ex, e);
+      ex->Respond(200, "application/json", std::move(*out));
+      Count("/tokenize", 200);
+    });
+  });
 }
 
 HttpServer::HttpServer(ServingLoop& loop, const Tokenizer& tokenizer, const ChatTemplate* chat_template,

@@ -5,6 +5,12 @@
 //   POST /v1/completions        prompt text (or token ids)
 //   GET  /v1/models             the one model served
 //   GET  /health                ok / shutting_down / error, with slot counts
+//   GET  /metrics               Prometheus text (coordinator/metrics.h)
+//   GET  /slots                 each sequence slot: idle, or the sequence in it
+//   POST /tokenize              {"content": text} -> {"tokens": ids} (llama-server's)
+// Chat answers are parsed for tool calls in the format the chat template
+// teaches (coordinator/tool_calls.h) when the request gives tools; logprobs
+// come from the last stage with each token (worker/sampler.h LogprobsOf).
 // Requests run through a ServingLoop (coordinator/serving.h): at most
 // `parallel` sequences at once, a bounded queue (503 + Retry-After beyond
 // it), a per-request deadline (504), a body size limit (413). A client that
@@ -32,6 +38,7 @@
 #include "common/status.h"
 #include "coordinator/chat_template.h"
 #include "coordinator/http_transport.h"
+#include "coordinator/metrics.h"
 #include "coordinator/openai_api.h"
 #include "coordinator/serving.h"
 #include "model/model_files.h"
@@ -59,6 +66,8 @@ struct HttpServerOptions {
   // When set, adds to /health's JSON (and may change its "status"; the answer
   // is 200 only for "ok" and "recovering").
   std::function<void(nlohmann::json*)> health;
+  int parallel = 1;                   // the loop's sequence slots (for /metrics)
+  Metrics* metrics = nullptr;         // shared with the ServingLoop; null: the server keeps its own
 };
 
 class HttpServer {

@@ -124,6 +124,8 @@ std::optional<ApiError> CheckAndNormalizeMessages(ojson* messages) {
     if (Given(m, "tool_calls") && !m["tool_calls"].is_array()) return WrongType(where + ".tool_calls", "an array", m["tool_calls"]);
     if (Given(m, "tool_call_id") && !m["tool_call_id"].is_string())
       return WrongType(where + ".tool_call_id", "a string", m["tool_call_id"]);
+    if (role == "tool" && !Given(m, "tool_call_id"))
+      return BadField(where + ".tool_call_id", "required in a tool message (the id of the call it answers)");
     if (!Given(m, "content")) {
       if (role == "assistant" && Given(m, "tool_calls")) continue;  // a turn that only calls tools
       return BadField(where + ".content", role == "assistant" ? "required unless the message has tool_calls" : "required");
@@ -206,35 +208,67 @@ std::optional<ApiError> CheckResponseFormat(const ojson& body) {
   return BadField("response_format.type", QuoteForMessage(type) + " is not a format (text, json_object or json_schema)");
 }
 
-// tool_choice: "auto" (what the model does with the tools it is shown) and
-// "none" (it is shown none) are honoured; forcing a call is not offered.
-std::optional<ApiError> GetToolChoice(const ojson& body, bool* tools_off) {
+// tool_choice: "auto", "none" (the template is shown no tools and nothing
+// is parsed), "required" or {"type": "function", "function": {"name": ...}}
+// (a call is forced; the name must be one of `tools`).
+std::optional<ApiError> GetToolChoice(const ojson& body, CompletionRequest* r) {
   if (!Given(body, "tool_choice")) return std::nullopt;
   const ojson& tc = body["tool_choice"];
   if (tc.is_string()) {
     const std::string v = tc.get<std::string>();
-    if (v == "auto") return std::nullopt;
-    if (v == "none") {
-      *tools_off = true;
-      return std::nullopt;
-    }
-    if (v == "required") return Unsupported("tool_choice", "'required' (forcing a tool call); use 'auto' or 'none'");
-    return BadField("tool_choice", QuoteForMessage(v) + " is not one of none, auto, required or a function");
-  }
-  if (tc.is_object()) {
+    if (v == "auto") r->tool_choice = ToolChoice::kAuto;
+    else if (v == "none") r->tool_choice = ToolChoice::kNone;
+    else if (v == "required") r->tool_choice = ToolChoice::kRequired;
+    else return BadField("tool_choice", QuoteForMessage(v) + " is not one of none, auto, required or a function");
+  } else if (tc.is_object()) {
     if (!tc.contains("type") || tc["type"] != "function" || !tc.contains("function") || !tc["function"].is_object() ||
         !tc["function"].contains("name") || !tc["function"]["name"].is_string())
       return BadField("tool_choice", "expected {\"type\": \"function\", \"function\": {\"name\": ...}}");
-    return Unsupported("tool_choice", "naming a function to call; use 'auto' or 'none'");
+    r->tool_choice = ToolChoice::kNamed;
+    r->tool_name = tc["function"]["name"].get<std::string>();
+  } else {
+    return WrongType("tool_choice", "a string or an object", tc);
   }
-  return WrongType("tool_choice", "a string or an object", tc);
+  if (r->tool_choice == ToolChoice::kRequired || r->tool_choice == ToolChoice::kNamed) {
+    if (!Given(body, "tools") || !body["tools"].is_array() || body["tools"].empty())
+      return BadField("tool_choice", "forcing a tool call needs 'tools'");
+  }
+  if (r->tool_choice == ToolChoice::kNamed) {
+    bool found = false;
+    for (const ojson& t : body["tools"])
+      found |= t.is_object() && t.contains("function") && t["function"].is_object() && t["function"].contains("name") &&
+               t["function"]["name"] == r->tool_name;
+    if (!found)
+      return BadField("tool_choice", "the function " + QuoteForMessage(r->tool_name) + " is not one of 'tools'");
+  }
+  return std::nullopt;
+}
+
+// Chat: logprobs (a boolean) and top_logprobs (0..20, only with logprobs);
+// completions: logprobs N (0..20: the token's and the N most likely).
+std::optional<ApiError> GetLogprobs(const ojson& j, ApiKind kind, int* top_logprobs) {
+  bool given = false;
+  int64_t n = 0;
+  if (kind == ApiKind::kCompletion) {
+    if (Given(j, "logprobs") && j["logprobs"].is_boolean())
+      return WrongType("logprobs", "an integer (the most likely tokens to list, 0..20)", j["logprobs"]);
+    if (auto e = GetInteger(j, "logprobs", 0, kMaxTopLogprobs, &given, &n)) return e;
+    if (given) *top_logprobs = static_cast<int>(n);
+    return std::nullopt;
+  }
+  bool on = false;
+  if (auto e = GetBool(j, "logprobs", &on)) return e;
+  if (auto e = GetInteger(j, "top_logprobs", 0, kMaxTopLogprobs, &given, &n)) return e;
+  if (given && !on) return BadField("top_logprobs", "only allowed with logprobs: true");
+  if (on) *top_logprobs = given ? static_cast<int>(n) : 0;
+  return std::nullopt;
 }
 
 // Fields strata accepts with no effect on the answer, each checked for its
 // type: metadata and user (labels for the caller's own records),
 // service_tier (one tier here), prediction (a predicted output only makes
-// a server faster), parallel_tool_calls (tool calls are not parsed into
-// tool_calls, so there are never several).
+// a server faster), parallel_tool_calls (a model writes as many calls as it
+// writes; nothing constrains it to one).
 std::optional<ApiError> CheckNoEffectFields(const ojson& j, ApiKind kind) {
   std::string s;
   if (auto e = GetString(j, "user", &s)) return e;
@@ -280,10 +314,6 @@ std::optional<ApiError> CheckRefusedFields(const ojson& j, ApiKind kind) {
         if (x != "text") return Unsupported("modalities", QuoteForMessage(x.get<std::string>()) + " (text only)");
       }
     }
-    int64_t iv = 0;
-    bool given = false;
-    if (auto e = GetInteger(j, "top_logprobs", 0, 20, &given, &iv)) return e;
-    if (iv > 0) return Unsupported("top_logprobs", "log probabilities");
   } else {
     if (auto e = GetBool(j, "echo", &b)) return e;
     if (b) return Unsupported("echo", "echoing the prompt");
@@ -358,11 +388,12 @@ std::variant<CompletionRequest, ApiError> ParseCompletionRequest(const std::stri
     if (messages.empty()) return BadField("messages", "at least one message is needed");
     if (auto e = CheckAndNormalizeMessages(&messages)) return *e;
     r.conversation.messages = std::move(messages);
-    bool tools_off = false;
-    if (auto e = GetToolChoice(j, &tools_off)) return *e;
-    if (Given(j, "tools")) {
+    if (Given(j, "tools"))
       if (auto e = CheckTools(j["tools"])) return *e;
-      if (!tools_off) r.conversation.tools = j["tools"];
+    if (auto e = GetToolChoice(j, &r)) return *e;
+    if (Given(j, "tools") && !j["tools"].empty() && r.tool_choice != ToolChoice::kNone) {
+      r.conversation.tools = j["tools"];
+      r.has_tools = true;
     }
     if (Given(j, "chat_template_kwargs")) {
       const ojson& k = j["chat_template_kwargs"];
@@ -450,12 +481,7 @@ std::variant<CompletionRequest, ApiError> ParseCompletionRequest(const std::stri
   if (auto e = CheckResponseFormat(j)) return *e;
   if (auto e = GetBool(j, "stream", &r.stream)) return *e;
   if (auto e = GetBool(j, "ignore_eos", &r.ignore_eos)) return *e;
-  bool logprobs = false;
-  if (auto e = GetBool(j, "logprobs", &logprobs)) {
-    if (!(j["logprobs"].is_number_integer() && kind == ApiKind::kCompletion)) return *e;
-    logprobs = j["logprobs"].get<int64_t>() > 0;
-  }
-  if (logprobs) return BadField("logprobs", "not supported");
+  if (auto e = GetLogprobs(j, kind, &r.top_logprobs)) return *e;
   if (Given(j, "stream_options")) {
     const ojson& so = j["stream_options"];
     if (!so.is_object()) return WrongType("stream_options", "an object", so);

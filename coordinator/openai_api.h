@@ -48,10 +48,18 @@ struct ApiLimits {
   int32_t vocab = 0;                   // token ids (prompt, logit_bias) must be below; 0: unchecked
 };
 
+// tool_choice: kAuto parses calls when tools are given; kNone shows the
+// template no tools and parses nothing; kRequired / kNamed force a call
+// (coordinator/tool_calls.h ForcedCallPrefix).
+enum class ToolChoice { kAuto, kNone, kRequired, kNamed };
+
 struct CompletionRequest {
   ApiKind kind = ApiKind::kChat;
   Conversation conversation;             // chat
   std::optional<bool> enable_thinking;   // chat: chat_template_kwargs.enable_thinking
+  ToolChoice tool_choice = ToolChoice::kAuto;  // chat
+  std::string tool_name;                 // chat, kNamed: the function to call
+  bool has_tools = false;                // chat: tools given (and not turned off by tool_choice none)
   std::string prompt;                    // completion: text (when prompt_ids is empty)
   std::vector<int32_t> prompt_ids;       // completion: token ids given directly
   std::optional<int> max_tokens;         // unset: up to the context (and the server's limit)
@@ -61,13 +69,14 @@ struct CompletionRequest {
   bool stream = false;
   bool include_usage = false;            // stream_options.include_usage
   bool ignore_eos = false;               // llama.cpp's extension
+  int top_logprobs = -1;                 // < 0: no logprobs; chat logprobs: true with top_logprobs N, completions logprobs: N
 };
 
 // Parses and checks a request body. Errors name the field: malformed JSON,
 // a body that is not an object, missing or wrongly typed fields, values out
 // of range, an unknown role, a message without content, an unknown model
 // (404), and every field OpenAI defines whose request strata cannot honour
-// (n > 1, logprobs, JSON response formats, forced tool calls, non-zero
+// (n > 1, JSON response formats, non-zero
 // presence/frequency penalties, non-text content parts, ...). Fields OpenAI
 // does not define are ignored.
 std::variant<CompletionRequest, ApiError> ParseCompletionRequest(const std::string& body, ApiKind kind,

@@ -16,6 +16,7 @@ SequenceRequest SampleRequest(const SequenceJob& job, uint64_t step) {
   r.output = SequenceRequest::Output::kSample;
   r.sampling = job.sampling;
   r.step = step;
+  r.top_logprobs = job.top_logprobs;
   const size_t n = static_cast<size_t>(std::max(0, job.sampling.repeat_last_n));
   if (n > 0) {
     // The last n tokens of prompt + generated ids, for the repetition penalty.
@@ -68,9 +69,12 @@ Status Scheduler::Add(SequenceJob* job, TokenFn on_token, DoneFn on_done) {
     return InvalidArgument("sequence " + std::to_string(j.seq_id) + ": the prompt has " + std::to_string(j.prompt.size()) +
                            " tokens, which does not fit the context of " + std::to_string(opts_.n_ctx) + " (raise --ctx)");
   STRATA_RETURN_IF_ERROR(ValidateSamplingParams(j.sampling));
+  if (j.top_logprobs > kMaxTopLogprobs)
+    return InvalidArgument("top_logprobs " + std::to_string(j.top_logprobs) + " is above " + std::to_string(kMaxTopLogprobs));
   for (const auto& e : entries_)
     if (e->job->seq_id == j.seq_id) return InvalidArgument("sequence id " + std::to_string(j.seq_id) + " is used twice");
   j.ids.clear();
+  j.logprobs.clear();
   j.finish_reason.clear();
   auto e = std::make_unique<Entry>();
   e->job = job;
@@ -157,10 +161,10 @@ Status Scheduler::Finish(Entry* e, const char* reason) {
   return st;
 }
 
-Status Scheduler::Step() {
+Status Scheduler::Step(bool submit) {
   std::vector<SequenceRequest> batch;
   std::vector<std::pair<Entry*, bool>> members;
-  while (pipeline_.in_flight() < inflight_) {
+  while (submit && pipeline_.in_flight() < inflight_) {
     NextBatch(&batch, &members);
     if (batch.empty()) break;
     STRATA_RETURN_IF_ERROR(pipeline_.Submit(batch).status());
@@ -183,6 +187,10 @@ Status Scheduler::Step() {
     const int32_t token = out.results[k].token;
     if (j.ids.empty()) j.first_token_ms = e->ms();
     j.ids.push_back(token);
+    if (j.top_logprobs >= 0) {
+      if (!out.results[k].logprobs) return Internal("a sampled token came back without the log-probabilities asked for");
+      j.logprobs.push_back(std::move(*out.results[k].logprobs));
+    }
     if (e->on_token) e->on_token(token);
     if (!j.ignore_eos && std::find(opts_.eos_ids.begin(), opts_.eos_ids.end(), token) != opts_.eos_ids.end()) {
       STRATA_RETURN_IF_ERROR(Finish(e, "stop"));

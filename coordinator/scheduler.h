@@ -48,11 +48,13 @@ struct SequenceJob {
   int n_predict = 16;           // tokens to generate
   bool ignore_eos = false;
   SamplingParams sampling;
+  int top_logprobs = -1;        // < 0: no log-probabilities; else each token's and this many most likely
   // When set and true, the sequence ends at its next token with
   // finish_reason "cancelled" (Ctrl-C in chat, a client that went away).
   const std::atomic<bool>* cancel = nullptr;
   // Results:
   std::vector<int32_t> ids;     // generated ids (an end-of-sequence id included when it stopped there)
+  std::vector<TokenLogprobs> logprobs;  // top_logprobs >= 0: one per id, filled before on_token sees the id
   std::string finish_reason;    // "stop" (an EOS id), "length" (n_predict or the context) or "cancelled"
   double first_token_ms = 0;    // from the start of RunSequences (Scheduler: from Add)
   double done_ms = 0;
@@ -89,7 +91,8 @@ class Scheduler {
   Status Add(SequenceJob* job, TokenFn on_token, DoneFn on_done);
   // Submits batches up to `inflight`, waits for the oldest and hands out its
   // tokens. Fails on a pipeline error (the pipeline is then unusable).
-  Status Step();
+  // submit = false: only waits (drains the pipeline, e.g. to read its stats).
+  Status Step(bool submit = true);
   // No sequence left and nothing in flight.
   bool idle() const;
   size_t active() const;

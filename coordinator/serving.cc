@@ -11,15 +11,28 @@
 namespace strata {
 
 void ServingRequest::Push(int32_t id) {
+  const auto now = std::chrono::steady_clock::now();
+  if (metrics_ != nullptr) {
+    const auto since = generated_.load() == 0 ? admitted_ : last_token_;
+    const double s = std::chrono::duration<double>(now - since).count();
+    if (generated_.load() == 0) metrics_->ObserveFirstToken(s);
+    else metrics_->ObserveInterToken(s);
+  }
+  last_token_ = now;
+  generated_.fetch_add(1);
   {
     std::lock_guard<std::mutex> lock(mu_);
     pending_.push_back(id);
+    // The scheduler stored the token's log-probabilities before telling us.
+    if (job_.top_logprobs >= 0 && !job_.logprobs.empty()) pending_logprobs_.push_back(job_.logprobs.back());
     cv_.notify_all();
   }
   if (on_update_) on_update_();
 }
 
-void ServingRequest::Start() {
+void ServingRequest::Start(int slot) {
+  slot_ = slot;
+  slot_start_ = std::chrono::steady_clock::now();
   started_.store(true);
   if (on_update_) on_update_();
 }
@@ -35,10 +48,12 @@ void ServingRequest::End(Status error) {
   if (on_update_) on_update_();
 }
 
-bool ServingRequest::Take(std::vector<int32_t>* ids) {
+bool ServingRequest::Take(std::vector<int32_t>* ids, std::vector<TokenLogprobs>* logprobs) {
   std::lock_guard<std::mutex> lock(mu_);
   ids->insert(ids->end(), pending_.begin(), pending_.end());
   pending_.clear();
+  if (logprobs != nullptr) logprobs->insert(logprobs->end(), pending_logprobs_.begin(), pending_logprobs_.end());
+  pending_logprobs_.clear();
   return ended_;
 }
 
@@ -53,6 +68,7 @@ bool ServingRequest::Wait(std::vector<int32_t>* ids, std::chrono::steady_clock::
 ServingLoop::ServingLoop(Pipeline& pipeline, const ServingOptions& opts)
     : pipeline_(pipeline), opts_(opts), scheduler_(std::make_unique<Scheduler>(pipeline, opts.scheduler)) {
   opts_.parallel = std::max(1, opts_.parallel);
+  slot_busy_.assign(static_cast<size_t>(opts_.parallel), false);
   thread_ = std::thread([this] { Run(); });
 }
 
@@ -66,6 +82,8 @@ Result<std::shared_ptr<ServingRequest>> ServingLoop::Submit(SequenceJob job, Ser
     return InvalidArgument("the prompt has " + std::to_string(job.prompt.size()) + " tokens; the context holds " +
                            std::to_string(opts_.scheduler.n_ctx) + " and the answer needs at least one more");
   if (job.n_predict < 1) return InvalidArgument("at least one token must be generated");
+  if (job.top_logprobs > kMaxTopLogprobs)
+    return InvalidArgument("top_logprobs " + std::to_string(job.top_logprobs) + " is above " + std::to_string(kMaxTopLogprobs));
   STRATA_RETURN_IF_ERROR(ValidateSamplingParams(job.sampling));
   std::lock_guard<std::mutex> lock(mu_);
   if (!failure_.ok()) return Unavailable("the pipeline failed: " + failure_.message());
@@ -85,6 +103,8 @@ Result<std::shared_ptr<ServingRequest>> ServingLoop::Submit(SequenceJob job, Ser
   }
   job.seq_id = next_seq_id_++;
   auto req = std::make_shared<ServingRequest>(std::move(job), std::move(on_update));
+  req->metrics_ = opts_.metrics;
+  req->admitted_ = std::chrono::steady_clock::now();
   queue_.push_back(req);
   cv_.notify_all();
   return req;
@@ -103,9 +123,21 @@ void ServingLoop::DropCancelledQueued() {
   }
 }
 
+void ServingLoop::Release(ServingRequest& r) {
+  if (r.slot_ >= 0 && r.slot_ < opts_.parallel) slot_busy_[r.slot_] = false;
+  r.slot_ = -1;
+  if (opts_.metrics != nullptr) {
+    opts_.metrics->AddPromptTokens(r.job_.prompt.size());
+    opts_.metrics->AddGeneratedTokens(r.job_.ids.size());
+  }
+}
+
 void ServingLoop::EndAll(const Status& error) {
   for (auto& r : queue_) r->End(error);
-  for (auto& r : running_) r->End(error);
+  for (auto& r : running_) {
+    r->End(error);
+    Release(*r);
+  }
   finished_ += queue_.size() + running_.size();
   queue_.clear();
   running_.clear();
@@ -117,7 +149,21 @@ void ServingLoop::Run() {
   std::vector<ServingRequest*> done;
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
-    while (!queue_.empty() && static_cast<int>(running_.size()) < opts_.parallel) {
+    if (stats_wanted_) {
+      // Asked for the stages' counters: drain the batches in flight (no new
+      // ones), then read them.
+      if (pipeline_.in_flight() == 0) {
+        lock.unlock();
+        Result<std::vector<StageStats>> st = pipeline_.Stats();
+        lock.lock();
+        stats_ = std::move(st);
+        stats_wanted_ = false;
+        ++stats_serial_;
+        cv_.notify_all();
+        continue;
+      }
+    }
+    while (!stats_wanted_ && !queue_.empty() && static_cast<int>(running_.size()) < opts_.parallel) {
       std::shared_ptr<ServingRequest> req = std::move(queue_.front());
       queue_.pop_front();
       if (req->cancelled()) {  // gone before it started
@@ -135,7 +181,9 @@ void ServingLoop::Run() {
         continue;
       }
       running_.push_back(std::move(req));
-      r->Start();
+      const int slot = static_cast<int>(std::find(slot_busy_.begin(), slot_busy_.end(), false) - slot_busy_.begin());
+      if (slot < opts_.parallel) slot_busy_[slot] = true;
+      r->Start(slot);
     }
     if (scheduler_->idle()) {
       if (quit_) break;
@@ -153,13 +201,15 @@ void ServingLoop::Run() {
       cv_.wait(lock);
       continue;
     }
+    const bool submit = !stats_wanted_;
     lock.unlock();
-    Status st = scheduler_->Step();
+    Status st = scheduler_->Step(submit);
     lock.lock();
     for (ServingRequest* r : done) {
       auto it = std::find_if(running_.begin(), running_.end(), [&](const auto& p) { return p.get() == r; });
       if (it == running_.end()) continue;
       r->End(r->job_.finish_reason == "cancelled" && !r->forced_end_.ok() ? r->forced_end_ : Status::Ok());
+      Release(*r);
       running_.erase(it);
       ++finished_;
     }
@@ -204,6 +254,36 @@ Status ServingLoop::Stop(std::chrono::milliseconds grace, const std::string& rea
   if (thread_.joinable()) thread_.join();
   lock.lock();
   return failure_;
+}
+
+std::vector<SlotInfo> ServingLoop::Slots() {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<SlotInfo> out(static_cast<size_t>(opts_.parallel));
+  const auto now = std::chrono::steady_clock::now();
+  for (int i = 0; i < opts_.parallel; ++i) out[i].id = i;
+  for (const auto& r : running_) {
+    if (r->slot_ < 0 || r->slot_ >= opts_.parallel) continue;
+    SlotInfo& s = out[r->slot_];
+    s.busy = true;
+    s.seq_id = r->job_.seq_id;
+    s.prompt_tokens = r->job_.prompt.size();
+    s.generated = r->generated_.load();
+    s.n_predict = r->job_.n_predict;
+    s.elapsed_s = std::chrono::duration<double>(now - r->slot_start_).count();
+  }
+  return out;
+}
+
+Result<std::vector<StageStats>> ServingLoop::ReadStageStats(std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (quit_ || !failure_.ok()) return Unavailable("the serving loop has stopped");
+  const uint64_t serial = stats_serial_;
+  stats_wanted_ = true;
+  cv_.notify_all();
+  if (!cv_.wait_for(lock, timeout, [&] { return stats_serial_ != serial || quit_ || !failure_.ok(); }))
+    return DeadlineExceeded("the stages' counters did not come within the time allowed");
+  if (stats_serial_ == serial) return Unavailable("the serving loop has stopped");
+  return stats_;
 }
 
 ServingLoop::Counts ServingLoop::counts() {

@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "coordinator/metrics.h"
 #include "coordinator/pipeline.h"
 #include "coordinator/scheduler.h"
 
@@ -47,6 +48,18 @@ struct ServingOptions {
   // pipeline relaunches its job: coordinator/supervisor.h); false: the loop
   // stops for good.
   bool survive_pipeline_failure = false;
+  Metrics* metrics = nullptr;  // when set: tokens, time to first token, between tokens
+};
+
+// One sequence slot as GET /slots shows it.
+struct SlotInfo {
+  int id = 0;
+  bool busy = false;
+  uint64_t seq_id = 0;        // busy: the sequence in it
+  size_t prompt_tokens = 0;
+  size_t generated = 0;       // tokens so far
+  int n_predict = 0;          // the most it may generate
+  double elapsed_s = 0;       // since it took the slot
 };
 
 // One request, shared by the thread that submitted it and the loop.
@@ -57,8 +70,9 @@ class ServingRequest {
   // Waits until tokens arrive, the request ends, or `until`; appends the new
   // tokens to *ids. True once the request has ended (every token handed out).
   bool Wait(std::vector<int32_t>* ids, std::chrono::steady_clock::time_point until);
-  // Wait without waiting: appends the tokens sampled since the last call.
-  bool Take(std::vector<int32_t>* ids);
+  // Wait without waiting: appends the tokens sampled since the last call
+  // (and, when the job asked for them, their log-probabilities to *logprobs).
+  bool Take(std::vector<int32_t>* ids, std::vector<TokenLogprobs>* logprobs = nullptr);
   // It left the queue for a sequence slot (or ended).
   bool started() const { return started_.load(); }
   // Ends the request at its next token, or takes it out of the queue: a
@@ -73,7 +87,7 @@ class ServingRequest {
  private:
   friend class ServingLoop;
   void Push(int32_t id);
-  void Start();
+  void Start(int slot);
   void End(Status error);
 
   SequenceJob job_;  // the loop's while the request runs
@@ -86,9 +100,15 @@ class ServingRequest {
   std::mutex mu_;
   std::condition_variable cv_;
   std::vector<int32_t> pending_;  // sampled, not yet handed out
+  std::vector<TokenLogprobs> pending_logprobs_;  // theirs, when job_.top_logprobs >= 0
   bool ended_ = false;
   Status error_;
   Status forced_end_;  // set by ServingLoop::Stop (under its lock): the error a cancelled run ends with
+  // Metrics and /slots (the loop thread's, but for the atomics):
+  Metrics* metrics_ = nullptr;
+  int slot_ = -1;
+  std::chrono::steady_clock::time_point admitted_, slot_start_, last_token_;
+  std::atomic<size_t> generated_{0};
 };
 
 class ServingLoop {
@@ -117,6 +137,12 @@ class ServingLoop {
     bool stopping = false;
   };
   Counts counts();
+  // Each of the `parallel` slots: free, or the sequence in it.
+  std::vector<SlotInfo> Slots();
+  // Every stage's counters, read by the loop thread between batches (it
+  // lets the batches in flight finish first, then goes on): waits up to
+  // `timeout`; DeadlineExceeded when the loop did not get there in time.
+  Result<std::vector<StageStats>> ReadStageStats(std::chrono::milliseconds timeout);
   // The pipeline's failure, if one happened (the loop then ends every request
   // with it and takes no more).
   Status failure();
@@ -127,6 +153,7 @@ class ServingLoop {
   void Run();
   void EndAll(const Status& error);  // mu_ held
   void DropCancelledQueued();        // mu_ held
+  void Release(ServingRequest& r);   // mu_ held: its slot is free, its tokens counted
 
   Pipeline& pipeline_;
   ServingOptions opts_;
@@ -135,6 +162,11 @@ class ServingLoop {
   std::condition_variable cv_;
   std::deque<std::shared_ptr<ServingRequest>> queue_;
   std::vector<std::shared_ptr<ServingRequest>> running_;
+  std::vector<bool> slot_busy_;  // [parallel]
+  // ReadStageStats: asked by any thread, answered by the loop thread.
+  bool stats_wanted_ = false;
+  uint64_t stats_serial_ = 0;  // answers given
+  Result<std::vector<StageStats>> stats_{std::vector<StageStats>{}};
   uint64_t next_seq_id_ = 1;
   uint64_t finished_ = 0;
   uint64_t trimmed_at_ = 0;  // finished_ when memory was last trimmed

@@ -10,6 +10,8 @@ launch/build.sh
 # llama.cpp (node-llama-cpp's prebuilt CPU binary) for the tests that check
 # llama.cpp loads strata's GGUF files, and for bench/peer.
 bench/peer/setup.sh
+# The official OpenAI client (npm openai) for tests/e2e/test_openai_client.py.
+tests/e2e/openai_client/setup.sh
 (cd build && ctest --output-on-failure --timeout 1800 -j2)
 # Hostile and broken files (issue 8): the ASan + UBSan build and its fast
 # tests, then each libFuzzer target for a short fixed time

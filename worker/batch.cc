@@ -41,6 +41,7 @@ Result<std::vector<SequenceResult>> FinishBatch(Stage& last, const std::vector<S
     if (r.output == SequenceRequest::Output::kSample) {
       TraceSpan span("sample", "compute");
       res.token = SampleToken(mine, static_cast<int32_t>(vocab), r.sampling, r.recent, r.step);
+      if (r.top_logprobs >= 0) res.logprobs = LogprobsOf(mine, static_cast<int32_t>(vocab), res.token, r.top_logprobs);
     } else if (r.output == SequenceRequest::Output::kLogits) {
       const int64_t n_rows = static_cast<int64_t>(r.tokens.size()) - r.logits_from;
       if (n_rows == static_cast<int64_t>(rows.size()))

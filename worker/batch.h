@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "common/status.h"
@@ -28,12 +29,15 @@ struct SequenceRequest {
   SamplingParams sampling;        // kSample
   uint64_t step = 0;              // kSample: index of the token being sampled
   std::vector<int32_t> recent;    // kSample: last tokens, for the repetition penalty
+  int top_logprobs = -1;          // kSample: < 0 none; else the token's logprob and this many
+                                  // most likely (0..kMaxTopLogprobs), worker/sampler.h's LogprobsOf
 };
 
 struct SequenceResult {
   uint64_t seq_id = 0;
   int32_t token = -1;          // kSample
   std::vector<float> logits;   // kLogits: [rows][vocab]
+  std::optional<TokenLogprobs> logprobs;  // kSample with top_logprobs >= 0
 };
 
 // The last stage's half of a forward batch: logits or a sampled token for

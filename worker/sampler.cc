@@ -149,6 +149,40 @@ std::vector<std::pair<int32_t, float>> TopK(const float* logits, int32_t n, int 
 }
 
 // ---------------------------------------------------------------------------
+// LogprobsOf
+// ---------------------------------------------------------------------------
+
+TokenLogprobs LogprobsOf(const float* logits, int32_t n_vocab, int32_t token, int top_n) {
+  STRATA_CHECK(logits != nullptr && n_vocab > 0);
+  float max_logit = Sanitize(logits[0]);
+  for (int32_t i = 1; i < n_vocab; ++i) max_logit = std::max(max_logit, Sanitize(logits[i]));
+  TokenLogprobs out;
+  out.id = token;
+  // logprob = (l - max) - log(sum exp(l - max)): the difference first, so
+  // that logits near the float range (+inf read as FLT_MAX) keep their digits.
+  const bool none = max_logit == -std::numeric_limits<float>::infinity();  // every logit -inf / NaN
+  double log_z = 0.0;
+  if (!none) {
+    double z = 0.0;
+    for (int32_t i = 0; i < n_vocab; ++i) z += std::exp(static_cast<double>(Sanitize(logits[i])) - max_logit);
+    log_z = std::log(z);
+  }
+  const auto logprob = [&](int32_t id) -> float {
+    if (none) return -std::numeric_limits<float>::infinity();
+    return static_cast<float>((static_cast<double>(Sanitize(logits[id])) - max_logit) - log_z);
+  };
+  out.logprob = token >= 0 && token < n_vocab ? logprob(token) : -std::numeric_limits<float>::infinity();
+  const int k = std::clamp(top_n, 0, kMaxTopLogprobs);
+  if (k > 0) {
+    std::vector<float> clean(logits, logits + n_vocab);
+    for (float& x : clean) x = Sanitize(x);
+    for (const Candidate& c : SelectTopK(clean.data(), n_vocab, std::min<int32_t>(k, n_vocab)))
+      out.top.emplace_back(c.id, logprob(c.id));
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------
 // SampleToken
 // ---------------------------------------------------------------------------
 

@@ -70,6 +70,24 @@ int32_t SampleToken(const float* logits, int32_t n_vocab, const SamplingParams& 
 // The uniform draw in [0, 1) used by SampleToken for (seed, step).
 double SamplerUniform(uint64_t seed, uint64_t step);
 
+// The log-probabilities OpenAI's `logprobs` reports for one sampled token:
+// log-softmax of the raw logits the sampler was given (NaN as -inf, +inf as
+// the largest float, as SampleToken reads them), before logit_bias, the
+// repetition penalty, temperature and the top-k / top-p / min-p filters: the
+// model's own distribution, what vLLM returns by default and what an
+// evaluation harness scores. Computed in double (max subtracted), so a
+// token's value does not depend on the batch or the rank.
+struct TokenLogprobs {
+  int32_t id = -1;
+  float logprob = 0;                           // of `id`
+  std::vector<std::pair<int32_t, float>> top;  // (id, logprob) of the most likely, best first, ties -> lower id
+};
+inline constexpr int kMaxTopLogprobs = 20;  // OpenAI's bound on top_logprobs
+
+// `token`'s log-probability and the `top_n` (clamped to [0, kMaxTopLogprobs])
+// most likely tokens under log-softmax(logits).
+TokenLogprobs LogprobsOf(const float* logits, int32_t n_vocab, int32_t token, int top_n);
+
 // The k largest logits as (id, logit), sorted by logit descending, ties by
 // lower id; NaN counts as -inf. k is clamped to [0, n].
 std::vector<std::pair<int32_t, float>> TopK(const float* logits, int32_t n, int k);

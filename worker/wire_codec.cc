@@ -117,6 +117,10 @@ void ToWire(const SequenceRequest& r, wire::SequenceEntry* e) {
   e->set_step(r.step);
   e->mutable_recent()->Assign(r.recent.begin(), r.recent.end());
   e->mutable_tokens()->Assign(r.tokens.begin(), r.tokens.end());
+  if (r.top_logprobs >= 0) {
+    e->set_logprobs(true);
+    e->set_top_logprobs(r.top_logprobs);
+  }
 }
 
 Result<SequenceRequest> FromWire(const wire::SequenceEntry& e) {
@@ -154,6 +158,12 @@ Result<SequenceRequest> FromWire(const wire::SequenceEntry& e) {
     if (!st.ok()) return DataLoss("sequence " + std::to_string(e.seq_id()) + ": " + st.message());
   }
   r.step = e.step();
+  if (e.logprobs()) {
+    if (e.top_logprobs() < 0 || e.top_logprobs() > kMaxTopLogprobs)
+      return DataLoss("sequence " + std::to_string(e.seq_id()) + ": top_logprobs " + std::to_string(e.top_logprobs()) +
+                      " is outside [0, " + std::to_string(kMaxTopLogprobs) + "]");
+    r.top_logprobs = e.top_logprobs();
+  }
   r.recent.assign(e.recent().begin(), e.recent().end());
   return r;
 }

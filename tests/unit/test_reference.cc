@@ -12,6 +12,7 @@
 #include "common/npy.h"
 #include "coordinator/generate.h"
 #include "coordinator/pipeline.h"
+#include "coordinator/scheduler.h"
 #include "worker/sampler.h"
 #include "model/model_files.h"
 #include "model/tokenizer.h"
@@ -150,6 +151,53 @@ TEST_P(ReferenceTest, GreedyTokensMatchReference) {
       EXPECT_EQ(res->text.substr(0, common), want.substr(0, common));
       EXPECT_GE(common, want.size() * 9 / 10);
     }
+  }
+}
+
+// logprobs (issue 22): what the scheduler returns with a sampled token is
+// log-softmax of the logits the sampler saw (bit for bit: the same function
+// on the same logits), and for the greedy token within 1e-4 of log-softmax
+// of transformers' last logits, the top 5 within 1e-3.
+TEST_P(ReferenceTest, LogprobsAreLogSoftmaxOfTheReferenceLogits) {
+  if (GetParam() == kQ4km) GTEST_SKIP() << "quantized weights: other logits by design";
+  auto loaded = Load(GetParam());
+  ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+  Loaded& l = *loaded;
+  const int vocab = l.model->config().vocab;
+  for (const auto& c : Reference()["cases"]) {
+    const auto ids = c["prompt_ids"].get<std::vector<int32_t>>();
+    SequenceRequest req;
+    req.seq_id = 7;
+    req.tokens = ids;
+    req.output = SequenceRequest::Output::kLogits;
+    req.logits_from = static_cast<int64_t>(ids.size()) - 1;
+    auto out = l.pipeline->Forward({req});
+    ASSERT_TRUE(out.ok()) << out.status().ToString();
+    ASSERT_TRUE(l.pipeline->Free(7).ok());
+    const std::vector<float>& logits = (*out)[0].logits;
+
+    std::vector<SequenceJob> jobs(1);
+    jobs[0].seq_id = 8;
+    jobs[0].prompt = ids;
+    jobs[0].n_predict = 1;
+    jobs[0].sampling.temperature = 0;
+    jobs[0].top_logprobs = 5;
+    ASSERT_TRUE(RunSequences(*l.pipeline, jobs, {.n_ctx = 1024}, nullptr).ok());
+    ASSERT_EQ(jobs[0].logprobs.size(), 1u);
+    const TokenLogprobs& got = jobs[0].logprobs[0];
+    const TokenLogprobs want = LogprobsOf(logits.data(), vocab, jobs[0].ids[0], 5);
+    EXPECT_EQ(got.id, jobs[0].ids[0]);
+    EXPECT_EQ(got.logprob, want.logprob);
+    EXPECT_EQ(got.top, want.top);
+    EXPECT_EQ(got.top[0].first, got.id);  // greedy: the most likely
+
+    const auto ref = c["last_logits"].get<std::vector<double>>();
+    double m = ref[0], z = 0;
+    for (double x : ref) m = std::max(m, x);
+    for (double x : ref) z += std::exp(x - m);
+    const auto ref_lp = [&](int32_t id) { return ref[id] - m - std::log(z); };
+    EXPECT_NEAR(got.logprob, ref_lp(got.id), 1e-4);
+    for (const auto& [id, lp] : got.top) EXPECT_NEAR(lp, ref_lp(id), 1e-3) << "token " << id;
   }
 }
 

@@ -511,3 +511,51 @@ TEST(SamplerReference, MatchesPlainChainOnRandomInputs) {
 
 }  // namespace
 }  // namespace strata
+
+namespace strata {
+namespace {
+
+// LogprobsOf: log-softmax in double, the token's value, the top ones best
+// first (ties -> lower id), the sampler's reading of NaN / +inf.
+TEST(LogprobsOf, IsLogSoftmaxOfTheRawLogits) {
+  const std::vector<float> logits = {1.0f, 3.0f, -2.0f, 3.0f, 0.5f};
+  double z = 0;
+  for (float l : logits) z += std::exp(static_cast<double>(l));
+  TokenLogprobs lp = LogprobsOf(logits.data(), 5, 4, 3);
+  EXPECT_EQ(lp.id, 4);
+  EXPECT_NEAR(lp.logprob, 0.5 - std::log(z), 1e-6);
+  ASSERT_EQ(lp.top.size(), 3u);
+  EXPECT_EQ(lp.top[0].first, 1);  // tie with id 3: the lower id first
+  EXPECT_EQ(lp.top[1].first, 3);
+  EXPECT_EQ(lp.top[2].first, 0);
+  EXPECT_NEAR(lp.top[0].second, 3.0 - std::log(z), 1e-6);
+  EXPECT_EQ(lp.top[0].second, lp.top[1].second);
+  // Probabilities sum to 1.
+  double sum = 0;
+  for (int i = 0; i < 5; ++i) sum += std::exp(static_cast<double>(LogprobsOf(logits.data(), 5, i, 0).logprob));
+  EXPECT_NEAR(sum, 1.0, 1e-6);
+  // top_n is clamped to [0, 20] and to the vocabulary.
+  EXPECT_TRUE(LogprobsOf(logits.data(), 5, 0, 0).top.empty());
+  EXPECT_EQ(LogprobsOf(logits.data(), 5, 0, 99).top.size(), 5u);
+  std::vector<float> big(100, 0.0f);
+  EXPECT_EQ(LogprobsOf(big.data(), 100, 0, 99).top.size(), static_cast<size_t>(kMaxTopLogprobs));
+  EXPECT_NEAR(LogprobsOf(big.data(), 100, 7, 0).logprob, -std::log(100.0), 1e-6);
+}
+
+TEST(LogprobsOf, NonFiniteLogits) {
+  const std::vector<float> logits = {kNaN, 0.0f, -kInf, 0.0f};
+  TokenLogprobs lp = LogprobsOf(logits.data(), 4, 1, 4);
+  EXPECT_NEAR(lp.logprob, -std::log(2.0), 1e-6);  // NaN and -inf count as probability 0
+  EXPECT_EQ(LogprobsOf(logits.data(), 4, 0, 0).logprob, -kInf);
+  EXPECT_EQ(lp.top[0].first, 1);
+  EXPECT_EQ(lp.top[1].first, 3);
+  const std::vector<float> inf = {kInf, 1.0f, kInf};
+  EXPECT_NEAR(LogprobsOf(inf.data(), 3, 0, 0).logprob, -std::log(2.0), 1e-6);  // +inf tokens share the mass
+  const std::vector<float> none = {-kInf, kNaN};
+  EXPECT_EQ(LogprobsOf(none.data(), 2, 0, 2).logprob, -kInf);
+  // Out-of-range token: -inf, no crash.
+  EXPECT_EQ(LogprobsOf(logits.data(), 4, 9, 0).logprob, -kInf);
+}
+
+}  // namespace
+}  // namespace strata

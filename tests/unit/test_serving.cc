@@ -83,6 +83,23 @@ TEST(OpenAiApiTest, ParsesEveryField) {
   EXPECT_TRUE(ParseOk(std::string(R"({"messages": [{"role": "user", "content": "x"}], "tool_choice": "none", )") + tools + "}",
                       ApiKind::kChat)
                   .conversation.tools.is_null());
+  // tool_choice required / named; logprobs in both shapes.
+  CompletionRequest req = ParseOk(std::string(R"({"messages": [{"role": "user", "content": "x"}], "tool_choice": "required", )") + tools + "}",
+                                  ApiKind::kChat);
+  EXPECT_EQ(req.tool_choice, ToolChoice::kRequired);
+  EXPECT_TRUE(req.has_tools);
+  CompletionRequest named = ParseOk(std::string(R"({"messages": [{"role": "user", "content": "x"}],
+      "tool_choice": {"type": "function", "function": {"name": "f"}}, )") + tools + "}", ApiKind::kChat);
+  EXPECT_EQ(named.tool_choice, ToolChoice::kNamed);
+  EXPECT_EQ(named.tool_name, "f");
+  EXPECT_EQ(ParseOk(R"({"messages": [{"role": "user", "content": "x"}]})", ApiKind::kChat).top_logprobs, -1);
+  EXPECT_EQ(ParseOk(R"({"messages": [{"role": "user", "content": "x"}], "logprobs": true})", ApiKind::kChat).top_logprobs, 0);
+  EXPECT_EQ(ParseOk(R"({"messages": [{"role": "user", "content": "x"}], "logprobs": true, "top_logprobs": 20})", ApiKind::kChat)
+                .top_logprobs, 20);
+  EXPECT_EQ(ParseOk(R"({"messages": [{"role": "user", "content": "x"}], "logprobs": false})", ApiKind::kChat).top_logprobs, -1);
+  EXPECT_EQ(ParseOk(R"({"prompt": "a", "logprobs": 3})").top_logprobs, 3);
+  EXPECT_EQ(ParseOk(R"({"prompt": "a", "logprobs": 0})").top_logprobs, 0);
+  EXPECT_EQ(ParseOk(R"({"prompt": "a", "logprobs": null})").top_logprobs, -1);
 }
 
 TEST(OpenAiApiTest, UnseededRequestsDrawDifferentSeeds) {
@@ -132,7 +149,17 @@ TEST(OpenAiApiTest, ErrorsNameTheField) {
       {R"({"prompt": "a", "stop": [""]})", ApiKind::kCompletion, 400, "stop"},
       {R"({"prompt": "a", "stop": 7})", ApiKind::kCompletion, 400, "stop"},
       {R"({"prompt": "a", "presence_penalty": 0.5})", ApiKind::kCompletion, 400, "presence_penalty"},
-      {R"({"prompt": "a", "logprobs": 2})", ApiKind::kCompletion, 400, "logprobs"},
+      {R"({"prompt": "a", "logprobs": 21})", ApiKind::kCompletion, 400, "logprobs"},
+      {R"({"prompt": "a", "logprobs": true})", ApiKind::kCompletion, 400, "logprobs"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "logprobs": 1})", ApiKind::kChat, 400, "logprobs"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "logprobs": true, "top_logprobs": 21})", ApiKind::kChat, 400, "top_logprobs"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "logprobs": true, "top_logprobs": -1})", ApiKind::kChat, 400, "top_logprobs"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "logprobs": false, "top_logprobs": 2})", ApiKind::kChat, 400, "top_logprobs"},
+      {R"({"messages": [{"role": "tool", "content": "42"}]})", ApiKind::kChat, 400, "messages[0].tool_call_id"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function", "function": {"name": "f", "parameters": "x"}}]})",
+       ApiKind::kChat, 400, "tools[0].function.parameters"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function", "function": {"name": "f"}}],
+          "tool_choice": {"type": "function", "function": {"name": "g"}}})", ApiKind::kChat, 400, "tool_choice"},
       // Nothing silently ignored: roles, content, every OpenAI field's type,
       // and the fields asking for what strata does not do.
       {R"({"messages": [{"role": "wizard", "content": "x"}]})", ApiKind::kChat, 400, "messages[0].role"},
@@ -154,7 +181,7 @@ TEST(OpenAiApiTest, ErrorsNameTheField) {
       {R"({"prompt": "a", "logit_bias": {"5": 101}})", ApiKind::kCompletion, 400, "logit_bias"},
       {R"({"prompt": "a", "logit_bias": {"5": "1"}})", ApiKind::kCompletion, 400, "logit_bias"},
       {R"({"messages": [{"role": "user", "content": "x"}], "tool_choice": 5})", ApiKind::kChat, 400, "tool_choice"},
-      {R"({"messages": [{"role": "user", "content": "x"}], "tool_choice": "required"})", ApiKind::kChat, 400, "tool_choice"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "tool_choice": "required"})", ApiKind::kChat, 400, "tool_choice"},  // no tools
       {R"({"messages": [{"role": "user", "content": "x"}], "tool_choice": "always"})", ApiKind::kChat, 400, "tool_choice"},
       {R"({"messages": [{"role": "user", "content": "x"}], "tool_choice": {"type": "function", "function": {"name": "f"}}})",
        ApiKind::kChat, 400, "tool_choice"},
@@ -167,7 +194,7 @@ TEST(OpenAiApiTest, ErrorsNameTheField) {
       {R"({"prompt": "a", "echo": true})", ApiKind::kCompletion, 400, "echo"},
       {R"({"prompt": "a", "suffix": "z"})", ApiKind::kCompletion, 400, "suffix"},
       {R"({"prompt": "a", "best_of": 2})", ApiKind::kCompletion, 400, "best_of"},
-      {R"({"messages": [{"role": "user", "content": "x"}], "top_logprobs": 2})", ApiKind::kChat, 400, "top_logprobs"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "top_logprobs": 2})", ApiKind::kChat, 400, "top_logprobs"},  // no logprobs
       {R"({"messages": [{"role": "user", "content": "x"}], "modalities": ["text", "audio"]})", ApiKind::kChat, 400, "modalities"},
       {R"({"messages": [{"role": "user", "content": "x"}], "audio": {"voice": "x"}})", ApiKind::kChat, 400, "audio"},
       {R"({"messages": [{"role": "user", "content": "x"}], "functions": []})", ApiKind::kChat, 400, "functions"},
