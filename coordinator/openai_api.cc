@@ -127,7 +127,13 @@ std::optional<ApiError> CheckAndNormalizeMessages(ojson* messages) {
     if (role == "tool" && !Given(m, "tool_call_id"))
       return BadField(where + ".tool_call_id", "required in a tool message (the id of the call it answers)");
     if (!Given(m, "content")) {
-      if (role == "assistant" && Given(m, "tool_calls")) continue;  // a turn that only calls tools
+      if (role == "assistant" && Given(m, "tool_calls")) {
+        // A turn that only calls tools: content "" (clients send null or
+        // nothing), since templates test it as a string ('</think>' in
+        // message.content fails on null in jinja2 too), as llama-server does.
+        m["content"] = "";
+        continue;
+      }
       return BadField(where + ".content", role == "assistant" ? "required unless the message has tool_calls" : "required");
     }
     ojson& content = m["content"];
