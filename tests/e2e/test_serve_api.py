@@ -152,6 +152,11 @@ def check_tools(srv, label, brace):
     text = "".join(c["delta"].get("content", "") for e in ev for c in e.get("choices", []) if "delta" in c)
     check(f"{label}: ... and streamed, the same content", st == 200 and text == msg.get("content"), (text, msg.get("content")))
 
+    # required: the format's opener is forced; this model writes no call after it.
+    st, _, j = srv.post("/v1/chat/completions", tool_body(brace, tool_choice="required", logit_bias=None, max_tokens=3))
+    msg = j["choices"][0]["message"] if st == 200 else {}
+    check(f"{label}: tool_choice required: the answer starts with the forced <tool_call>, returned as content when no call parses",
+          st == 200 and str(msg.get("content", "")).startswith("<tool_call>\n") and not msg.get("tool_calls"), j)
     # auto: the model is shown the tool (a longer prompt), writes text; none: not shown.
     st_a, _, a = srv.post("/v1/chat/completions", {"messages": USER, "tools": [TOOL], "temperature": 0, "max_tokens": 4})
     st_n, _, n = srv.post("/v1/chat/completions", {"messages": USER, "tools": [TOOL], "tool_choice": "none", "temperature": 0, "max_tokens": 4})
