@@ -591,6 +591,10 @@ void HttpServer::Impl::MetricsPage(std::shared_ptr<HttpExchange> ex) {
     g.queued = c.queued;
     g.running = c.running;
     g.slots = opts.parallel;
+    const HttpTransport::Counts t = transport->counts();
+    g.connections_open = t.open;
+    g.connections_refused = t.refused;
+    g.requests_timed_out = t.timed_out;
     const double uptime = std::chrono::duration<double>(Clock::now() - started).count();
     auto stats = loop.ReadStageStats(std::chrono::milliseconds(1000));
     if (stats.ok()) {

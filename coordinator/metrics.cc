@@ -89,6 +89,12 @@ std::string Metrics::Render(const ServingGauges& g) const {
   out += "strata_running_sequences " + std::to_string(g.running) + "\n";
   Head(&out, "strata_sequence_slots", "gauge", "sequences that can run at once (--parallel)");
   out += "strata_sequence_slots " + std::to_string(g.slots) + "\n";
+  Head(&out, "strata_http_connections", "gauge", "HTTP connections open");
+  out += "strata_http_connections " + std::to_string(g.connections_open) + "\n";
+  Head(&out, "strata_http_connections_refused_total", "counter", "connections refused at once (--max-connections, per client)");
+  out += "strata_http_connections_refused_total " + std::to_string(g.connections_refused) + "\n";
+  Head(&out, "strata_http_requests_timed_out_total", "counter", "requests whose line, headers or body did not arrive in time (408)");
+  out += "strata_http_requests_timed_out_total " + std::to_string(g.requests_timed_out) + "\n";
   Head(&out, "strata_time_to_first_token_seconds", "histogram", "from a request's admission to its first token");
   ttft_.Render("strata_time_to_first_token_seconds", &out);
   Head(&out, "strata_inter_token_latency_seconds", "histogram", "between two tokens of one sequence");

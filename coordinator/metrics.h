@@ -55,6 +55,9 @@ struct ServingGauges {
   size_t queued = 0;
   size_t running = 0;
   int slots = 0;
+  int connections_open = 0;
+  uint64_t connections_refused = 0;  // over --max-connections(-per-client): 503 at once
+  uint64_t requests_timed_out = 0;   // a request line, headers or body that did not come in time: 408
   std::vector<StageGauges> stages;  // empty when they could not be read in time
 };
 

@@ -18,7 +18,7 @@ requests/s, RSS) as one JSON line per server for the README.
 
 Run by ctest: test_server_load.py BINARY SHARED_DIR [CLIENTS REQUESTS].
 Prints 'N passed, N failed'."""
-import json, os, sys, threading, time
+import json, os, re, sys, threading, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from server_client import RawConn, Server, finish_of, http_request, split_responses, stream_text  # noqa: E402
@@ -138,6 +138,17 @@ class Tricklers:
         self.thread.join(30)
 
 
+def scrape_metrics(srv):
+    """GET /metrics as {series: value}."""
+    st, _, text = srv.request("GET", "/metrics")
+    out = {}
+    for line in (text if st == 200 and isinstance(text, str) else "").splitlines():
+        if line and not line.startswith("#"):
+            name, _, v = line.rpartition(" ")
+            out[name] = float(v)
+    return out
+
+
 def settled_rss(srv, bound_kib, timeout=10):
     """RSS once the server is idle: polled until within bound_kib (or timeout); the last reading."""
     deadline = time.time() + timeout
@@ -167,6 +178,7 @@ def run_load(srv, label):
     srv.wait_idle(30)
     time.sleep(0.5)
     rss_warm = srv.rss_kib()
+    before = scrape_metrics(srv)
     tricklers = Tricklers(srv, 100)
 
     lat, wrong, bad_ok, errors, disconnects, raw = [], [], [], [], [0], {"slow": 0, "half-closed": 0}
@@ -219,6 +231,22 @@ def run_load(srv, label):
     # Idle again: nothing running, memory back to the warm level.
     idle, h = srv.wait_idle(30)
     check(f"{label}: idle after the load (disconnected sequences ended)", idle, h)
+    # /metrics counted what the clients sent: every answer by endpoint and
+    # status (disconnects as 499), a first token for each well-formed one.
+    after = scrape_metrics(srv)
+    delta = lambda pred: sum(v - before.get(k, 0) for k, v in after.items() if pred(k))  # noqa: E731
+    ok200 = delta(lambda k: k.startswith("strata_requests_total{") and 'status="200"' in k and "completions" in k)
+    bad4xx = delta(lambda k: k.startswith("strata_requests_total{") and re.search(r'status="4(?!99)\d\d"', k))
+    gone = delta(lambda k: k.startswith("strata_requests_total{") and 'status="499"' in k)
+    check(f"{label}: /metrics: {len(lat)} answers 200, {len(bad_ok)} malformed 4xx, {disconnects[0]} disconnects 499",
+          ok200 == len(lat) and bad4xx == len(bad_ok) and gone == disconnects[0], (ok200, bad4xx, gone))
+    check(f"{label}: /metrics: the cut trickling connections are counted as timed out",
+          delta(lambda k: k == "strata_http_requests_timed_out_total") >= tricklers.cut,
+          (after.get("strata_http_requests_timed_out_total"), tricklers.cut))
+    check(f"{label}: /metrics: a first token per answer at least; idle: nothing queued or running",
+          delta(lambda k: k == "strata_time_to_first_token_seconds_count") >= len(lat)
+          and after.get("strata_queue_length") == 0 and after.get("strata_running_sequences") == 0,
+          {k: after.get(k) for k in ("strata_time_to_first_token_seconds_count", "strata_queue_length", "strata_running_sequences")})
     # The server trims the allocator when it goes idle; allow its arenas a
     # little slack, but not growth with the number of requests.
     bound = rss_warm * 1.10 + 4 * 1024
