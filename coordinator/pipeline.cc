@@ -77,6 +77,7 @@ Result<std::vector<StageStats>> LocalPipeline::Stats() {
   StageStats s = stats_;
   s.rss_bytes = ResidentBytes();
   s.kv_bytes = stage_->kv_bytes();
+  s.host = HostName();
   return std::vector<StageStats>{s};
 }
 

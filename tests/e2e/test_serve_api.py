@@ -322,6 +322,21 @@ def run_config(ranks):
         check(f"{label}: server exits 0", rc == 0, "".join(srv.log)[-1500:])
 
 
+def check_template_file_errors():
+    """--chat-template-file that cannot be read or parsed: exit 1, one error naming the file."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        broken = os.path.join(d, "broken.jinja")
+        with open(broken, "w") as f:
+            f.write("{% if messages %}never closed")
+        for path in (os.path.join(d, "missing.jinja"), broken):
+            p = subprocess.run([BIN, "serve", "-m", HF, "--port", "0", "--chat-template-file", path],
+                               capture_output=True, text=True, timeout=120)
+            check(f"--chat-template-file {os.path.basename(path)}: exit 1 naming the file",
+                  p.returncode == 1 and f"chat template file '{path}'" in p.stderr, (p.returncode, p.stderr[-500:]))
+
+
+check_template_file_errors()
 one = run_config(1)
 two = run_config(2)
 check("2 ranks: logprobs == 1 rank's, bit for bit", one is not None and one == two, (one, two))

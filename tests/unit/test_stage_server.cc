@@ -177,6 +177,7 @@ SequenceRequest SampleRequest() {
   r.sampling.seed = 0xfeedfacecafebeefull;
   r.step = 9;
   r.recent = {1, 2, 3, 4};
+  r.top_logprobs = 3;
   return r;
 }
 
@@ -200,6 +201,13 @@ TEST(WireCodec, SequenceEntryRoundTrips) {
   EXPECT_EQ(back->sampling.seed, r.sampling.seed);
   EXPECT_EQ(back->step, r.step);
   EXPECT_EQ(back->recent, r.recent);
+  EXPECT_EQ(back->top_logprobs, r.top_logprobs);
+  // No logprobs asked: none asked on the other side either (proto3's 0 is a valid count).
+  SequenceRequest plain = r;
+  plain.top_logprobs = -1;
+  wire::SequenceEntry pe;
+  ToWire(plain, &pe);
+  EXPECT_EQ(FromWire(pe)->top_logprobs, -1);
 }
 
 TEST(WireCodec, FromWireRefusesWhatAPeerMustNotSend) {
@@ -214,6 +222,8 @@ TEST(WireCodec, FromWireRefusesWhatAPeerMustNotSend) {
       {"unknown output kind", [](wire::SequenceEntry* e) { e->set_output(static_cast<wire::SequenceEntry::Output>(9)); }},
       {"temperature", [](wire::SequenceEntry* e) { e->mutable_sampling()->set_temperature(std::nanf("")); }},
       {"top_p", [](wire::SequenceEntry* e) { e->mutable_sampling()->set_top_p(2.0f); }},
+      {"top_logprobs 21", [](wire::SequenceEntry* e) { e->set_top_logprobs(21); }},
+      {"top_logprobs -1", [](wire::SequenceEntry* e) { e->set_top_logprobs(-1); }},
   };
   for (const Bad& c : cases) {
     wire::SequenceEntry e;
