@@ -135,6 +135,7 @@ wire::JobFrame ReplyFrame(uint64_t batch_id, const BatchOutput* out, const std::
       wire::SequenceOutput* o = r->add_outputs();
       o->set_seq_id(s.seq_id);
       o->set_token(s.token);
+      if (s.logprobs) LogprobsToWire(*s.logprobs, o);
       o->set_logit_rows(0);
       if (!s.logits.empty()) {
         o->set_logit_rows(s.logits.size());

@@ -297,16 +297,7 @@ Result<BatchOutput> MpiPipeline::Wait() {
       out.results[i].seq_id = res.outputs(i).seq_id();
       const wire::SequenceOutput& o = res.outputs(i);
       out.results[i].token = o.token();
-      if (o.has_logprobs()) {
-        if (o.top_ids_size() != o.top_logprobs_size() || o.top_ids_size() > kMaxTopLogprobs)
-          return DataLoss("result for batch " + std::to_string(id) + ": " + std::to_string(o.top_ids_size()) + " top ids with " +
-                          std::to_string(o.top_logprobs_size()) + " log-probabilities");
-        TokenLogprobs lp;
-        lp.id = o.token();
-        lp.logprob = o.logprob();
-        for (int k = 0; k < o.top_ids_size(); ++k) lp.top.emplace_back(o.top_ids(k), o.top_logprobs(k));
-        out.results[i].logprobs = std::move(lp);
-      }
+      STRATA_ASSIGN_OR_RETURN(out.results[i].logprobs, LogprobsFromWire(o));
       const uint64_t n = res.outputs(i).logit_rows() * static_cast<uint64_t>(cfg_.vocab);
       if (offset + n * sizeof(float) > m.payload.size()) return DataLoss("result payload is shorter than its logits");
       out.results[i].logits.resize(n);

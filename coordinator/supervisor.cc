@@ -697,6 +697,9 @@ Result<BatchOutput> SupervisedPipeline::Wait() {
       SequenceResult r;
       r.seq_id = o.seq_id();
       r.token = o.token();
+      auto logprobs = LogprobsFromWire(o);
+      if (!logprobs.ok()) return GiveUp(logprobs.status().message());
+      r.logprobs = std::move(*logprobs);
       const int64_t n = static_cast<int64_t>(o.logit_rows());
       if (n > 0) {
         if (logit_at + n > reply->logits_size()) return GiveUp("the job sent fewer logits than its results announce");

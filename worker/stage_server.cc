@@ -153,14 +153,7 @@ Status StageRunner::HandleForward(const wire::ForwardBatch& batch, const std::ve
     wire::SequenceOutput* o = res->add_outputs();
     o->set_seq_id(r.seq_id);
     o->set_token(r.token);
-    if (r.logprobs) {
-      o->set_has_logprobs(true);
-      o->set_logprob(r.logprobs->logprob);
-      for (const auto& [id, lp] : r.logprobs->top) {
-        o->add_top_ids(id);
-        o->add_top_logprobs(lp);
-      }
-    }
+    if (r.logprobs) LogprobsToWire(*r.logprobs, o);
     o->set_logit_rows(r.logits.size() / static_cast<size_t>(cfg.vocab));
     const auto* p = reinterpret_cast<const uint8_t*>(r.logits.data());
     logits.insert(logits.end(), p, p + r.logits.size() * sizeof(float));

@@ -168,4 +168,25 @@ Result<SequenceRequest> FromWire(const wire::SequenceEntry& e) {
   return r;
 }
 
+void LogprobsToWire(const TokenLogprobs& lp, wire::SequenceOutput* o) {
+  o->set_has_logprobs(true);
+  o->set_logprob(lp.logprob);
+  for (const auto& [id, logprob] : lp.top) {
+    o->add_top_ids(id);
+    o->add_top_logprobs(logprob);
+  }
+}
+
+Result<std::optional<TokenLogprobs>> LogprobsFromWire(const wire::SequenceOutput& o) {
+  if (!o.has_logprobs()) return std::optional<TokenLogprobs>();
+  if (o.top_ids_size() != o.top_logprobs_size() || o.top_ids_size() > kMaxTopLogprobs)
+    return DataLoss("sequence " + std::to_string(o.seq_id()) + ": " + std::to_string(o.top_ids_size()) +
+                    " top ids with " + std::to_string(o.top_logprobs_size()) + " log-probabilities");
+  TokenLogprobs lp;
+  lp.id = o.token();
+  lp.logprob = o.logprob();
+  for (int k = 0; k < o.top_ids_size(); ++k) lp.top.emplace_back(o.top_ids(k), o.top_logprobs(k));
+  return std::optional<TokenLogprobs>(std::move(lp));
+}
+
 }  // namespace strata

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -24,5 +25,11 @@ Status DecodeActivations(wire::DType d, const std::vector<uint8_t>& bytes, int64
 void ToWire(const SequenceRequest& r, wire::SequenceEntry* e);
 // Validates what a peer sent (counts, ranges) before trusting it.
 Result<SequenceRequest> FromWire(const wire::SequenceEntry& e);
+
+// A sampled token's log-probabilities in a result (the last stage's and the
+// supervised job's replies), and back, checked against kMaxTopLogprobs.
+void LogprobsToWire(const TokenLogprobs& lp, wire::SequenceOutput* o);
+// Empty when the output carries none.
+Result<std::optional<TokenLogprobs>> LogprobsFromWire(const wire::SequenceOutput& o);
 
 }  // namespace strata

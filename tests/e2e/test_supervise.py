@@ -39,6 +39,7 @@ MODEL = os.path.join(SHARED, "models", "smol-shakespeare.llamacpp-q4_k_m.gguf")
 CTX = "1793"  # tags the supervised job's ranks (their command line carries --ctx 1793)
 MPIRUN_ARGS = "--mpirun-args=--oversubscribe --bind-to none"
 PROMPTS = ["ROMEO:", "JULIET:\nO Romeo", "First Citizen:\nBefore we proceed", "KING RICHARD III:\nNow is the winter"]
+LOGPROBS_BODY = {"prompt": "ROMEO:", "max_tokens": 8, "temperature": 0, "logprobs": 3}
 MAX_TOKENS = 400  # with ignore_eos: every answer is long enough to be cut by the fault
 
 
@@ -199,6 +200,8 @@ try:
     plain = Server(BIN, MODEL, ["--ctx", CTX, "--parallel", "8", "-t", "1"], ranks=2)
     ref = run_clients(plain.port)
     check("plain mpirun 2-rank serve: 8 answers", all(r and r[0] == 200 and len(r[1]) > 0 for r in ref), ref)
+    ref_lp = post(plain.port, LOGPROBS_BODY)
+    check("plain serve: logprobs", ref_lp[0] == 200 and len(ref_lp[1]["choices"][0]["logprobs"]["token_logprobs"]) == 8, ref_lp)
     check("plain serve stops on SIGTERM", plain.stop(30) == 0)
 except Exception as e:
     check("plain 2-rank server", False, repr(e))
@@ -214,6 +217,10 @@ try:
     check("supervised front: a 2-rank job of its own", sorted(pids) == [0, 1], pids)
     front_pid = srv.proc.pid
     check("the front is not a rank", front_pid not in pids.values())
+    # Log-probabilities come through the front's link as through the pipeline.
+    lp = post(srv.port, LOGPROBS_BODY)
+    check("supervised front: logprobs equal the plain server's", lp[0] == 200 and
+          lp[1]["choices"][0]["logprobs"] == ref_lp[1]["choices"][0]["logprobs"], (lp, ref_lp))
     # Without a failure the supervised answers equal the plain server's.
     same = run_clients(srv.port)
     check("no failure: 8 answers equal the plain server's", [r[:3] for r in same] == [r[:3] for r in ref],
