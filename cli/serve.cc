@@ -26,6 +26,8 @@ struct ServeFlags {
   HttpServerOptions http;
   std::string alias;
   int max_queue = 64;
+  int cache_seqs = -1;  // the prefix cache's kept sequences; -1: as many as --parallel
+  uint64_t cache_mem = uint64_t{1} << 30;
   int inflight = 0;
   int64_t chunk = 0;
   double shutdown_grace = 10;
@@ -48,6 +50,12 @@ std::string BaseName(const std::string& path) {
 // new requests get 503, those running get --shutdown-grace seconds to
 // finish, the rest end with an error; then every rank stops.
 int RunServe(ServeFlags f, Transport* transport) {
+  // The prefix cache's kept sequences: every stage holds room for them on top
+  // of --parallel. Not under --supervise yet (its pipeline does not carry
+  // KIND_REUSE, and a relaunched job starts with empty caches): off there.
+  const bool supervised_mode = f.supervise.enabled || !f.supervise.front.empty();
+  f.common.cached_sequences = supervised_mode ? 0 : f.cache_seqs < 0 ? f.common.parallel : f.cache_seqs;
+  f.common.cache_bytes = f.cache_mem;
   SupervisedPipeline* supervised = nullptr;  // --supervise: the job runs elsewhere
   auto session = f.supervise.enabled ? OpenFrontSession(f.common, f.supervise, transport, &supervised)
                                      : OpenSession(f.common, transport);
@@ -77,6 +85,11 @@ int RunServe(ServeFlags f, Transport* transport) {
   so.scheduler.eos_ids = s.model->config().eos_ids;
   so.survive_pipeline_failure = supervised != nullptr;
   if (supervised != nullptr) AddSupervisorToHttp(&f.http, supervised);
+  {
+    auto kv_type = ParseKvType(f.common.kv_type);
+    if (!kv_type.ok()) return s.Fail(kv_type.status());
+    so.prefix_cache = PrefixCacheOptionsFor(s.model->config(), *kv_type, s.n_ctx, f.common.cached_sequences, f.cache_mem);
+  }
   f.http.n_ctx = s.n_ctx;
   f.http.parallel = f.common.parallel;
   f.http.metrics = &metrics;
@@ -115,6 +128,14 @@ int RunServe(ServeFlags f, Transport* transport) {
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
       }
     });
+    if (so.prefix_cache.max_sequences == 0) {
+      Log(LogLevel::kInfo, "prefix cache off (%s)", supervised_mode ? "not under --supervise yet" : "--cache-seqs 0");
+    } else if (f.cache_mem == 0) {
+      Log(LogLevel::kInfo, "prefix cache: up to %d finished sequence(s) kept", so.prefix_cache.max_sequences);
+    } else {
+      Log(LogLevel::kInfo, "prefix cache: up to %d finished sequence(s) kept, %.0f MiB", so.prefix_cache.max_sequences,
+          static_cast<double>(f.cache_mem) / 1048576.0);
+    }
     Log(LogLevel::kInfo, "listening on http://%s:%d (model '%s', %d stage(s), %d sequence(s) at once, queue %d, ctx %lld)",
         f.http.host.c_str(), *port, f.http.model_ids[0].c_str(), s.pipeline->n_stages(), f.common.parallel, f.max_queue,
         static_cast<long long>(s.n_ctx));
@@ -122,6 +143,12 @@ int RunServe(ServeFlags f, Transport* transport) {
     listening_done.store(true);
     watcher.join();
     failure = loop.Stop(std::chrono::milliseconds(0), "the server stopped");
+    if (so.prefix_cache.max_sequences > 0) {
+      const PrefixCacheStats pc = loop.cache_stats();
+      Log(LogLevel::kInfo, "prefix cache: %llu of %llu prompts hit, %llu of %llu prompt tokens served from it",
+          static_cast<unsigned long long>(pc.hits), static_cast<unsigned long long>(pc.lookups),
+          static_cast<unsigned long long>(pc.cached_tokens), static_cast<unsigned long long>(pc.prompt_tokens));
+    }
     const HttpServer::Counters c = server.counters();
     Log(LogLevel::kInfo, "served %llu requests: %llu ok, %llu client errors, %llu server errors, %llu disconnected",
         static_cast<unsigned long long>(c.requests), static_cast<unsigned long long>(c.ok),
@@ -164,6 +191,14 @@ Command AddServeCommand(CLI::App& app) {
                  "a Jinja chat template instead of the model's (its tool-call format is read from it)");
   sv->add_option("--alias", srv.alias, "the model's name in the API (default: the model file's name)");
   sv->add_option("--inflight", srv.inflight, "micro-batches in flight (default: one per stage)")->check(CLI::Range(1, 1024));
+  sv->add_option("--cache-seqs", srv.cache_seqs,
+                 "finished sequences whose state every stage keeps for later prompts that begin with their tokens (prefix "
+                 "cache; default: --parallel; 0: off)")
+      ->check(CLI::Range(0, 1 << 16));
+  sv->add_option("--cache-mem", srv.cache_mem,
+                 "bytes the prefix cache's sequences may hold, all stages together (e.g. 512M, 2G; 0: no byte bound)")
+      ->check([](const std::string& v) { return v.find('-') == std::string::npos ? std::string() : "must not be negative"; })
+      ->transform(CLI::AsSizeValue(false));
   sv->add_option("--chunk", srv.chunk, "prefill chunk in tokens (default: auto)")->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
   AddSuperviseFlags(sv, &srv.supervise);
 

@@ -109,6 +109,8 @@ Result<Session> OpenSession(const CommonFlags& f, Transport* transport) {
     opts.coordinator_only = f.coordinator_only;
     opts.stage_timeout_s = f.stage_timeout;
     opts.max_sequences = f.parallel;
+    opts.cached_sequences = f.cached_sequences;
+    opts.cache_bytes = f.cache_bytes;
     opts.copy_weights = f.no_mmap;
     STRATA_ASSIGN_OR_RETURN(opts.kv_type, ParseKvType(f.kv_type));
     opts.rope = f.rope;
@@ -124,6 +126,8 @@ Result<Session> OpenSession(const CommonFlags& f, Transport* transport) {
     StageOptions so;
     so.n_ctx = s.n_ctx;
     so.max_sequences = f.parallel;
+    so.cached_sequences = f.cached_sequences;
+    so.cache_bytes = f.cache_bytes;
     so.copy_weights = f.no_mmap;
     STRATA_ASSIGN_OR_RETURN(so.kv_type, ParseKvType(f.kv_type));
     STRATA_ASSIGN_OR_RETURN(auto local, LocalPipeline::Create(*s.model, so, s.pool.get()));

@@ -44,6 +44,10 @@ struct CommonFlags {
   bool no_mmap = false;
   std::string kv_type = "f32";  // the KV cache's storage type
   RopeOverride rope;             // --rope-scaling, --rope-scale, --yarn-orig-ctx
+  // serve's prefix cache: sequences every stage keeps on top of --parallel,
+  // and the bytes they may hold (the stages' memory check counts them).
+  int cached_sequences = 0;
+  uint64_t cache_bytes = 0;
 };
 
 // Registers --rope-scaling, --rope-scale and --yarn-orig-ctx.

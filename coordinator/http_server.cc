@@ -292,6 +292,7 @@ class HttpServer::Impl::CompletionCall : public std::enable_shared_from_this<Com
     job.prompt = std::move(p.prompt);
     job.n_predict = p.n_predict;
     job.ignore_eos = p.req.ignore_eos;
+    job.cache_prompt = p.req.cache_prompt;
     job.sampling = std::move(p.req.sampling);
     // The loop's notification posts one Drain at a time; it holds the
     // exchange (to post) and only a weak reference to this call.
@@ -517,7 +518,9 @@ class HttpServer::Impl::CompletionCall : public std::enable_shared_from_this<Com
   json Usage() const {
     const int64_t prompt = static_cast<int64_t>(req_->job().prompt.size());
     const int64_t completion = static_cast<int64_t>(req_->job().ids.size());
-    return {{"prompt_tokens", prompt}, {"completion_tokens", completion}, {"total_tokens", prompt + completion}};
+    // prompt_tokens_details.cached_tokens: prompt tokens the prefix cache served (OpenAI's field).
+    return {{"prompt_tokens", prompt}, {"completion_tokens", completion}, {"total_tokens", prompt + completion},
+            {"prompt_tokens_details", {{"cached_tokens", req_->job().cached_tokens}}}};
   }
 
   Impl& s_;

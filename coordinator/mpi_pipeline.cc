@@ -140,6 +140,8 @@ Result<std::unique_ptr<MpiPipeline>> MpiPipeline::Start(Transport& t, const Mode
   wp->set_n_ctx(opts.n_ctx);
   wp->set_wire_dtype(opts.wire_dtype);
   wp->set_max_sequences(opts.max_sequences);
+  wp->set_cached_sequences(opts.cached_sequences);
+  wp->set_cache_bytes(opts.cache_bytes);
   wp->set_kv_type(KvTypeName(opts.kv_type));
   wp->set_rope_scaling(opts.rope.scaling);
   wp->set_rope_scale(opts.rope.factor);
@@ -166,6 +168,8 @@ Result<std::unique_ptr<MpiPipeline>> MpiPipeline::Start(Transport& t, const Mode
     so.last = p->plan_.stages.size() == 1;
     so.n_ctx = opts.n_ctx;
     so.max_sequences = opts.max_sequences;
+    so.cached_sequences = opts.cached_sequences;
+    so.cache_bytes = opts.cache_bytes;
     so.copy_weights = opts.copy_weights;
     so.kv_type = opts.kv_type;
     auto stage = Stage::Load(model, so, pool);
@@ -370,6 +374,12 @@ Status MpiPipeline::Free(uint64_t seq_id) {
   e.mutable_control()->set_kind(wire::Control::KIND_FREE);
   e.mutable_control()->set_seq_id(seq_id);
   return transport_.Send(stage_ranks_[0], e);
+}
+
+Status MpiPipeline::Reuse(uint64_t seq_id, uint64_t from_seq_id, int64_t keep, bool copy) {
+  if (shut_down_) return FailedPrecondition("the pipeline is shut down");
+  if (runner_) return runner_->HandleReuse(seq_id, from_seq_id, keep, copy);
+  return transport_.Send(stage_ranks_[0], ReuseEnvelope(seq_id, from_seq_id, keep, copy));
 }
 
 }  // namespace strata

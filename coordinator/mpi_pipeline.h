@@ -27,6 +27,8 @@ struct MpiPipelineOptions {
   // is then aborted with a report of the ranks that no longer answer.
   double stage_timeout_s = 300;
   int max_sequences = 1;  // sequences alive at once on every stage
+  int cached_sequences = 0;  // the prefix cache's kept sequences on top (StageOptions)
+  uint64_t cache_bytes = 0;  // and the bytes they may hold (0: no byte bound)
   bool copy_weights = false;  // rank 0's stage: --no-mmap (workers read it from their own flags)
   TensorType kv_type = TensorType::kF32;  // every stage's KV cache (sent in the plan)
   RopeOverride rope;                      // applied by every rank (sent in the plan)
@@ -50,6 +52,7 @@ class MpiPipeline : public Pipeline {
   Result<BatchOutput> Wait() override;
   int in_flight() const override { return static_cast<int>(pending_.size()); }
   Status Free(uint64_t seq_id) override;
+  Status Reuse(uint64_t seq_id, uint64_t from_seq_id, int64_t keep, bool copy) override;
   int n_stages() const override { return static_cast<int>(stage_ranks_.size()); }
   Result<std::vector<StageStats>> Stats() override;
   std::vector<StagePlacement> Placement() const override;

@@ -485,6 +485,7 @@ std::variant<CompletionRequest, ApiError> ParseCompletionRequest(const std::stri
   }
   if (auto e = GetLogitBias(j, limits.vocab, &r.sampling.logit_bias)) return *e;
   if (auto e = CheckResponseFormat(j)) return *e;
+  if (auto e = GetBool(j, "cache_prompt", &r.cache_prompt)) return *e;
   if (auto e = GetBool(j, "stream", &r.stream)) return *e;
   if (auto e = GetBool(j, "ignore_eos", &r.ignore_eos)) return *e;
   if (auto e = GetLogprobs(j, kind, &r.top_logprobs)) return *e;

@@ -67,6 +67,7 @@ struct CompletionRequest {
   bool seeded = false;                   // seed given (else the server draws one)
   std::vector<std::string> stop;
   bool stream = false;
+  bool cache_prompt = true;              // llama.cpp's extension: false keeps the request out of the prefix cache
   bool include_usage = false;            // stream_options.include_usage
   bool ignore_eos = false;               // llama.cpp's extension
   int top_logprobs = -1;                 // < 0: no logprobs; chat logprobs: true with top_logprobs N, completions logprobs: N

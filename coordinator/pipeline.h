@@ -61,6 +61,13 @@ class Pipeline {
   // Ends a sequence: every stage frees its cache (after the batches already
   // submitted).
   virtual Status Free(uint64_t seq_id) = 0;
+  // The prefix cache (coordinator/prefix_cache.h): every stage gives the
+  // kept state of `from_seq_id` (a copy when `copy`) to `seq_id`, cut back to its first `keep`
+  // positions (after the batches already submitted). Stage::ReuseSequence
+  // says what is refused.
+  virtual Status Reuse(uint64_t /*seq_id*/, uint64_t /*from_seq_id*/, int64_t /*keep*/, bool /*copy*/) {
+    return FailedPrecondition("this pipeline keeps no sequence for reuse");
+  }
   virtual int n_stages() const = 0;
   // Every stage's counters, in stage order. Only with no batch in flight.
   virtual Result<std::vector<StageStats>> Stats() = 0;
@@ -94,6 +101,9 @@ class LocalPipeline : public Pipeline {
   Result<BatchOutput> Wait() override;
   int in_flight() const override { return static_cast<int>(done_.size()); }
   Status Free(uint64_t seq_id) override;
+  Status Reuse(uint64_t seq_id, uint64_t from_seq_id, int64_t keep, bool copy) override {
+    return stage_->ReuseSequence(seq_id, from_seq_id, keep, copy);
+  }
   int n_stages() const override { return 1; }
   Result<std::vector<StageStats>> Stats() override;
   std::vector<StagePlacement> Placement() const override;

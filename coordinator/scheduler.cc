@@ -81,7 +81,7 @@ Status Scheduler::Add(SequenceJob* job, TokenFn on_token, DoneFn on_done) {
   e->on_token = std::move(on_token);
   e->on_done = std::move(on_done);
   e->start = std::chrono::steady_clock::now();
-  e->chunk = ChunkTokens(opts_.chunk, static_cast<int64_t>(j.prompt.size()), pipeline_.n_stages());
+  j.cached_tokens = 0;
   if (j.n_predict <= 0) {
     // Nothing to compute: ends at once, no cache was made.
     e->done = true;
@@ -89,6 +89,17 @@ Status Scheduler::Add(SequenceJob* job, TokenFn on_token, DoneFn on_done) {
     if (e->on_done) e->on_done();
     return Status::Ok();
   }
+  if (opts_.prefix_cache != nullptr && j.cache_prompt) {
+    if (std::optional<PrefixHit> hit = opts_.prefix_cache->Take(j.prompt)) {
+      if (Status st = pipeline_.Reuse(j.seq_id, hit->seq_id, hit->keep, hit->copy); !st.ok()) {
+        if (!hit->copy) (void)pipeline_.Free(hit->seq_id);
+        return st;
+      }
+      e->prompt_sent = e->pos = hit->keep;
+      j.cached_tokens = hit->keep;
+    }
+  }
+  e->chunk = ChunkTokens(opts_.chunk, static_cast<int64_t>(j.prompt.size()) - e->prompt_sent, pipeline_.n_stages());
   entries_.push_back(std::move(e));
   return Status::Ok();
 }
@@ -153,7 +164,19 @@ Status Scheduler::Finish(Entry* e, const char* reason) {
   e->done = true;
   e->job->finish_reason = reason;
   e->job->done_ms = e->ms();
-  Status st = pipeline_.Free(e->job->seq_id);
+  // The state holds the first e->pos tokens of prompt + answer (the last
+  // sampled token was never computed): kept for later prompts, or freed.
+  Status st;
+  const SequenceJob& j = *e->job;
+  std::vector<uint64_t> to_free{j.seq_id};
+  if (opts_.prefix_cache != nullptr && j.cache_prompt) {
+    std::vector<int32_t> tokens(j.prompt);
+    tokens.insert(tokens.end(), j.ids.begin(), j.ids.end());
+    tokens.resize(static_cast<size_t>(std::min<int64_t>(e->pos, static_cast<int64_t>(tokens.size()))));
+    to_free = opts_.prefix_cache->Keep(j.seq_id, std::move(tokens));
+  }
+  for (uint64_t id : to_free)
+    if (Status f = pipeline_.Free(id); !f.ok() && st.ok()) st = f;
   if (e->on_done) e->on_done();
   // A finished sequence has no batch in flight (its last one just came
   // back, and earlier ones came back before it), so no member points here.

@@ -38,6 +38,7 @@
 
 #include "common/status.h"
 #include "coordinator/pipeline.h"
+#include "coordinator/prefix_cache.h"
 #include "worker/sampler.h"
 
 namespace strata {
@@ -52,12 +53,16 @@ struct SequenceJob {
   // When set and true, the sequence ends at its next token with
   // finish_reason "cancelled" (Ctrl-C in chat, a client that went away).
   const std::atomic<bool>* cancel = nullptr;
+  // With a prefix cache (SchedulerOptions): false keeps this sequence out of
+  // it (no lookup, its state freed at the end): llama-server's cache_prompt.
+  bool cache_prompt = true;
   // Results:
   std::vector<int32_t> ids;     // generated ids (an end-of-sequence id included when it stopped there)
   std::vector<TokenLogprobs> logprobs;  // top_logprobs >= 0: one per id, filled before on_token sees the id
   std::string finish_reason;    // "stop" (an EOS id), "length" (n_predict or the context) or "cancelled"
   double first_token_ms = 0;    // from the start of RunSequences (Scheduler: from Add)
   double done_ms = 0;
+  int64_t cached_tokens = 0;    // prompt tokens whose state came from the prefix cache
 };
 
 struct SchedulerOptions {
@@ -65,6 +70,11 @@ struct SchedulerOptions {
   int64_t chunk = 0;      // prefill chunk in tokens; 0: auto (see ChunkTokens)
   int64_t n_ctx = 4096;
   std::vector<int32_t> eos_ids;
+  // The server's prefix cache (owned by the caller; nullptr: none): a
+  // sequence's state is kept at its end and reused by later prompts that
+  // begin with its tokens. The pipeline's stages must have room for its
+  // kept sequences on top of those running.
+  PrefixCache* prefix_cache = nullptr;
 };
 
 // The prefill chunk for a prompt of n tokens: `requested` when > 0; else the
@@ -85,9 +95,10 @@ class Scheduler {
   ~Scheduler();
 
   // Checks the job (prompt length against the context, sampling, a seq_id
-  // not in use) and starts it. `job` must live until `on_done` is called;
+  // not in use) and starts it, from the prefix cache's state when it has
+  // one for the prompt (job->cached_tokens says how many tokens that saved). `job` must live until `on_done` is called;
   // `on_token(id)` gets each generated id, `on_done()` the end (with
-  // job->finish_reason set and the caches freed). Either may be empty.
+  // job->finish_reason set and the caches freed, or kept by the prefix cache). Either may be empty.
   Status Add(SequenceJob* job, TokenFn on_token, DoneFn on_done);
   // Submits batches up to `inflight`, waits for the oldest and hands out its
   // tokens. Fails on a pipeline error (the pipeline is then unusable).

@@ -9,6 +9,14 @@
 #endif
 
 namespace strata {
+namespace {
+
+SchedulerOptions WithCache(SchedulerOptions opts, PrefixCache* cache) {
+  opts.prefix_cache = cache->enabled() ? cache : nullptr;
+  return opts;
+}
+
+}  // namespace
 
 void ServingRequest::Push(int32_t id) {
   const auto now = std::chrono::steady_clock::now();
@@ -66,7 +74,10 @@ bool ServingRequest::Wait(std::vector<int32_t>* ids, std::chrono::steady_clock::
 }
 
 ServingLoop::ServingLoop(Pipeline& pipeline, const ServingOptions& opts)
-    : pipeline_(pipeline), opts_(opts), scheduler_(std::make_unique<Scheduler>(pipeline, opts.scheduler)) {
+    : pipeline_(pipeline),
+      opts_(opts),
+      prefix_cache_(opts.prefix_cache),
+      scheduler_(std::make_unique<Scheduler>(pipeline, WithCache(opts.scheduler, &prefix_cache_))) {
   opts_.parallel = std::max(1, opts_.parallel);
   slot_busy_.assign(static_cast<size_t>(opts_.parallel), false);
   thread_ = std::thread([this] { Run(); });
@@ -128,6 +139,7 @@ void ServingLoop::Release(ServingRequest& r) {
   r.slot_ = -1;
   if (opts_.metrics != nullptr) {
     opts_.metrics->AddPromptTokens(r.job_.prompt.size());
+    opts_.metrics->AddCachedPromptTokens(static_cast<uint64_t>(r.job_.cached_tokens));
     opts_.metrics->AddGeneratedTokens(r.job_.ids.size());
   }
 }
@@ -217,7 +229,9 @@ void ServingLoop::Run() {
     cv_.notify_all();
     if (!st.ok() && opts_.survive_pipeline_failure) {
       EndAll(Status(st.kind(), "the pipeline failed: " + st.message()));
-      scheduler_ = std::make_unique<Scheduler>(pipeline_, opts_.scheduler);
+      // The relaunched job's stages hold no kept state: the table goes too.
+      (void)prefix_cache_.Clear();
+      scheduler_ = std::make_unique<Scheduler>(pipeline_, WithCache(opts_.scheduler, &prefix_cache_));
       cv_.notify_all();
       continue;
     }

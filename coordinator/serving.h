@@ -35,12 +35,17 @@
 #include "common/status.h"
 #include "coordinator/metrics.h"
 #include "coordinator/pipeline.h"
+#include "coordinator/prefix_cache.h"
 #include "coordinator/scheduler.h"
 
 namespace strata {
 
 struct ServingOptions {
   SchedulerOptions scheduler;
+  // Finished sequences kept for later prompts (coordinator/prefix_cache.h);
+  // max_sequences 0: none. The pipeline's stages must have room for
+  // parallel + prefix_cache.max_sequences sequences.
+  PrefixCacheOptions prefix_cache;
   int parallel = 1;    // sequences alive at once; the pipeline must have room for as many
   int max_queue = 64;  // requests waiting for a slot; Submit refuses more
   // A pipeline failure ends the requests running and queued with its error
@@ -136,6 +141,8 @@ class ServingLoop {
     uint64_t finished = 0;  // requests ended, any way
     bool stopping = false;
   };
+  // The prefix cache's counters (hits, tokens served from it, what it keeps).
+  PrefixCacheStats cache_stats() const { return prefix_cache_.stats(); }
   Counts counts();
   // Each of the `parallel` slots: free, or the sequence in it.
   std::vector<SlotInfo> Slots();
@@ -157,6 +164,7 @@ class ServingLoop {
 
   Pipeline& pipeline_;
   ServingOptions opts_;
+  PrefixCache prefix_cache_;              // changed by the loop thread only (through the scheduler)
   std::unique_ptr<Scheduler> scheduler_;  // the loop thread's only
   std::mutex mu_;
   std::condition_variable cv_;

@@ -87,6 +87,35 @@ uint64_t LayerStateBytes(const ModelConfig& cfg, LayerKind kind, int window, Ten
   return static_cast<uint64_t>(rows) * (row.ok() ? *row : 0) * 2;
 }
 
+bool LayerStateKeepsPrefix(LayerKind kind, int window, int64_t length, int64_t keep) {
+  if (keep < 0 || keep > length) return false;
+  if (keep == length) return true;
+  if (kind == LayerKind::kShortConv) return false;
+  return window <= 0 || length <= window;
+}
+
+LayerState CopyLayerStatePrefix(const LayerState& state, int window, int64_t keep, int64_t n_ctx) {
+  if (window > 0 || state.kv.capacity == 0) return state;
+  LayerState out;
+  out.conv = state.conv;
+  const KvCache& kv = state.kv;
+  const int64_t rows = std::min(kv.capacity, std::min(n_ctx, RoundUp(std::max<int64_t>(keep, 1), kCacheStep)));
+  const auto bytes = static_cast<std::ptrdiff_t>(rows * static_cast<int64_t>(kv.row_bytes));
+  out.kv.type = kv.type;
+  out.kv.row_bytes = kv.row_bytes;
+  out.kv.k.assign(kv.k.begin(), kv.k.begin() + bytes);
+  out.kv.v.assign(kv.v.begin(), kv.v.begin() + bytes);
+  out.kv.capacity = rows;
+  return out;
+}
+
+uint64_t LayerStateBytesAt(const ModelConfig& cfg, LayerKind kind, int window, TensorType kv_type, int64_t n_ctx,
+                           int64_t length) {
+  if (kind == LayerKind::kShortConv || window > 0) return LayerStateBytes(cfg, kind, window, kv_type, n_ctx);
+  auto row = RowBytes(kv_type, cfg.kv_dim());
+  return static_cast<uint64_t>(std::min(n_ctx, RoundUp(std::max<int64_t>(length, 1), kCacheStep))) * (row.ok() ? *row : 0) * 2;
+}
+
 Result<TensorType> ParseKvType(const std::string& name) {
   for (TensorType t : {TensorType::kF32, TensorType::kF16, TensorType::kBF16, TensorType::kQ8_0})
     if (name == KvTypeName(t)) return t;

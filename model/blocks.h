@@ -104,6 +104,25 @@ void PrepareLayerState(const ModelConfig& cfg, LayerKind kind, int window, Tenso
 // largest a batch of up to `max_batch` tokens makes it).
 uint64_t LayerStateBytes(const ModelConfig& cfg, LayerKind kind, int window, TensorType kv_type, int64_t n_ctx,
                          int64_t max_batch = 512);
+// Whether a layer's state of `length` positions still holds exactly the state
+// of its first `keep` positions once its length is set back to `keep` (the
+// server's prefix cache reuses a finished sequence's state for a prompt that
+// shares its first `keep` tokens):
+//   full attention   always: rows past `keep` are rewritten before any read;
+//   sliding window   keep == length, or length <= window (the ring never
+//                    wrapped, so no row a later token overwrote is needed);
+//   short conv       keep == length only: the state is the last
+//                    conv_kernel - 1 positions, earlier ones are gone.
+bool LayerStateKeepsPrefix(LayerKind kind, int window, int64_t length, int64_t keep);
+// A copy of a layer's state holding its first `keep` positions (those
+// LayerStateKeepsPrefix allows): a full-attention cache gets only the rows
+// up to `keep` (in PrepareLayerState's steps), so that its size is that of a
+// sequence of `keep` positions; a ring or a conv state is copied whole.
+LayerState CopyLayerStatePrefix(const LayerState& state, int window, int64_t keep, int64_t n_ctx);
+// Bytes a sequence's state of such a layer holds after `length` positions
+// (the capacity PrepareLayerState grows to; a ring at its largest).
+uint64_t LayerStateBytesAt(const ModelConfig& cfg, LayerKind kind, int window, TensorType kv_type, int64_t n_ctx,
+                           int64_t length);
 // Whether a model can keep its KV cache in `type`: F32, F16, BF16, or Q8_0
 // when head_dim is a multiple of its 32-element block. Names the problem.
 Status CheckKvType(const ModelConfig& cfg, TensorType type);

@@ -25,6 +25,7 @@ Result<std::unique_ptr<Stage>> Stage::Load(const ModelFiles& model, const StageO
                            " are outside the model's " + std::to_string(cfg.n_layers) + " layers");
   if (opts.n_ctx <= 0) return InvalidArgument("context size must be positive");
   if (opts.max_sequences < 1) return InvalidArgument("a stage needs room for at least one sequence");
+  if (opts.cached_sequences < 0) return InvalidArgument("cached sequences must not be negative");
   STRATA_RETURN_IF_ERROR(CheckKvType(cfg, opts.kv_type));
   {
     // Weights and the per-sequence state (KV caches, windows, conv states)
@@ -35,6 +36,12 @@ Result<std::unique_ptr<Stage>> Stage::Load(const ModelFiles& model, const StageO
       state += static_cast<double>(LayerStateBytes(cfg, cfg.layer_kinds[l], cfg.layer_window[l], opts.kv_type, opts.n_ctx)) *
                opts.max_sequences;
       weights += static_cast<double>(model.LayerBytes(l));
+    }
+    // The prefix cache's sequences: at most its byte bound (for the whole
+    // model, so a stage's share is below it), else at full context.
+    if (opts.cached_sequences > 0) {
+      const double full = state / opts.max_sequences * opts.cached_sequences;
+      state += opts.cache_bytes > 0 ? std::min(full, static_cast<double>(opts.cache_bytes)) : full;
     }
     if (opts.first || (opts.last && cfg.tied_embeddings)) weights += static_cast<double>(model.EmbeddingBytes());
     if (opts.last && !cfg.tied_embeddings) weights += static_cast<double>(model.OutputBytes());
@@ -156,7 +163,7 @@ Status Stage::PlaceWeights() {
 Result<Stage::SequenceCache*> Stage::CacheFor(uint64_t seq_id, int64_t pos0, int64_t n_tok) {
   auto it = caches_.find(seq_id);
   if (it == caches_.end()) {
-    if (static_cast<int>(caches_.size()) >= opts_.max_sequences)
+    if (static_cast<int>(caches_.size()) >= opts_.max_sequences + opts_.cached_sequences)
       return FailedPrecondition("too many live sequences (" + std::to_string(caches_.size()) + ")");
     it = caches_.emplace(seq_id, SequenceCache{}).first;
     it->second.layers.resize(layers_.size());
@@ -239,6 +246,37 @@ Status Stage::Logits(const float* x, std::span<const int64_t> rows, float* logit
 }
 
 void Stage::FreeSequence(uint64_t seq_id) { caches_.erase(seq_id); }
+
+Status Stage::ReuseSequence(uint64_t seq_id, uint64_t from_seq_id, int64_t keep, bool copy) {
+  const std::string what = "reusing sequence " + std::to_string(from_seq_id) + " for " + std::to_string(seq_id);
+  auto from = caches_.find(from_seq_id);
+  if (from == caches_.end()) return InvalidArgument(what + ": no such sequence here");
+  if (seq_id != from_seq_id && caches_.count(seq_id) != 0)
+    return InvalidArgument(what + ": sequence " + std::to_string(seq_id) + " is alive");
+  const int64_t length = from->second.length;
+  if (keep < 0 || keep > length)
+    return InvalidArgument(what + ": cannot keep " + std::to_string(keep) + " of its " + std::to_string(length) + " positions");
+  for (size_t l = 0; l < layers_.size(); ++l)
+    if (!LayerStateKeepsPrefix(layers_[l].kind, layers_[l].attn.window, length, keep))
+      return InvalidArgument(what + ": layer " + std::to_string(layers_[l].layer) + " cannot keep " + std::to_string(keep) +
+                             " of its " + std::to_string(length) + " positions");
+  if (copy) {
+    if (seq_id == from_seq_id) return InvalidArgument(what + ": a copy needs another id");
+    if (static_cast<int>(caches_.size()) >= opts_.max_sequences + opts_.cached_sequences)
+      return FailedPrecondition(what + ": too many live sequences (" + std::to_string(caches_.size()) + ")");
+    SequenceCache c;
+    c.length = keep;
+    for (size_t l = 0; l < layers_.size(); ++l)
+      c.layers.push_back(CopyLayerStatePrefix(from->second.layers[l], layers_[l].attn.window, keep, opts_.n_ctx));
+    caches_.emplace(seq_id, std::move(c));
+    return Status::Ok();
+  }
+  auto node = caches_.extract(from);
+  node.key() = seq_id;
+  node.mapped().length = keep;
+  caches_.insert(std::move(node));
+  return Status::Ok();
+}
 
 void Stage::EnableDump(const std::string& dir, LayerRange layers) {
   dump_dir_ = dir;

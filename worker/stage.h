@@ -34,6 +34,12 @@ struct StageOptions {
   bool last = true;      // holds the final norm and lm_head
   int64_t n_ctx = 4096;  // maximum positions per sequence
   int max_sequences = 1;  // alive at once; Load refuses a KV cache that cannot fit in memory
+  // The server's prefix cache (coordinator/prefix_cache.h): finished
+  // sequences whose state stays here for later prompts, on top of
+  // max_sequences, and the bytes rank 0 lets them hold (0: no byte bound;
+  // Load then counts them at full context).
+  int cached_sequences = 0;
+  uint64_t cache_bytes = 0;
   TensorType kv_type = TensorType::kF32;  // the KV cache's storage type (model/blocks.h)
   bool copy_weights = false;  // --no-mmap: the slice's matrices in huge-page memory, not the file mapping
   // Q4_K / Q6_K / Q8_0 layer matrices and lm_head rebuilt in the
@@ -92,6 +98,14 @@ class Stage {
   void FinalNorm(const float* x, float* out) const;
 
   void FreeSequence(uint64_t seq_id);
+  // The prefix cache's reuse: sequence `seq_id` (new) takes the state of
+  // `from_seq_id` (finished, kept), or a copy of it when `copy` (the kept
+  // one stays), cut back to its first `keep` positions.
+  // Refused when `from_seq_id` is unknown, `seq_id` is alive, `keep` is past
+  // its length, or a layer's state cannot be cut there (model/blocks.h's
+  // LayerStateKeepsPrefix): rank 0 asks only for what every layer allows.
+  Status ReuseSequence(uint64_t seq_id, uint64_t from_seq_id, int64_t keep, bool copy);
+  size_t sequences() const { return caches_.size(); }
 
   // Debugging a split: from now on, every Forward writes the residual stream
   // as .npy files into `dir`: embeddings.npy (first stage), layer_NNN.npy

@@ -163,6 +163,23 @@ Status StageRunner::HandleForward(const wire::ForwardBatch& batch, const std::ve
   return transport_.Send(kCoordinatorRank, out, logits);
 }
 
+wire::Envelope ReuseEnvelope(uint64_t seq_id, uint64_t from_seq_id, int64_t keep, bool copy) {
+  wire::Envelope e;
+  wire::Control* c = e.mutable_control();
+  c->set_kind(wire::Control::KIND_REUSE);
+  c->set_seq_id(seq_id);
+  c->set_from_seq_id(from_seq_id);
+  c->set_keep(keep);
+  c->set_copy(copy);
+  return e;
+}
+
+Status StageRunner::HandleReuse(uint64_t seq_id, uint64_t from_seq_id, int64_t keep, bool copy) {
+  STRATA_RETURN_IF_ERROR(stage_.ReuseSequence(seq_id, from_seq_id, keep, copy));
+  if (next_rank_ < 0) return Status::Ok();
+  return transport_.Send(next_rank_, ReuseEnvelope(seq_id, from_seq_id, keep, copy));
+}
+
 Status StageRunner::HandleFree(uint64_t seq_id) {
   stage_.FreeSequence(seq_id);
   if (next_rank_ < 0) return Status::Ok();
@@ -284,6 +301,8 @@ int RunWorker(Transport& t, const WorkerOptions& opts) {
     so.last = mine->last();
     so.n_ctx = plan.n_ctx();
     so.max_sequences = std::max(1, plan.max_sequences());
+    so.cached_sequences = plan.cached_sequences();
+    so.cache_bytes = plan.cache_bytes();
     so.copy_weights = opts.copy_weights;
     auto kv_type = ParseKvType(plan.kv_type().empty() ? "f32" : plan.kv_type());
     // The plan's options are checked before loading; a Result is only ever
@@ -329,6 +348,9 @@ int RunWorker(Transport& t, const WorkerOptions& opts) {
       } else if (e.has_control()) {
         switch (e.control().kind()) {
           case wire::Control::KIND_FREE: st = runner.HandleFree(e.control().seq_id()); break;
+          case wire::Control::KIND_REUSE:
+            st = runner.HandleReuse(e.control().seq_id(), e.control().from_seq_id(), e.control().keep(), e.control().copy());
+            break;
           case wire::Control::KIND_SHUTDOWN: return SendTraceAndExit(t, e.control().error().empty() ? 0 : 1);
           case wire::Control::KIND_STATS: {
             StageStats stats = runner.Stats();

@@ -20,6 +20,9 @@ namespace strata {
 
 constexpr int kCoordinatorRank = 0;
 
+// The control message of Stage::ReuseSequence (wire::Control::KIND_REUSE).
+wire::Envelope ReuseEnvelope(uint64_t seq_id, uint64_t from_seq_id, int64_t keep, bool copy);
+
 class StageRunner {
  public:
   // next_rank: the rank of the next stage, or -1 when this is the last one.
@@ -31,6 +34,8 @@ class StageRunner {
   Status HandleForward(const wire::ForwardBatch& batch, const std::vector<uint8_t>& payload);
   // Frees a sequence here and passes the request down the pipeline.
   Status HandleFree(uint64_t seq_id);
+  // The prefix cache's reuse (Stage::ReuseSequence) here, then down the pipeline.
+  Status HandleReuse(uint64_t seq_id, uint64_t from_seq_id, int64_t keep, bool copy);
   Stage& stage() { return stage_; }
   // This stage's counters (rank and host filled by the caller).
   StageStats Stats() const;

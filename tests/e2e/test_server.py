@@ -144,7 +144,9 @@ try:
     check("completion finish_reason length", st == 200 and j["choices"][0]["finish_reason"] == "length", j)
     check("completion usage", st == 200 and j["usage"] == {"prompt_tokens": len(as_list(c0["prompt_ids"])),
                                                             "completion_tokens": n0,
-                                                            "total_tokens": len(as_list(c0["prompt_ids"])) + n0}, j.get("usage"))
+                                                            "total_tokens": len(as_list(c0["prompt_ids"])) + n0,
+                                                            "prompt_tokens_details": j["usage"].get("prompt_tokens_details")},
+          j.get("usage"))
     st, _, k = srv.post("/v1/completions", {"prompt": as_list(c0["prompt_ids"]), "max_tokens": n0, "temperature": 0,
                                             "ignore_eos": True})
     check("completion from token ids == from text", st == 200 and k["choices"][0]["text"] == c0["greedy_text"], k)

@@ -101,6 +101,12 @@ class StageChain {
     ASSERT_TRUE(stages_.back()->Logits(x.data(), rows, logits->data() + at).ok());
   }
   Stage& stage(size_t i) { return *stages_[i]; }
+  // The prefix cache's reuse on every stage (Stage::ReuseSequence).
+  Status Reuse(uint64_t seq, uint64_t from, int64_t keep, bool copy) {
+    for (auto& s : stages_) STRATA_RETURN_IF_ERROR(s->ReuseSequence(seq, from, keep, copy));
+    pos_[seq] = keep;
+    return Status::Ok();
+  }
 
  private:
   const ModelFiles& model_;
@@ -221,6 +227,54 @@ TEST_P(TinyArchitectureTest, AnyChunkingBatchingAndSplitGivesTheSameBits) {
   same(chunks({5, 40}, {{0, c.n_layers - 1}}, true), "beside another sequence");
   same(chunks({64}, EvenSplit(c.n_layers, 2), false), "2 stages");
   if (c.n_layers >= 3) same(chunks({30, 3}, EvenSplit(c.n_layers, 3), true), "3 stages, another sequence");
+}
+
+// The prefix cache's reuse (model/blocks.h's LayerStateKeepsPrefix): a
+// kept sequence that shares the long prompt's first `keep` tokens, copied
+// and cut back to them on 2 stages, then the rest of the prompt: the same
+// bits as the whole prompt wherever every layer allows the cut; refused
+// where one does not (a ring that wrapped: Mistral's window of 32 within 35
+// positions; LFM2's convolution state, which is never cut). Reused whole,
+// any state continues.
+TEST_P(TinyArchitectureTest, PrefixReuseWhereEveryLayerAllowsItGivesTheSameBits) {
+  const ModelConfig& c = model_->config();
+  const std::vector<int32_t> ids = PromptIds(1);
+  ASSERT_GT(ids.size(), 100u);
+  std::vector<float> whole;
+  {
+    StageChain chain(*model_, {{0, c.n_layers - 1}});
+    chain.Forward({{1, ids}}, &whole);
+  }
+  bool conv = false;
+  int smallest_window = 1 << 30;
+  for (int l = 0; l < c.n_layers; ++l) {
+    conv = conv || c.layer_kinds[l] == LayerKind::kShortConv;
+    if (c.layer_window[l] > 0) smallest_window = std::min(smallest_window, c.layer_window[l]);
+  }
+  struct Case {
+    int64_t shared, others, keep;  // kept: `shared` prompt tokens then `others` other ones
+  };
+  for (const Case k : {Case{30, 5, 30}, Case{20, 6, 20}, Case{100, 0, 100}, Case{100, 0, 60}}) {
+    const int64_t length = k.shared + k.others;
+    SCOPED_TRACE("kept " + std::to_string(length) + ", keep " + std::to_string(k.keep));
+    const bool allowed = k.keep == length || (!conv && length <= smallest_window);
+    StageChain chain(*model_, EvenSplit(c.n_layers, 2), 2);
+    std::vector<int32_t> kept(ids.begin(), ids.begin() + k.shared);
+    for (int64_t i = 0; i < k.others; ++i) kept.push_back((ids[k.shared + i] + 1) % c.vocab);  // never the prompt's token there
+    std::vector<float> unused;
+    chain.Forward({{2, std::vector<int32_t>(kept.begin(), kept.begin() + 17)}}, &unused);
+    chain.Forward({{2, std::vector<int32_t>(kept.begin() + 17, kept.end())}}, &unused);
+    const Status st = chain.Reuse(3, 2, k.keep, /*copy=*/true);
+    if (!allowed) {
+      EXPECT_NE(st.message().find("cannot keep " + std::to_string(k.keep)), std::string::npos) << st.ToString();
+      continue;
+    }
+    ASSERT_TRUE(st.ok()) << st.ToString();
+    std::vector<float> rest;
+    chain.Forward({{3, std::vector<int32_t>(ids.begin() + k.keep, ids.end())}}, &rest);
+    ASSERT_EQ(rest.size(), (ids.size() - k.keep) * c.vocab);
+    EXPECT_EQ(std::memcmp(rest.data(), whole.data() + k.keep * c.vocab, rest.size() * sizeof(float)), 0);
+  }
 }
 
 // A sliding-window layer keeps about its window, not the context.

@@ -333,7 +333,7 @@ class InProcessJob {
  public:
   // `fault` (optional) is injected around rank 0's transport.
   InProcessJob(int ranks, const std::string& split, bool coordinator_only, wire::DType wire,
-               const FaultSpec* fault = nullptr)
+               const FaultSpec* fault = nullptr, int cached_sequences = 0)
       : net_(ranks), exit_codes_(ranks, -1) {
     for (int r = 1; r < ranks; ++r)
       workers_.emplace_back([this, r] {
@@ -355,6 +355,7 @@ class InProcessJob {
     opts.wire_dtype = wire;
     opts.coordinator_only = coordinator_only;
     opts.stage_timeout_s = 60;
+    opts.cached_sequences = cached_sequences;
     auto p = MpiPipeline::Start(*t0_, *model_, opts, &pool_);
     EXPECT_TRUE(p.ok()) << p.status().ToString();
     if (p.ok()) pipeline_ = std::move(p).value();
@@ -444,6 +445,63 @@ TEST(InProcessPipeline, SplitForwardEqualsUnsplitBitForBit) {
     EXPECT_EQ(placement.back().host, "memory-" + std::to_string(placement.back().rank));
     const std::vector<int> codes = job.End();
     for (int r = 1; r < c.ranks; ++r) EXPECT_EQ(codes[r], 0) << "rank " << r;
+  }
+}
+
+// The prefix cache's reuse travels down the pipeline (wire::Control
+// KIND_REUSE): a copy and a move of a kept state, cut back, then the rest of
+// the prompt, give the whole prompt's logits bit for bit on every split; a
+// reuse a stage refuses ends the job with its reason.
+TEST(InProcessPipeline, ReusedStatesGiveTheWholePromptsBits) {
+  auto model = ModelFiles::Open(kModel);
+  ASSERT_TRUE(model.ok()) << model.status().ToString();
+  const size_t vocab = static_cast<size_t>((*model)->config().vocab);
+  ThreadPool pool(1);
+  auto local = LocalPipeline::Create(**model, 64, &pool);
+  ASSERT_TRUE(local.ok()) << local.status().ToString();
+  std::vector<int32_t> unused;
+  auto want = RunPrompt(**local, &unused);
+  ASSERT_TRUE(want.ok()) << want.status().ToString();
+  for (const SplitCase& c : {SplitCase{2, "auto", false}, SplitCase{3, "0-17,18-35", true}}) {
+    SCOPED_TRACE(std::to_string(c.ranks) + " ranks, split " + c.split + (c.coordinator_only ? ", coordinator-only" : ""));
+    InProcessJob job(c.ranks, c.split, c.coordinator_only, wire::DTYPE_F32, nullptr, /*cached_sequences=*/2);
+    Pipeline* p = job.pipeline();
+    ASSERT_NE(p, nullptr);
+    // Sequence 1: the first 6 prompt tokens and 3 others, kept.
+    SequenceRequest other;
+    other.seq_id = 1;
+    other.tokens.assign(kPrompt.begin(), kPrompt.begin() + 6);
+    other.tokens.insert(other.tokens.end(), {5, 6, 7});
+    other.output = SequenceRequest::Output::kNone;
+    ASSERT_TRUE(p->Forward({other}).ok());
+    for (bool copy : {true, false}) {
+      const uint64_t seq = copy ? 2 : 3;
+      const int64_t keep = copy ? 6 : 4;
+      ASSERT_TRUE(p->Reuse(seq, 1, keep, copy).ok());
+      SequenceRequest rest;
+      rest.seq_id = seq;
+      rest.pos0 = keep;
+      rest.tokens.assign(kPrompt.begin() + keep, kPrompt.end());
+      rest.output = SequenceRequest::Output::kLogits;
+      auto out = p->Forward({rest});
+      ASSERT_TRUE(out.ok()) << out.status().ToString();
+      const size_t n = (kPrompt.size() - keep) * vocab;
+      ASSERT_EQ((*out)[0].logits.size(), n);
+      EXPECT_EQ(std::memcmp((*out)[0].logits.data(), want->data() + keep * vocab, n * sizeof(float)), 0) << "copy " << copy;
+      ASSERT_TRUE(p->Free(seq).ok());
+    }
+    // Sequence 1 was moved: a stage refuses, at once when it is rank 0's,
+    // else the next batch ends the job with its reason.
+    Status st = p->Reuse(4, 1, 2, false);
+    if (st.ok()) {
+      SequenceRequest after;
+      after.seq_id = 4;
+      after.pos0 = 2;
+      after.tokens = {7};
+      st = p->Forward({after}).status();
+    }
+    EXPECT_NE(st.message().find("reusing sequence 1 for 4: no such sequence here"), std::string::npos) << st.message();
+    job.End(st.message());
   }
 }
 
