@@ -245,9 +245,11 @@ def check_metrics(srv, label, ranks):
           and metric(after, "strata_inter_token_latency_seconds_count") - metric(before, "strata_inter_token_latency_seconds_count") == 3 * 63
           and metric(after, 'strata_time_to_first_token_seconds_bucket{le="+Inf"}') == metric(after, "strata_time_to_first_token_seconds_count"),
           {k: after.get(k) for k in after if "seconds_count" in k})
-    check(f"{label}: idle after: queue 0, running 0, cached prompt tokens 0 (no prompt cache)",
+    # The prefix cache served some of the prompts (e2e_prefix_cache checks each
+    # request's usage.prompt_tokens_details.cached_tokens); never more than were sent.
+    check(f"{label}: idle after: queue 0, running 0, cached prompt tokens within the prompt tokens",
           metric(after, "strata_queue_length") == 0 and metric(after, "strata_running_sequences") == 0
-          and metric(after, "strata_prompt_tokens_cached_total") == 0, after)
+          and 0 < metric(after, "strata_prompt_tokens_cached_total") < metric(after, "strata_prompt_tokens_total"), after)
     busy_keys = [k for k in after if k.startswith("strata_stage_busy_seconds_total")]
     sent = [after[k] for k in sorted(after) if k.startswith("strata_stage_sent_bytes_total")]
     check(f"{label}: one busy counter per stage, grown by the load", len(busy_keys) == ranks
