@@ -598,6 +598,12 @@ void HttpServer::Impl::MetricsPage(std::shared_ptr<HttpExchange> ex) {
     g.connections_open = t.open;
     g.connections_refused = t.refused;
     g.requests_timed_out = t.timed_out;
+    const PrefixCacheStats cache = loop.cache_stats();
+    g.cache_lookups = cache.lookups;
+    g.cache_hits = cache.hits;
+    g.cache_evictions = cache.evictions;
+    g.cache_sequences = cache.sequences;
+    g.cache_bytes = cache.bytes;
     const double uptime = std::chrono::duration<double>(Clock::now() - started).count();
     auto stats = loop.ReadStageStats(std::chrono::milliseconds(1000));
     if (stats.ok()) {

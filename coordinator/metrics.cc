@@ -81,6 +81,16 @@ std::string Metrics::Render(const ServingGauges& g) const {
   out += "strata_prompt_tokens_total " + std::to_string(prompt_tokens_.load()) + "\n";
   Head(&out, "strata_prompt_tokens_cached_total", "counter", "prompt tokens served from the prompt cache instead of computed");
   out += "strata_prompt_tokens_cached_total " + std::to_string(cached_prompt_tokens_.load()) + "\n";
+  Head(&out, "strata_prompt_cache_lookups_total", "counter", "prompts looked up in the prompt cache");
+  out += "strata_prompt_cache_lookups_total " + std::to_string(g.cache_lookups) + "\n";
+  Head(&out, "strata_prompt_cache_hits_total", "counter", "prompts that reused a kept sequence's state (hit rate: hits / lookups)");
+  out += "strata_prompt_cache_hits_total " + std::to_string(g.cache_hits) + "\n";
+  Head(&out, "strata_prompt_cache_evictions_total", "counter", "kept sequences dropped for room");
+  out += "strata_prompt_cache_evictions_total " + std::to_string(g.cache_evictions) + "\n";
+  Head(&out, "strata_prompt_cache_sequences", "gauge", "finished sequences kept for reuse");
+  out += "strata_prompt_cache_sequences " + std::to_string(g.cache_sequences) + "\n";
+  Head(&out, "strata_prompt_cache_bytes", "gauge", "the kept sequences' state, every stage's layers together");
+  out += "strata_prompt_cache_bytes " + std::to_string(g.cache_bytes) + "\n";
   Head(&out, "strata_generation_tokens_total", "counter", "tokens generated");
   out += "strata_generation_tokens_total " + std::to_string(generated_tokens_.load()) + "\n";
   Head(&out, "strata_queue_length", "gauge", "requests waiting for a sequence slot");

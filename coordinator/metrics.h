@@ -59,6 +59,9 @@ struct ServingGauges {
   uint64_t connections_refused = 0;  // over --max-connections(-per-client): 503 at once
   uint64_t requests_timed_out = 0;   // a request line, headers or body that did not come in time: 408
   std::vector<StageGauges> stages;  // empty when they could not be read in time
+  // The prompt cache (coordinator/prefix_cache.h): prompts looked up, of them
+  // hits, and the sequences kept now with their bytes.
+  uint64_t cache_lookups = 0, cache_hits = 0, cache_evictions = 0, cache_sequences = 0, cache_bytes = 0;
 };
 
 class Metrics {

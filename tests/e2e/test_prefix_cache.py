@@ -52,6 +52,7 @@ def run(ranks):
         cached.kill()
         raise
     hits = 0
+    served_total = 0
     try:
         history = {name: [] for name in CONVERSATIONS}
         last_prompt = {name: 0 for name in CONVERSATIONS}
@@ -73,9 +74,23 @@ def run(ranks):
                     check(f"{where}: cached_tokens {served} >= the previous prompt's {last_prompt[name]} (of {got[2]})",
                           isinstance(served, int) and last_prompt[name] <= served < got[2], usage)
                     hits += 1
+                served_total += served if isinstance(served, int) else 0
                 print(f"{where}: prompt {got[2]} tokens, {served} from the cache", flush=True)
                 last_prompt[name] = got[2]
                 history[name] = messages + [{"role": "assistant", "content": got[0]}]
+        # /metrics counts what the responses said: every prompt looked up, the
+        # hits, the tokens served from the cache, and the sequences kept now.
+        st, _, text = cached.request("GET", "/metrics")
+        metric = {}
+        for line in (text if isinstance(text, str) else "").splitlines():
+            if line.startswith("strata_prompt_"):
+                name, value = line.rsplit(" ", 1)
+                metric[name] = float(value)
+        check(f"{label}: /metrics: {2 * TURNS} lookups, >= {hits} hits, {served_total} tokens from the cache, kept sequences",
+              st == 200 and metric.get("strata_prompt_cache_lookups_total") == 2 * TURNS
+              and metric.get("strata_prompt_cache_hits_total", -1) >= hits
+              and metric.get("strata_prompt_tokens_cached_total") == served_total
+              and metric.get("strata_prompt_cache_sequences", 0) >= 1 and metric.get("strata_prompt_cache_bytes", 0) > 0, metric)
         # cache_prompt: false computes the whole prompt, same answer.
         messages = history["greedy"] + [{"role": "user", "content": "Thanks."}]
         got, usage = answer(cached, body(messages, CONVERSATIONS["greedy"], cache_prompt=False))
