@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "common/log.h"
+#include "worker/stage_server.h"
 #include "worker/wire_codec.h"
 
 namespace strata {
@@ -207,6 +208,21 @@ Status ServeFront(Pipeline& pipeline, const std::string& front, uint64_t launch,
         case wire::JobRequest::KIND_FREE:
           if (Status st = pipeline.Free(q.seq_id()); !st.ok()) return fail(st);
           break;
+        case wire::JobRequest::KIND_STATS: {
+          // The front asks with nothing of its own in flight: finish ours first.
+          while (!ids.empty()) {
+            auto out = pipeline.Wait();
+            if (!out.ok()) return fail(out.status());
+            STRATA_RETURN_IF_ERROR(WriteFrame(fd, ReplyFrame(ids.front(), &*out, "")));
+            ids.pop_front();
+          }
+          auto stats = pipeline.Stats();
+          if (!stats.ok()) return fail(stats.status());
+          wire::JobFrame reply = ReplyFrame(0, nullptr, "");
+          for (const StageStats& st : *stats) *reply.mutable_reply()->add_stats() = StatsToWire(st);
+          STRATA_RETURN_IF_ERROR(WriteFrame(fd, reply));
+          break;
+        }
         case wire::JobRequest::KIND_SHUTDOWN:
           Log(LogLevel::kInfo, "the front asked the job to end");
           return Status::Ok();

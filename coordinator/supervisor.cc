@@ -26,6 +26,7 @@
 #include <sstream>
 
 #include "common/log.h"
+#include "worker/stage_server.h"
 #include "worker/wire_codec.h"
 
 namespace strata {
@@ -719,6 +720,27 @@ Result<BatchOutput> SupervisedPipeline::Wait() {
     }
     return out;
   }
+}
+
+Result<std::vector<StageStats>> SupervisedPipeline::Stats() {
+  if (!pending_.empty()) return FailedPrecondition("Stats() with batches in flight");
+  if (broken_ || !job_) return Unavailable("the supervised job is down");
+  wire::JobFrame f;
+  f.mutable_request()->set_kind(wire::JobRequest::KIND_STATS);
+  Status st = WriteFrame(job_->link_fd, f);
+  bool stuck = false;
+  Result<wire::JobReply> reply = st.ok() ? ReadReply(&stuck) : Result<wire::JobReply>(st);
+  if (!reply.ok() || reply->batch_id() != 0) {
+    // The job is lost (or out of step): the next batch recovers it.
+    broken_ = true;
+    broken_cause_ = reply.ok() ? "the job answered a statistics request with batch " + std::to_string(reply->batch_id())
+                               : reply.status().message();
+    wait_for_exit_ = !stuck;
+    return Unavailable(broken_cause_);
+  }
+  std::vector<StageStats> out;
+  for (const wire::StageStats& w : reply->stats()) out.push_back(StatsFromWire(w));
+  return out;
 }
 
 Status SupervisedPipeline::Free(uint64_t seq_id) {

@@ -140,7 +140,8 @@ class SupervisedPipeline : public Pipeline {
   int in_flight() const override { return static_cast<int>(pending_.size()); }
   Status Free(uint64_t seq_id) override;
   int n_stages() const override { return n_stages_; }
-  Result<std::vector<StageStats>> Stats() override { return Unimplemented("stage statistics of a supervised job"); }
+  // The job's stages' counters (they start again from zero at a relaunch).
+  Result<std::vector<StageStats>> Stats() override;
   std::vector<StagePlacement> Placement() const override;
   void EnableDump(const std::string&, LayerRange) override {}
   // Ends the job (SHUTDOWN, then a kill after 5 s). Called again, nothing.

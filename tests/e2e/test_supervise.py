@@ -221,6 +221,15 @@ try:
     lp = post(srv.port, LOGPROBS_BODY)
     check("supervised front: logprobs equal the plain server's", lp[0] == 200 and
           lp[1]["choices"][0]["logprobs"] == ref_lp[1]["choices"][0]["logprobs"], (lp, ref_lp))
+    # /metrics reads the job's stages through the link: both, with the tokens they ran.
+    c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
+    c.request("GET", "/metrics")
+    r = c.getresponse()
+    text = r.read().decode("utf-8", "replace")
+    c.close()
+    stage_tokens = [float(l.rsplit(" ", 1)[1]) for l in text.splitlines() if l.startswith("strata_stage_tokens_total{")]
+    check("supervised front: /metrics has both stages' counters", r.status == 200 and len(stage_tokens) == 2
+          and all(t > 0 for t in stage_tokens), stage_tokens or text[-800:])
     # Without a failure the supervised answers equal the plain server's.
     same = run_clients(srv.port)
     check("no failure: 8 answers equal the plain server's", [r[:3] for r in same] == [r[:3] for r in ref],
