@@ -29,6 +29,12 @@ void Head(std::string* out, const char* name, const char* type, const char* help
   *out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
 }
 
+// A metric without labels: its HELP and TYPE lines and its value.
+void Single(std::string* out, const char* name, const char* type, const char* help, uint64_t value) {
+  Head(out, name, type, help);
+  *out += std::string(name) + " " + std::to_string(value) + "\n";
+}
+
 }  // namespace
 
 Histogram::Histogram(std::vector<double> bounds) : bounds_(std::move(bounds)), counts_(bounds_.size() + 1, 0) {}
@@ -77,34 +83,27 @@ std::string Metrics::Render(const ServingGauges& g) const {
       out += "strata_requests_total{endpoint=\"" + Label(key.first) + "\",status=\"" + std::to_string(key.second) + "\"} " +
              std::to_string(n) + "\n";
   }
-  Head(&out, "strata_prompt_tokens_total", "counter", "prompt tokens of the requests that ran");
-  out += "strata_prompt_tokens_total " + std::to_string(prompt_tokens_.load()) + "\n";
-  Head(&out, "strata_prompt_tokens_cached_total", "counter", "prompt tokens served from the prompt cache instead of computed");
-  out += "strata_prompt_tokens_cached_total " + std::to_string(cached_prompt_tokens_.load()) + "\n";
-  Head(&out, "strata_prompt_cache_lookups_total", "counter", "prompts looked up in the prompt cache");
-  out += "strata_prompt_cache_lookups_total " + std::to_string(g.cache_lookups) + "\n";
-  Head(&out, "strata_prompt_cache_hits_total", "counter", "prompts that reused a kept sequence's state (hit rate: hits / lookups)");
-  out += "strata_prompt_cache_hits_total " + std::to_string(g.cache_hits) + "\n";
-  Head(&out, "strata_prompt_cache_evictions_total", "counter", "kept sequences dropped for room");
-  out += "strata_prompt_cache_evictions_total " + std::to_string(g.cache_evictions) + "\n";
-  Head(&out, "strata_prompt_cache_sequences", "gauge", "finished sequences kept for reuse");
-  out += "strata_prompt_cache_sequences " + std::to_string(g.cache_sequences) + "\n";
-  Head(&out, "strata_prompt_cache_bytes", "gauge", "the kept sequences' state, every stage's layers together");
-  out += "strata_prompt_cache_bytes " + std::to_string(g.cache_bytes) + "\n";
-  Head(&out, "strata_generation_tokens_total", "counter", "tokens generated");
-  out += "strata_generation_tokens_total " + std::to_string(generated_tokens_.load()) + "\n";
-  Head(&out, "strata_queue_length", "gauge", "requests waiting for a sequence slot");
-  out += "strata_queue_length " + std::to_string(g.queued) + "\n";
-  Head(&out, "strata_running_sequences", "gauge", "sequences being computed");
-  out += "strata_running_sequences " + std::to_string(g.running) + "\n";
-  Head(&out, "strata_sequence_slots", "gauge", "sequences that can run at once (--parallel)");
-  out += "strata_sequence_slots " + std::to_string(g.slots) + "\n";
-  Head(&out, "strata_http_connections", "gauge", "HTTP connections open");
-  out += "strata_http_connections " + std::to_string(g.connections_open) + "\n";
-  Head(&out, "strata_http_connections_refused_total", "counter", "connections refused at once (--max-connections, per client)");
-  out += "strata_http_connections_refused_total " + std::to_string(g.connections_refused) + "\n";
-  Head(&out, "strata_http_requests_timed_out_total", "counter", "requests whose line, headers or body did not arrive in time (408)");
-  out += "strata_http_requests_timed_out_total " + std::to_string(g.requests_timed_out) + "\n";
+  Single(&out, "strata_prompt_tokens_total", "counter",
+         "prompt tokens of the requests that ran", prompt_tokens_.load());
+  Single(&out, "strata_prompt_tokens_cached_total", "counter",
+         "prompt tokens served from the prompt cache instead of computed", cached_prompt_tokens_.load());
+  Single(&out, "strata_prompt_cache_lookups_total", "counter",
+         "prompts looked up in the prompt cache", g.cache_lookups);
+  Single(&out, "strata_prompt_cache_hits_total", "counter",
+         "prompts that reused a kept sequence's state (hit rate: hits / lookups)", g.cache_hits);
+  Single(&out, "strata_prompt_cache_evictions_total", "counter", "kept sequences dropped for room", g.cache_evictions);
+  Single(&out, "strata_prompt_cache_sequences", "gauge", "finished sequences kept for reuse", g.cache_sequences);
+  Single(&out, "strata_prompt_cache_bytes", "gauge",
+         "the kept sequences' state, every stage's layers together", g.cache_bytes);
+  Single(&out, "strata_generation_tokens_total", "counter", "tokens generated", generated_tokens_.load());
+  Single(&out, "strata_queue_length", "gauge", "requests waiting for a sequence slot", g.queued);
+  Single(&out, "strata_running_sequences", "gauge", "sequences being computed", g.running);
+  Single(&out, "strata_sequence_slots", "gauge", "sequences that can run at once (--parallel)", g.slots);
+  Single(&out, "strata_http_connections", "gauge", "HTTP connections open", g.connections_open);
+  Single(&out, "strata_http_connections_refused_total", "counter",
+         "connections refused at once (--max-connections, per client)", g.connections_refused);
+  Single(&out, "strata_http_requests_timed_out_total", "counter",
+         "requests whose line, headers or body did not arrive in time (408)", g.requests_timed_out);
   Head(&out, "strata_time_to_first_token_seconds", "histogram", "from a request's admission to its first token");
   ttft_.Render("strata_time_to_first_token_seconds", &out);
   Head(&out, "strata_inter_token_latency_seconds", "histogram", "between two tokens of one sequence");
