@@ -57,3 +57,22 @@ def finish():
     passed = sum(results)
     print(f"{passed} passed, {len(results) - passed} failed")
     sys.exit(0 if results and passed == len(results) else 1)
+
+
+def rank_pids(matches):
+    """pid by MPI rank (OMPI_COMM_WORLD_RANK) of each process whose command line
+    (a list of bytes arguments) `matches` accepts."""
+    out = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmd = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+            if not cmd or not matches(cmd):
+                continue
+            for e in open(f"/proc/{pid}/environ", "rb").read().split(b"\0"):
+                if e.startswith(b"OMPI_COMM_WORLD_RANK="):
+                    out[int(e.split(b"=")[1])] = int(pid)
+        except OSError:
+            pass
+    return out

@@ -69,21 +69,7 @@ class Job:
 
 def rank_pids(tag):
     """pid of each strata rank whose command line contains `tag`, by MPI rank."""
-    out = {}
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            cmd = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
-            if not cmd or not cmd[0].endswith((b"/strata", b"/strata_faults")) or tag.encode() not in b" ".join(cmd):
-                continue
-            env = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
-            for e in env:
-                if e.startswith(b"OMPI_COMM_WORLD_RANK="):
-                    out[int(e.split(b"=")[1])] = int(pid)
-        except OSError:
-            pass
-    return out
+    return harness.rank_pids(lambda cmd: cmd[0].endswith((b"/strata", b"/strata_faults")) and tag.encode() in b" ".join(cmd))
 
 
 def wait_ranks(tag, n, timeout=60):

@@ -142,20 +142,7 @@ def run_clients(port, on_started=None):
 
 def job_pids():
     """pid by MPI rank of the supervised job's strata ranks."""
-    out = {}
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            cmd = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
-            if not cmd[0].endswith(b"/strata") or b"--front" not in cmd or CTX.encode() not in cmd:
-                continue
-            for e in open(f"/proc/{pid}/environ", "rb").read().split(b"\0"):
-                if e.startswith(b"OMPI_COMM_WORLD_RANK="):
-                    out[int(e.split(b"=")[1])] = int(pid)
-        except OSError:
-            pass
-    return out
+    return harness.rank_pids(lambda cmd: cmd[0].endswith(b"/strata") and b"--front" in cmd and CTX.encode() in cmd)
 
 
 def leftovers():
