@@ -76,6 +76,7 @@ Status LocalPipeline::Free(uint64_t seq_id) {
 Result<std::vector<StageStats>> LocalPipeline::Stats() {
   StageStats s = stats_;
   s.rss_bytes = ResidentBytes();
+  s.peak_rss_bytes = PeakResidentBytes();
   s.kv_bytes = stage_->kv_bytes();
   s.host = HostName();
   return std::vector<StageStats>{s};

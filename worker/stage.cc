@@ -314,4 +314,6 @@ uint64_t AvailableMemoryBytes() { return ProcKiBField("/proc/meminfo", "MemAvail
 
 uint64_t ResidentBytes() { return ProcKiBField("/proc/self/status", "VmRSS"); }
 
+uint64_t PeakResidentBytes() { return ProcKiBField("/proc/self/status", "VmHWM"); }
+
 }  // namespace strata

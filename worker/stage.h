@@ -67,6 +67,7 @@ struct StageStats {
   uint64_t tokens = 0;
   uint64_t bytes_sent = 0;    // activations to the next stage
   uint64_t rss_bytes = 0;     // resident memory of the rank's process
+  uint64_t peak_rss_bytes = 0;  // its peak since the process started (VmHWM)
   uint64_t weight_bytes = 0;  // the stage's slice
   uint64_t kv_bytes = 0;      // its per-sequence layer state (KV caches, conv states) now
   uint64_t peak_kv_bytes = 0;
@@ -74,6 +75,8 @@ struct StageStats {
 
 // Resident memory of this process (VmRSS from /proc/self/status), 0 when unknown.
 uint64_t ResidentBytes();
+// The peak of it since the process started (VmHWM), 0 when unknown.
+uint64_t PeakResidentBytes();
 // Memory the system can still give (MemAvailable), 0 when unknown.
 uint64_t AvailableMemoryBytes();
 

@@ -37,6 +37,7 @@ StageStats StageRunner::Stats() const {
   s.weight_bytes = stage_.weight_bytes();
   s.kv_bytes = stage_.kv_bytes();
   s.rss_bytes = ResidentBytes();
+  s.peak_rss_bytes = PeakResidentBytes();
   return s;
 }
 
@@ -51,6 +52,7 @@ wire::StageStats StatsToWire(const StageStats& s) {
   w.set_tokens(s.tokens);
   w.set_bytes_sent(s.bytes_sent);
   w.set_rss_bytes(s.rss_bytes);
+  w.set_peak_rss_bytes(s.peak_rss_bytes);
   w.set_weight_bytes(s.weight_bytes);
   w.set_kv_bytes(s.kv_bytes);
   w.set_peak_kv_bytes(s.peak_kv_bytes);
@@ -90,6 +92,7 @@ StageStats StatsFromWire(const wire::StageStats& w) {
   s.tokens = w.tokens();
   s.bytes_sent = w.bytes_sent();
   s.rss_bytes = w.rss_bytes();
+  s.peak_rss_bytes = w.peak_rss_bytes();
   s.weight_bytes = w.weight_bytes();
   s.kv_bytes = w.kv_bytes();
   s.peak_kv_bytes = w.peak_kv_bytes();

@@ -3,7 +3,7 @@
 # same GGUF with the same prompt length, generation length and thread count,
 # one after the other, and print both with the ratio strata / llama.cpp.
 #
-#   bench/peer/compare.sh MODEL.gguf [--prompt-tokens P] [--gen-tokens G] [-t N] [--reps R] [--kv-type T]
+#   bench/peer/compare.sh MODEL.gguf [--prompt-tokens P] [--gen-tokens G] [-t N] [--reps R] [--kv-type T] [--warmup W]
 #
 # Both get a context of P + G + 8 tokens and the same KV cache type (default
 # f16, llama.cpp's own default; strata's default is f32).
@@ -26,12 +26,14 @@ usage: bench/peer/compare.sh MODEL.gguf [--prompt-tokens P] [--gen-tokens G] [-t
   -t, --threads N     CPU threads for both engines (default: nproc = $(nproc))
   --reps R            timed repetitions per engine (default 3)
   --kv-type T         KV cache type of both engines: f32|f16|bf16|q8_0 (default f16)
+  --warmup W          llama.cpp's untimed full runs before the timed ones (default 1; 0 for
+                      long prompts, where a warm-up doubles the time; strata warms with 8 tokens)
 env: STRATA_BIN (default $repo/build/bin/strata), STRATA_EXTRA_ARGS, KEEP_JSON=DIR
 EOF
 }
 die() { echo "$prog: error: $*" >&2; exit 1; }
 
-model="" P=512 G=128 T="$(nproc)" R=3 KV=f16
+model="" P=512 G=128 T="$(nproc)" R=3 KV=f16 W=1
 need_val() { [[ $# -ge 2 && -n "$2" ]] || die "$1 needs a value"; }
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -45,6 +47,8 @@ while [[ $# -gt 0 ]]; do
         --reps=*) R="${1#*=}"; shift ;;
         --kv-type) need_val "$@"; KV="$2"; shift 2 ;;
         --kv-type=*) KV="${1#*=}"; shift ;;
+        --warmup) need_val "$@"; W="$2"; shift 2 ;;
+        --warmup=*) W="${1#*=}"; shift ;;
         -h|--help) usage; exit 0 ;;
         -*) usage >&2; die "unknown option $1" ;;
         *) [[ -z "$model" ]] || die "more than one MODEL given ($model, $1)"; model="$1"; shift ;;
@@ -53,6 +57,7 @@ done
 [[ -n "$model" ]] || { usage >&2; die "MODEL is required"; }
 [[ "$KV" =~ ^(f32|f16|bf16|q8_0)$ ]] || die "--kv-type must be f32, f16, bf16 or q8_0, got '$KV'"
 [[ -f "$model" ]] || die "model file not found: $model"
+[[ "$W" =~ ^[0-9]+$ ]] || die "--warmup must be a non-negative integer, got '$W'"
 for v in P G T R; do
     [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer, got '${!v}'"
 done
@@ -85,7 +90,7 @@ if [[ $rc -ne 0 ]]; then
 fi
 
 # --- llama.cpp via node-llama-cpp -------------------------------------------
-llama_cmd=("$node_bin" "$here/llamacpp-bench.mjs" -m "$model" --prompt-tokens "$P" --gen-tokens "$G" -t "$T" --reps "$R" --kv-type "$KV")
+llama_cmd=("$node_bin" "$here/llamacpp-bench.mjs" -m "$model" --prompt-tokens "$P" --gen-tokens "$G" -t "$T" --reps "$R" --kv-type "$KV" --warmup "$W")
 echo "$prog: llama.cpp: ${llama_cmd[*]}" >&2
 set +e
 "${llama_cmd[@]}" >"$work/llama.out" 2>"$work/llama.err"
