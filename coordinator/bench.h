@@ -24,6 +24,10 @@ struct BenchOptions {
   int inflight = 0;  // 0: one micro-batch per stage
   int64_t chunk = 0; // prefill chunk; 0: auto
   int64_t n_ctx = 4096;
+  // Decode continues the prompt's sequences (G tokens at depth P, as
+  // llama.cpp's peer bench and issue 21's depth figures measure) instead of
+  // starting from a one-token prompt; one run gives both tests.
+  bool decode_at_depth = false;
 };
 
 // One test of one repetition.
@@ -31,6 +35,7 @@ struct BenchTest {
   double wall_s = 0;
   uint64_t tokens = 0;            // prompt tokens (prefill) or generated tokens (decode)
   double first_token_ms = 0;      // prefill: mean over the sequences
+  double busy_wall_s = 0;         // the wall time `delta` covers, when not wall_s (decode_at_depth: the whole run)
   std::vector<StageStats> delta;  // per stage: counters after minus before
 };
 

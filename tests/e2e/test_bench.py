@@ -76,6 +76,18 @@ with tempfile.TemporaryDirectory() as d:
     except Exception as e:  # noqa: BLE001
         check("bench on 2 ranks", False, f"{e}: {p.stdout[:300]!r} {p.stderr[-300:]!r}")
 
+    # Decode at depth: one run per repetition, the sequences' G tokens after their P-token prompts.
+    p = run(["bench", "-m", MODEL, "--prompt-tokens", "40", "--gen-tokens", "5", "--reps", "1", "-t", "1", "--json",
+             "--decode-at-depth", "--parallel", "2"], ranks=2, timeout=300)
+    try:
+        j = json.loads(p.stdout)
+        ok = (p.returncode == 0 and j["decode_at_depth"] is True and spread_ok(j["prefill_tok_s"]) and spread_ok(j["decode_tok_s"])
+              and all(0 < s["decode_busy_pct"] <= 100 for s in j["per_stage"]))
+        check("bench --decode-at-depth on 2 ranks: prefill and decode from one run, busy shares within 0-100 %", ok,
+              p.stdout[:600] + p.stderr[-300:])
+    except Exception as e:  # noqa: BLE001
+        check("bench --decode-at-depth", False, f"{e}: {p.stdout[:300]!r} {p.stderr[-300:]!r}")
+
     p = run(["bench", "-m", MODEL, "--prompt-tokens", "99999", "--ctx", "512"])
     check("bench names a prompt that does not fit", p.returncode == 1 and "--ctx 512" in p.stderr, p.stderr[-300:])
 
