@@ -37,9 +37,8 @@ def bench(name, model, extra, args):
     """One `strata bench --json` across the cluster (medians of --reps); returns its JSON."""
     cmd = [MPIRUN, "--cluster", name, "--", STRATA, "bench", "-m", model, "-t", "1",
            "--reps", str(args.reps), "--json"] + extra
-    timeout = args.timeout
     print("  $ " + " ".join(cmd), file=sys.stderr, flush=True)
-    p = subprocess.run(cmd, text=True, capture_output=True, timeout=timeout)
+    p = subprocess.run(cmd, text=True, capture_output=True, timeout=args.timeout)
     if p.returncode != 0:
         sys.stderr.write(p.stderr[-3000:])
         raise SystemExit(f"cluster_links: bench failed (exit {p.returncode}): {' '.join(cmd)}")

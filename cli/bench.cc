@@ -81,16 +81,17 @@ int RunBench(const BenchFlags& f, Transport* transport) {
     pp_busy_sum += pp_busy;
     tg_busy_sum += tg_busy;
     const double budget = static_cast<double>(st.weight_bytes + st.peak_kv_bytes);
+    auto over_budget_pct = [budget](uint64_t bytes) { return budget > 0 ? 100.0 * (static_cast<double>(bytes) / budget - 1.0) : 0.0; };
     stages.push_back({{"stage", i}, {"rank", st.rank}, {"host", st.host.empty() ? HostName() : st.host},
                       {"layers", {st.first_layer, st.last_layer}},
                       {"prefill_busy_pct", pp_busy}, {"decode_busy_pct", tg_busy},
                       {"prefill_bytes_sent_per_token", bytes_per_token(res->prefill, i)},
                       {"decode_bytes_sent_per_token", bytes_per_token(res->decode, i)},
                       {"weight_bytes", st.weight_bytes}, {"kv_bytes_peak", st.peak_kv_bytes}, {"rss_bytes", st.rss_bytes},
-                      {"rss_over_weights_kv_pct", budget > 0 ? 100.0 * (static_cast<double>(st.rss_bytes) / budget - 1.0) : 0.0},
+                      {"rss_over_weights_kv_pct", over_budget_pct(st.rss_bytes)},
                       // The peak counts the load (a matrix being repacked) and the deepest cache.
                       {"rss_peak_bytes", st.peak_rss_bytes},
-                      {"rss_peak_over_weights_kv_pct", budget > 0 ? 100.0 * (static_cast<double>(st.peak_rss_bytes) / budget - 1.0) : 0.0}});
+                      {"rss_peak_over_weights_kv_pct", over_budget_pct(st.peak_rss_bytes)}});
   }
   const double n = std::max<size_t>(1, res->final_stats.size());
   nlohmann::json j = {

@@ -83,34 +83,35 @@ Result<BenchResult> RunBenchmark(Pipeline& pipeline, const std::vector<int32_t>&
     warm.resize(1);
     STRATA_RETURN_IF_ERROR(RunSequences(pipeline, warm, {.n_ctx = opts.n_ctx, .eos_ids = {}}, nullptr));
   }
+  const uint64_t prompt_total = static_cast<uint64_t>(opts.prompt_tokens) * static_cast<uint64_t>(opts.parallel);
+  const uint64_t gen_total = static_cast<uint64_t>(opts.gen_tokens) * static_cast<uint64_t>(opts.parallel);
   BenchResult r;
-  for (int rep = 0; rep < opts.reps && opts.decode_at_depth; ++rep) {
-    std::vector<SequenceJob> jobs = make_jobs(tokens, opts.gen_tokens + 1);
-    STRATA_ASSIGN_OR_RETURN(BenchTest whole, RunTest(pipeline, jobs, opts));
-    double first_ms = 0, done_ms = 0;  // when every sequence had its first token, and its last
-    for (const SequenceJob& j : jobs) {
-      first_ms = std::max(first_ms, j.first_token_ms);
-      done_ms = std::max(done_ms, j.done_ms);
+  for (int rep = 0; rep < opts.reps; ++rep) {
+    BenchTest p, d;
+    if (opts.decode_at_depth) {
+      // One run: the prefill test ends when every sequence has its first
+      // token, the decode test is the rest; both share the run's counters.
+      std::vector<SequenceJob> jobs = make_jobs(tokens, opts.gen_tokens + 1);
+      STRATA_ASSIGN_OR_RETURN(BenchTest whole, RunTest(pipeline, jobs, opts));
+      double first_ms = 0, done_ms = 0;
+      for (const SequenceJob& j : jobs) {
+        first_ms = std::max(first_ms, j.first_token_ms);
+        done_ms = std::max(done_ms, j.done_ms);
+      }
+      whole.busy_wall_s = whole.wall_s;
+      p = d = whole;
+      p.wall_s = first_ms * 1e-3;
+      d.wall_s = (done_ms - first_ms) * 1e-3;
+      if (p.wall_s <= 0 || d.wall_s <= 0) return Internal("bench: the sequences' first and last token times are missing");
+    } else {
+      std::vector<SequenceJob> pp = make_jobs(tokens, 1);
+      STRATA_ASSIGN_OR_RETURN(p, RunTest(pipeline, pp, opts));
+      std::vector<SequenceJob> tg = make_jobs({tokens[0]}, opts.gen_tokens);
+      STRATA_ASSIGN_OR_RETURN(d, RunTest(pipeline, tg, opts));
     }
-    whole.busy_wall_s = whole.wall_s;
-    BenchTest p = whole, d = whole;
-    p.wall_s = first_ms * 1e-3;
-    p.tokens = static_cast<uint64_t>(opts.prompt_tokens) * static_cast<uint64_t>(opts.parallel);
-    d.wall_s = (done_ms - first_ms) * 1e-3;
-    d.tokens = static_cast<uint64_t>(opts.gen_tokens) * static_cast<uint64_t>(opts.parallel);
-    if (p.wall_s <= 0 || d.wall_s <= 0) return Internal("bench: the sequences' first and last token times are missing");
+    p.tokens = prompt_total;
+    d.tokens = gen_total;
     r.prefill.push_back(std::move(p));
-    r.decode.push_back(std::move(d));
-  }
-  for (int rep = 0; rep < opts.reps && !opts.decode_at_depth; ++rep) {
-    std::vector<SequenceJob> pp = make_jobs(tokens, 1);
-    STRATA_ASSIGN_OR_RETURN(BenchTest p, RunTest(pipeline, pp, opts));
-    p.tokens = static_cast<uint64_t>(opts.prompt_tokens) * static_cast<uint64_t>(opts.parallel);
-    r.prefill.push_back(std::move(p));
-
-    std::vector<SequenceJob> tg = make_jobs({tokens[0]}, opts.gen_tokens);
-    STRATA_ASSIGN_OR_RETURN(BenchTest d, RunTest(pipeline, tg, opts));
-    d.tokens = static_cast<uint64_t>(opts.gen_tokens) * static_cast<uint64_t>(opts.parallel);
     r.decode.push_back(std::move(d));
   }
   STRATA_ASSIGN_OR_RETURN(r.final_stats, pipeline.Stats());

@@ -1,7 +1,8 @@
 // `strata bench`'s measurements (rank 0), over any Pipeline, llama-bench
 // style: a prefill test (R sequences of P prompt tokens, up to their first
 // token) and a decode test (R sequences generating G tokens each, one token
-// per step, after a one-token prompt), repeated; each test also takes every
+// per step, after a one-token prompt, or with decode_at_depth after the
+// prefill test's prompts, in the same run), repeated; each test also takes every
 // stage's counters before and after, for busy %, bubble % and bytes sent.
 //
 //   BenchOptions o;  o.prompt_tokens = 64;  o.gen_tokens = 32;  o.parallel = 4;
@@ -45,7 +46,7 @@ struct BenchResult {
 };
 
 // `prompt` supplies the prompt tokens (repeated as needed); the first one
-// starts each decode test's one-token prompt.
+// starts each decode test's one-token prompt (unless decode_at_depth).
 Result<BenchResult> RunBenchmark(Pipeline& pipeline, const std::vector<int32_t>& prompt, const BenchOptions& opts);
 
 // min / median / max of a list.

@@ -75,10 +75,11 @@ trap 'rm -rf "$work"' EXIT
 
 # --- strata -----------------------------------------------------------------
 strata_cmd=("$strata" bench -m "$model" --prompt-tokens "$P" --gen-tokens "$G" -t "$T" --json --ctx "$((P + G + 8))" --kv-type "$KV")
-# Pass --reps only if this strata bench knows it.
-if "$strata" bench --help 2>/dev/null | grep -q -- '--reps'; then strata_cmd+=(--reps "$R"); fi
+# Flags passed only if this strata bench knows them.
+bench_help="$("$strata" bench --help 2>/dev/null || true)"
+if grep -q -- '--reps' <<<"$bench_help"; then strata_cmd+=(--reps "$R"); fi
 # llamacpp-bench.mjs decodes G tokens after the P-token prompt: strata the same.
-if "$strata" bench --help 2>/dev/null | grep -q -- '--decode-at-depth'; then strata_cmd+=(--decode-at-depth); fi
+if grep -q -- '--decode-at-depth' <<<"$bench_help"; then strata_cmd+=(--decode-at-depth); fi
 # shellcheck disable=SC2206
 [[ -n "${STRATA_EXTRA_ARGS:-}" ]] && strata_cmd+=($STRATA_EXTRA_ARGS)
 echo "$prog: strata:    ${strata_cmd[*]}" >&2
