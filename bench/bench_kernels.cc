@@ -233,7 +233,8 @@ void BM_WeightedSum(benchmark::State& state) {
   const std::vector<float> v = RandomActivations(n_keys * kv_dim), p = RandomActivations(4 * n_keys);
   std::vector<float> y(4 * head_dim);
   for (auto _ : state) {
-    k->weighted_sum(p.data(), n_keys, 4, v.data(), kv_dim, n_keys, head_dim, y.data(), head_dim, false);
+    k->kv_weighted_sum[0](p.data(), n_keys, 4, reinterpret_cast<const uint8_t*>(v.data()), kv_dim * sizeof(float), n_keys,
+                          head_dim, y.data(), head_dim, false);
     benchmark::DoNotOptimize(y.data());
   }
   SetBytes(state, n_keys * head_dim * 4);

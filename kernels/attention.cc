@@ -2,21 +2,24 @@
 // keys, for the query heads that share a kv head at once.
 //
 // One update of a head's state (max m, sum s, weighted V sum o) covers the
-// keys of one tile that the token attends to: their scores (one dot tile for
-// the whole group, so each K row is read once for all its query heads), the
+// keys of one tile that the token attends to: their scores (kv_dot for the
+// whole group, so each K row is read once for all its query heads), the
 // tile's max, Exp(score - m') and their sum in softmax's fixed order
 // (exp_sum), then o rescaled and the tile's V rows added in position order
-// (weighted_sum, one pass for the group). Tiles are kAttnChunk positions
-// aligned to absolute positions; a segment of kAttnSegment positions starts a
-// fresh state, and segment states are merged left to right. So a token's
-// output is one fixed sequence of float operations whatever runs it:
+// (kv_weighted_sum, one pass for the group). The kernels read F16 / BF16 /
+// Q8_0 rows as stored, widening in registers; a tile shared by a block of
+// prompt tokens is converted to f32 once instead (the same values, so the
+// same bits). Tiles are kAttnChunk positions aligned to absolute positions;
+// a segment of kAttnSegment positions starts a fresh state, and segment
+// states are merged left to right. So a token's output is one fixed sequence
+// of float operations whatever runs it:
 //   - prompts: a work item is a block of tokens x one kv head; each tile is
-//     read (and, for F16 / BF16 / Q8_0, converted) once for the whole block;
+//     read (and converted) once for the whole block;
 //   - decoding: a work item is one token x one kv head x one segment, so a
 //     long cache is split across threads; the segments are merged afterwards.
 // A ring's rows for a tile are one or two runs; scores are per key and the V
-// sum continues across runs (weighted_sum's accumulate), so the wrap changes
-// no bit.
+// sum continues across runs (kv_weighted_sum's accumulate), so the wrap
+// changes no bit.
 #include "kernels/attention.h"
 
 #include <algorithm>
@@ -65,30 +68,33 @@ struct State {
 };
 
 // A tile: positions [p0, p1) of one kv head as one or two runs of rows (a
-// ring may wrap inside it). F32 rows are read in place; other types are
-// converted into the caller's buffers first.
+// ring may wrap inside it), in `type`: the cache's rows where they are, or,
+// for a tile that many prompt tokens share, F32 rows converted once into the
+// caller's buffers.
 struct Tile {
   int64_t p0 = 0, p1 = 0;
+  TensorType type = TensorType::kF32;
   int n_runs = 0;
-  const float* k[2];
-  const float* v[2];
-  int64_t stride[2];
-  int64_t n[2];  // positions in each run
+  const uint8_t* k[2];
+  const uint8_t* v[2];
+  uint64_t stride[2];  // bytes from one position to the next
+  int64_t n[2];        // positions in each run
 };
 
-Tile LoadTile(const Job& j, int kvh, int64_t p0, int64_t p1, float* k_buf, float* v_buf) {
+Tile LoadTile(const Job& j, int kvh, int64_t p0, int64_t p1, bool convert, float* k_buf, float* v_buf) {
   Tile t;
   t.p0 = p0;
   t.p1 = p1;
   const int64_t cap = j.kv.capacity;
-  if (j.kv.type == TensorType::kF32) {
+  if (!convert || j.kv.type == TensorType::kF32) {
+    t.type = j.kv.type;
     int64_t p = p0;
     while (p < p1) {
       const int64_t row = p % cap, n = std::min(p1 - p, cap - row);
       const int r = t.n_runs++;
-      t.k[r] = reinterpret_cast<const float*>(j.kv.k + row * j.kv.row_bytes) + kvh * j.hd;
-      t.v[r] = reinterpret_cast<const float*>(j.kv.v + row * j.kv.row_bytes) + kvh * j.hd;
-      t.stride[r] = j.kv_dim;
+      t.k[r] = j.kv.k + row * j.kv.row_bytes + kvh * j.head_bytes;
+      t.v[r] = j.kv.v + row * j.kv.row_bytes + kvh * j.head_bytes;
+      t.stride[r] = j.kv.row_bytes;
       t.n[r] = n;
       p += n;
     }
@@ -101,9 +107,9 @@ Tile LoadTile(const Job& j, int kvh, int64_t p0, int64_t p1, float* k_buf, float
     dequant(j.kv.v + at, v_buf + (p - p0) * j.hd, j.hd);
   }
   t.n_runs = 1;
-  t.k[0] = k_buf;
-  t.v[0] = v_buf;
-  t.stride[0] = j.hd;
+  t.k[0] = reinterpret_cast<const uint8_t*>(k_buf);
+  t.v[0] = reinterpret_cast<const uint8_t*>(v_buf);
+  t.stride[0] = j.hd * sizeof(float);
   t.n[0] = p1 - p0;
   return t;
 }
@@ -114,20 +120,24 @@ void AddKeys(const Job& j, const Tile& t, int64_t a, int64_t b, const float* q, 
   const int64_t n = b - a + 1;
   // The runs' parts inside [a, b], in position order.
   struct Part {
-    const float* k;
-    const float* v;
-    int64_t stride, n, at;  // at: index of its first key in [a, b]
+    const uint8_t* k;
+    const uint8_t* v;
+    uint64_t stride;
+    int64_t n, at;  // at: index of its first key in [a, b]
   } parts[2];
   int n_parts = 0;
   int64_t run_p0 = t.p0;
   for (int r = 0; r < t.n_runs; ++r) {
     const int64_t lo = std::max(a, run_p0), hi = std::min(b, run_p0 + t.n[r] - 1);
-    if (lo <= hi) parts[n_parts++] = {t.k[r] + (lo - run_p0) * t.stride[r], t.v[r] + (lo - run_p0) * t.stride[r], t.stride[r],
-                                      hi - lo + 1, lo - a};
+    if (lo <= hi) {
+      const uint64_t skip = static_cast<uint64_t>(lo - run_p0) * t.stride[r];
+      parts[n_parts++] = {t.k[r] + skip, t.v[r] + skip, t.stride[r], hi - lo + 1, lo - a};
+    }
     run_p0 += t.n[r];
   }
+  const int slot = internal::KvSlot(t.type);
   for (int i = 0; i < n_parts; ++i)
-    j.k.dot_tile(parts[i].k, parts[i].stride, parts[i].n, q, j.hd, j.group, j.hd, scores + parts[i].at, n);
+    j.k.kv_dot[slot](parts[i].k, parts[i].stride, parts[i].n, q, j.hd, j.group, j.hd, scores + parts[i].at, n);
   for (int g = 0; g < j.group; ++g) {
     float* sc = scores + g * n;
     float mx = sc[0] * j.scale;
@@ -149,7 +159,8 @@ void AddKeys(const Job& j, const Tile& t, int64_t a, int64_t b, const float* q, 
     }
   }
   for (int i = 0; i < n_parts; ++i)
-    j.k.weighted_sum(scores + parts[i].at, n, j.group, parts[i].v, parts[i].stride, parts[i].n, j.hd, st.o, j.hd, true);
+    j.k.kv_weighted_sum[slot](scores + parts[i].at, n, j.group, parts[i].v, parts[i].stride, parts[i].n, j.hd, st.o, j.hd,
+                              true);
   st.started = true;
 }
 
@@ -198,10 +209,12 @@ void SegmentState(const Job& j, const float* q, int64_t t, int kvh, int64_t seg,
   st.Clear(j.group, j.hd);
   for (int64_t c = lo / kAttnChunk; c <= hi / kAttnChunk; ++c) {
     const int64_t a = std::max(lo, c * kAttnChunk), b = std::min(hi, c * kAttnChunk + kAttnChunk - 1);
-    const Tile tile = LoadTile(j, kvh, a, b + 1, sc.k_tile.data(), sc.v_tile.data());
+    const Tile tile = LoadTile(j, kvh, a, b + 1, false, nullptr, nullptr);
     AddKeys(j, tile, a, b, q, st, sc.scores.data());
   }
 }
+
+constexpr int64_t kConvertTokens = 4;
 
 // A block of prompt tokens [t0, t1) x one kv head: every tile of the block's
 // keys is loaded once and added to each token that attends to it.
@@ -217,13 +230,16 @@ void PromptBlock(const Job& j, const float* q, float* out, int64_t t0, int64_t t
     acc[i].Clear(j.group, j.hd);
   }
   const int64_t lo = j.first(t0), hi = j.last(t1 - 1);
+  // Converting a tile once pays when enough tokens reread it; a decoding
+  // token reads the cache's rows directly.
+  const bool convert = nb >= kConvertTokens;
   auto q_of = [&](int64_t t) { return q + t * j.q_dim + static_cast<int64_t>(kvh) * j.group * j.hd; };
   for (int64_t s = lo / kAttnSegment; s <= hi / kAttnSegment; ++s) {
     for (int64_t i = 0; i < nb; ++i) seg[i].Clear(j.group, j.hd);
     const int64_t s_lo = std::max(lo, s * kAttnSegment), s_hi = std::min(hi, (s + 1) * kAttnSegment - 1);
     for (int64_t c = s_lo / kAttnChunk; c <= s_hi / kAttnChunk; ++c) {
       const int64_t c_lo = std::max(s_lo, c * kAttnChunk), c_hi = std::min(s_hi, c * kAttnChunk + kAttnChunk - 1);
-      const Tile tile = LoadTile(j, kvh, c_lo, c_hi + 1, sc.k_tile.data(), sc.v_tile.data());
+      const Tile tile = LoadTile(j, kvh, c_lo, c_hi + 1, convert, sc.k_tile.data(), sc.v_tile.data());
       for (int64_t i = 0; i < nb; ++i) {
         const int64_t a = std::max(c_lo, j.first(t0 + i)), b = std::min(c_hi, j.last(t0 + i));
         if (a <= b) AddKeys(j, tile, a, b, q_of(t0 + i), seg[i], sc.scores.data());

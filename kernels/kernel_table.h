@@ -81,15 +81,24 @@ using SoftmaxFn = void (*)(float* x, int64_t n);
 using ExpSumFn = float (*)(float* x, int64_t n, float m);
 // out = gate / (1 + Exp(-gate)) * up. out may alias gate or up.
 using SiluMulFn = void (*)(const float* gate, const float* up, float* out, int64_t n);
-// For each set g < n_sets, with wg = w + g * w_stride and yg = y + g * y_stride:
-// yg[i] = wg[0] * rows[i] + wg[1] * rows[stride + i] + ..., added in row order
-// from 0 (from yg[i] itself when `accumulate`), for i < n (attention's
-// probability-weighted sums of V rows, one set per query head of a kv head, so
-// each row is loaded once for all of them). Summing rows 0..a then, with
-// accumulate, a+1..b gives the bits of one call over 0..b: a ring buffer's
-// two segments sum as one.
-using WeightedSumFn = void (*)(const float* w, int64_t w_stride, int n_sets, const float* rows, int64_t stride,
-                               int64_t n_rows, int64_t n, float* y, int64_t y_stride, bool accumulate);
+// Attention over a KV cache read in its stored type (F32, F16, BF16, Q8_0;
+// slot KvSlot(type)): rows of n elements, row_stride bytes apart, each
+// element converted as dequant would convert it, in registers.
+//
+// kv_dot: y[t * y_stride + r] = dot(row r, x + t * x_stride) for r < n_rows,
+// t < n_tok: the bits of this table's dot_tile over the rows dequantized to
+// f32 (the scores of a tile of keys for the query heads of a kv head).
+using KvDotFn = void (*)(const uint8_t* rows, uint64_t row_stride, int64_t n_rows, const float* x, int64_t x_stride,
+                         int64_t n_tok, int64_t n, float* y, int64_t y_stride);
+// kv_weighted_sum: for each set g < n_sets, with wg = w + g * w_stride and
+// yg = y + g * y_stride: yg[i] = wg[0] * row0[i] + wg[1] * row1[i] + ...,
+// added in row order from 0 (from yg[i] itself when `accumulate`), for i < n
+// (attention's probability-weighted sums of V rows, one set per query head of
+// a kv head, so each row is loaded once for all of them). Summing rows 0..a
+// then, with accumulate, a+1..b gives the bits of one call over 0..b: a ring
+// buffer's two runs sum as one. Every ISA gives the reference's bits.
+using KvWeightedSumFn = void (*)(const float* w, int64_t w_stride, int n_sets, const uint8_t* rows, uint64_t row_stride,
+                                 int64_t n_rows, int64_t n, float* y, int64_t y_stride, bool accumulate);
 // Rotates n_heads vectors of head_dim ([n_heads][head_dim]) by angles with
 // cosines cos[i] and sines sin[i], i < head_dim / 2: the pairs (i, i + head_dim
 // / 2) when neox, else (2i, 2i + 1); (a, b) -> (a * c - b * s, b * c + a * s).
@@ -142,11 +151,23 @@ struct KernelTable {
   SoftmaxFn softmax;
   ExpSumFn exp_sum;
   SiluMulFn silu_mul;
-  WeightedSumFn weighted_sum;
   RopeRotateFn rope_rotate;
+  // Attention on the cache's rows (above), indexed by KvSlot(type).
+  KvDotFn kv_dot[4];
+  KvWeightedSumFn kv_weighted_sum[4];
 };
 
 inline namespace STRATA_ISA_NAMESPACE {  // as the slots above
+// Slot of a KV cache type in KernelTable::kv_dot / kv_weighted_sum, or -1.
+inline int KvSlot(TensorType type) {
+  switch (type) {
+    case TensorType::kF32: return 0;
+    case TensorType::kF16: return 1;
+    case TensorType::kBF16: return 2;
+    case TensorType::kQ8_0: return 3;
+    default: return -1;
+  }
+}
 // Slot of a computable type in KernelTable::dequant, or -1.
 inline int DequantSlot(TensorType type) {
   switch (type) {
@@ -225,8 +246,6 @@ void RmsNorm(const float* x, const float* weight, float* y, int64_t n, float eps
 void Softmax(float* x, int64_t n);
 float ExpSum(float* x, int64_t n, float m);
 void SiluMul(const float* gate, const float* up, float* out, int64_t n);
-void WeightedSum(const float* w, int64_t w_stride, int n_sets, const float* rows, int64_t stride, int64_t n_rows,
-                 int64_t n, float* y, int64_t y_stride, bool accumulate);
 void RopeRotate(float* v, int n_heads, int head_dim, const float* cos, const float* sin, bool neox);
 }  // namespace ref
 

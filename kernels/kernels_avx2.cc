@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "kernels/attention_simd.h"
 #include "kernels/fp16.h"
 #include "kernels/kernel_table.h"
 #include "kernels/ops_simd.h"
@@ -256,9 +257,11 @@ const KernelTable& Avx2KernelTable() {
                      nullptr,
                      nullptr,
                      nullptr,
-                     nullptr};  // the integer path and the small ops: below
+                     {},
+                     {}};  // the integer path, the small ops and attention's kernels: below
     FillQDot(&t);  // qdot_simd.h built with AVX2 (vpmaddubsw + vpmaddwd)
     FillOps(&t);  // ops_simd.h on pairs of ymm
+    FillAttention(&t);  // attention_simd.h, the same
     return t;
   }();
   return table;

@@ -1,5 +1,5 @@
 // AVX-512 kernels: the f32 dot tile (dequantizers are shared with AVX2), the
-// small ops of ops_simd.h on zmm, and
+// small ops of ops_simd.h and attention's kernels of attention_simd.h on zmm, and
 // the integer dot products of qdot_simd.h built with AVX512-VNNI (256-bit
 // vpdpbusd / vpdpwssd; same exact integer sums, so bit-identical to avx2).
 //
@@ -22,6 +22,7 @@
 
 #include <cstdint>
 
+#include "kernels/attention_simd.h"
 #include "kernels/kernel_table.h"
 #include "kernels/ops_simd.h"
 #include "kernels/qdot_simd.h"
@@ -92,6 +93,7 @@ const KernelTable& Avx512KernelTable() {
     t.dot_tile = DotTileAvx512;
     FillQDot(&t);  // qdot_simd.h built with AVX512-VNNI: vpdpbusd / vpdpwssd
     FillOps(&t);  // ops_simd.h on zmm
+    FillAttention(&t);  // attention_simd.h on zmm
     return t;
   }();
   return table;

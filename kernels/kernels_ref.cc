@@ -216,6 +216,38 @@ void DotTileRef(const float* w, int64_t w_stride, int64_t n_rows, const float* x
   }
 }
 
+// Attention on a KV cache (kernel_table.h): each row dequantized, then the
+// f32 definitions above (dot_tile's sequential sum; the weighted sum in row
+// order, product rounded before it is added).
+thread_local std::vector<float> t_kv_row;
+
+template <DequantFn kDequant>
+void KvDotRef(const uint8_t* rows, uint64_t row_stride, int64_t n_rows, const float* x, int64_t x_stride, int64_t n_tok,
+              int64_t n, float* y, int64_t y_stride) {
+  t_kv_row.resize(static_cast<size_t>(n));
+  for (int64_t r = 0; r < n_rows; ++r) {
+    kDequant(rows + r * row_stride, t_kv_row.data(), n);
+    DotTileRef(t_kv_row.data(), n, 1, x, x_stride, n_tok, n, y + r, y_stride);
+  }
+}
+
+template <DequantFn kDequant>
+void KvWeightedSumRef(const float* w, int64_t w_stride, int n_sets, const uint8_t* rows, uint64_t row_stride,
+                      int64_t n_rows, int64_t n, float* y, int64_t y_stride, bool accumulate) {
+  if (!accumulate)
+    for (int g = 0; g < n_sets; ++g) std::fill(y + g * y_stride, y + g * y_stride + n, 0.0f);
+  t_kv_row.resize(static_cast<size_t>(n));
+  const float* row = t_kv_row.data();
+  for (int64_t j = 0; j < n_rows; ++j) {
+    kDequant(rows + j * row_stride, t_kv_row.data(), n);
+    for (int g = 0; g < n_sets; ++g) {
+      const float wj = w[g * w_stride + j];
+      float* yg = y + g * y_stride;
+      for (int64_t i = 0; i < n; ++i) yg[i] += wj * row[i];
+    }
+  }
+}
+
 const KernelTable kRefTable = {
     Isa::kRef,
     DotTileRef,
@@ -231,8 +263,10 @@ const KernelTable kRefTable = {
     ref::Softmax,
     ref::ExpSum,
     ref::SiluMul,
-    ref::WeightedSum,
     ref::RopeRotate,
+    {KvDotRef<ref::DequantF32>, KvDotRef<ref::DequantF16>, KvDotRef<ref::DequantBf16>, KvDotRef<ref::DequantQ8_0>},
+    {KvWeightedSumRef<ref::DequantF32>, KvWeightedSumRef<ref::DequantF16>, KvWeightedSumRef<ref::DequantBf16>,
+     KvWeightedSumRef<ref::DequantQ8_0>},
 };
 
 }  // namespace

@@ -93,18 +93,6 @@ void SiluMul(const float* gate, const float* up, float* out, int64_t n) {
   }
 }
 
-void WeightedSum(const float* w, int64_t w_stride, int n_sets, const float* rows, int64_t stride, int64_t n_rows,
-                 int64_t n, float* y, int64_t y_stride, bool accumulate) {
-  for (int g = 0; g < n_sets; ++g) {
-    const float* wg = w + g * w_stride;
-    float* yg = y + g * y_stride;
-    if (!accumulate)
-      for (int64_t i = 0; i < n; ++i) yg[i] = 0.0f;
-    for (int64_t j = 0; j < n_rows; ++j)
-      for (int64_t i = 0; i < n; ++i) yg[i] += wg[j] * rows[j * stride + i];
-  }
-}
-
 void RopeRotate(float* v, int n_heads, int head_dim, const float* cos, const float* sin, bool neox) {
   const int half = head_dim / 2;
   for (int h = 0; h < n_heads; ++h) {

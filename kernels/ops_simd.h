@@ -1,11 +1,10 @@
-// Internal: the small ops of a layer (RMSNorm, softmax, SiLU * up, the
-// weighted V sum of attention, RoPE's rotation), written once over a 16-lane
+// Internal: the small ops of a layer (RMSNorm, softmax, SiLU * up, RoPE's
+// rotation), written once over a 16-lane
 // f32 vector and compiled into both SIMD translation units: one zmm in
 // kernels_avx512.cc, two ymm (lanes 0-7, 8-15) in kernels_avx2.cc.
 //
 // Blocking: one pass per step of the reference (ops.cc), 16 elements at a
-// time, the last partial chunk through masked loads and stores; the weighted
-// sum keeps 64 outputs in registers across all rows.
+// time, the last partial chunk through masked loads and stores.
 //
 // Determinism: each lane runs the reference's float operations in its order,
 // so every ISA gives the reference's bits. Sums: lane j holds the reference's
@@ -51,6 +50,17 @@ inline F32x16 Add(F32x16 a, F32x16 b) { return {_mm512_add_ps(a.v, b.v)}; }
 inline F32x16 Sub(F32x16 a, F32x16 b) { return {_mm512_sub_ps(a.v, b.v)}; }
 inline F32x16 Mul(F32x16 a, F32x16 b) { return {NoContract(_mm512_mul_ps(a.v, b.v))}; }
 inline F32x16 Div(F32x16 a, F32x16 b) { return {_mm512_div_ps(a.v, b.v)}; }
+// a * b + c rounded once (the dot products' step; the small ops never fuse).
+inline F32x16 Fma(F32x16 a, F32x16 b, F32x16 c) { return {_mm512_fmadd_ps(a.v, b.v, c.v)}; }
+// 16 stored values widened exactly: f16, bf16, int8.
+inline F32x16 LoadF16(const uint16_t* p) { return {_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)))}; }
+inline F32x16 LoadBf16(const uint16_t* p) {
+  const __m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  return {_mm512_castsi512_ps(_mm512_slli_epi32(v, 16))};
+}
+inline F32x16 LoadI8(const int8_t* p) {
+  return {_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))))};
+}
 inline F32x16 Neg(F32x16 a) { return {_mm512_xor_ps(a.v, _mm512_set1_ps(-0.0f))}; }
 // a < b ? a : b and a > b ? a : b, as minps / maxps compute them.
 inline F32x16 Min(F32x16 a, F32x16 b) { return {_mm512_min_ps(a.v, b.v)}; }
@@ -120,6 +130,22 @@ inline F32x16 Mul(F32x16 a, F32x16 b) {
   return {NoContract(_mm256_mul_ps(a.lo, b.lo)), NoContract(_mm256_mul_ps(a.hi, b.hi))};
 }
 inline F32x16 Div(F32x16 a, F32x16 b) { return {_mm256_div_ps(a.lo, b.lo), _mm256_div_ps(a.hi, b.hi)}; }
+inline F32x16 Fma(F32x16 a, F32x16 b, F32x16 c) {
+  return {_mm256_fmadd_ps(a.lo, b.lo, c.lo), _mm256_fmadd_ps(a.hi, b.hi, c.hi)};
+}
+inline F32x16 LoadF16(const uint16_t* p) {
+  return {_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))),
+          _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 8)))};
+}
+inline F32x16 LoadBf16(const uint16_t* p) {
+  const __m128i lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)), hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 8));
+  return {_mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(lo), 16)),
+          _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(hi), 16))};
+}
+inline F32x16 LoadI8(const int8_t* p) {
+  const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return {_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b)), _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(b, 8)))};
+}
 inline F32x16 Neg(F32x16 a) {
   const __m256 sign = _mm256_set1_ps(-0.0f);
   return {_mm256_xor_ps(a.lo, sign), _mm256_xor_ps(a.hi, sign)};
@@ -231,65 +257,6 @@ void SiluMulSimd(const float* gate, const float* up, float* out, int64_t n) {
   if (i < n) StoreFirst(out + i, SiluMulOf(LoadFirst(gate + i, n - i), LoadFirst(up + i, n - i)), n - i);
 }
 
-// Sets [0, kSets) x K chunks of 16 outputs from column i (the last chunk
-// n_last < 16 wide when n_last > 0), summed over all rows in registers: each
-// row chunk is loaded once for every set.
-template <int kSets, int K>
-inline void WeightedSumBlock(const float* w, int64_t w_stride, const float* rows, int64_t stride, int64_t n_rows,
-                             int64_t i, int64_t n_last, float* y, int64_t y_stride, bool accumulate) {
-  F32x16 acc[kSets][K];
-  for (int g = 0; g < kSets; ++g) {
-    const float* yg = y + g * y_stride + i;
-    for (int k = 0; k < K; ++k)
-      acc[g][k] = !accumulate ? Set1(0.0f) : n_last > 0 && k == K - 1 ? LoadFirst(yg + 16 * k, n_last) : Load(yg + 16 * k);
-  }
-  for (int64_t j = 0; j < n_rows; ++j) {
-    const float* row = rows + j * stride + i;
-    F32x16 v[K];
-    for (int k = 0; k < K; ++k) v[k] = n_last > 0 && k == K - 1 ? LoadFirst(row + 16 * k, n_last) : Load(row + 16 * k);
-    for (int g = 0; g < kSets; ++g) {
-      const F32x16 wj = Set1(w[g * w_stride + j]);
-      for (int k = 0; k < K; ++k) acc[g][k] = Add(acc[g][k], Mul(wj, v[k]));
-    }
-  }
-  for (int g = 0; g < kSets; ++g) {
-    float* yg = y + g * y_stride + i;
-    for (int k = 0; k < K; ++k) {
-      if (n_last > 0 && k == K - 1)
-        StoreFirst(yg + 16 * k, acc[g][k], n_last);
-      else
-        Store(yg + 16 * k, acc[g][k]);
-    }
-  }
-}
-
-// kSets sets over all n columns: blocks of K chunks, then single chunks.
-template <int kSets, int K>
-inline void WeightedSumSets(const float* w, int64_t w_stride, const float* rows, int64_t stride, int64_t n_rows,
-                            int64_t n, float* y, int64_t y_stride, bool acc) {
-  int64_t i = 0;
-  for (; i + 16 * K <= n; i += 16 * K) WeightedSumBlock<kSets, K>(w, w_stride, rows, stride, n_rows, i, 0, y, y_stride, acc);
-  for (; i + 16 <= n; i += 16) WeightedSumBlock<kSets, 1>(w, w_stride, rows, stride, n_rows, i, 0, y, y_stride, acc);
-  if (i < n) WeightedSumBlock<kSets, 1>(w, w_stride, rows, stride, n_rows, i, n - i, y, y_stride, acc);
-}
-
-// Accumulators in flight: 8 vectors of 16 (zmm; on AVX2 each is two ymm of
-// the 16 registers, so 4 sets take one chunk at a time there).
-#if defined(__AVX512F__)
-constexpr int kSetChunks = 2;
-#else
-constexpr int kSetChunks = 1;
-#endif
-
-void WeightedSumSimd(const float* w, int64_t w_stride, int n_sets, const float* rows, int64_t stride, int64_t n_rows,
-                     int64_t n, float* y, int64_t y_stride, bool acc) {
-  int g = 0;
-  for (; g + 4 <= n_sets; g += 4)
-    WeightedSumSets<4, kSetChunks>(w + g * w_stride, w_stride, rows, stride, n_rows, n, y + g * y_stride, y_stride, acc);
-  for (; g < n_sets; ++g)
-    WeightedSumSets<1, 4>(w + g * w_stride, w_stride, rows, stride, n_rows, n, y + g * y_stride, y_stride, acc);
-}
-
 // (a, b) -> (a c - b s, b c + a s) on 16 lanes.
 inline void RotateNeox(float* pa, float* pb, F32x16 c, F32x16 s, int64_t n) {
   const F32x16 a = n < 16 ? LoadFirst(pa, n) : Load(pa), b = n < 16 ? LoadFirst(pb, n) : Load(pb);
@@ -338,7 +305,6 @@ inline void FillOps(KernelTable* t) {
   t->softmax = ops::SoftmaxSimd;
   t->exp_sum = ops::ExpSumSimd;
   t->silu_mul = ops::SiluMulSimd;
-  t->weighted_sum = ops::WeightedSumSimd;
   t->rope_rotate = ops::RopeRotateSimd;
 }
 

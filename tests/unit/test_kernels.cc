@@ -654,7 +654,8 @@ TEST(KernelOps, SoftmaxSiluMulDotWeightedSum) {
     // Three rows of n, weighted, added in row order.
     const std::vector<float> rows = Gaussian(3 * (n + 2), 36), w = {0.5f, -0.25f, 2.0f};
     std::vector<float> y(n);
-    internal::ActiveKernels().weighted_sum(w.data(), 0, 1, rows.data(), n + 2, 3, n, y.data(), 0, false);
+    internal::ActiveKernels().kv_weighted_sum[internal::KvSlot(TensorType::kF32)](
+        w.data(), 0, 1, reinterpret_cast<const uint8_t*>(rows.data()), (n + 2) * sizeof(float), 3, n, y.data(), 0, false);
     for (int64_t i = 0; i < n; ++i)
       ASSERT_EQ(y[i], ((0.0f + w[0] * rows[i]) + w[1] * rows[n + 2 + i]) + w[2] * rows[2 * (n + 2) + i]) << i;
   }
@@ -779,28 +780,89 @@ TEST_P(KernelOpsIsaTest, SiluMulBitEqualsReference) {
   }
 }
 
-TEST_P(KernelOpsIsaTest, WeightedSumBitEqualsReference) {
-  for (int64_t n : kOpLengths) {
-    for (int64_t n_rows : {1, 3, 40}) {
-      // 1 set, a block of 4, and 4 + 1.
-      for (int n_sets : {1, 4, 5}) {
-        const int64_t stride = n + 5, w_stride = n_rows + 2, y_stride = n + 3, y_size = (n_sets - 1) * y_stride + n;
-        const std::vector<float> rows = Gaussian(n_rows * stride, 56), w = Gaussian(n_sets * w_stride, 57);
-        std::vector<float> want(y_size, kGuard);
-        ref().weighted_sum(w.data(), w_stride, n_sets, rows.data(), stride, n_rows, n, want.data(), y_stride, false);
-        Guarded got(y_size);
-        k().weighted_sum(w.data(), w_stride, n_sets, rows.data(), stride, n_rows, n, got.data(), y_stride, false);
-        EXPECT_TRUE(got.GuardsIntact()) << n;
-        // The gaps between sets stay untouched too.
-        EXPECT_TRUE(SameBits(want.data(), got.data(), y_size)) << n << " x " << n_rows << ", " << n_sets << " sets";
-        // Rows 0..a, then a+1.. accumulated: the bits of one call (a ring's two runs).
-        const int64_t a = n_rows / 2;
-        Guarded split(y_size);
-        k().weighted_sum(w.data(), w_stride, n_sets, rows.data(), stride, a, n, split.data(), y_stride, false);
-        k().weighted_sum(w.data() + a, w_stride, n_sets, rows.data() + a * stride, stride, n_rows - a, n, split.data(), y_stride, true);
-        EXPECT_TRUE(split.GuardsIntact()) << n;
-        for (int g = 0; g < n_sets; ++g)
-          EXPECT_TRUE(SameBits(want.data() + g * y_stride, split.data() + g * y_stride, n)) << n << " split at " << a;
+// n_rows rows of n Gaussian values stored in `type`, `stride` bytes apart
+// (a cache's rows: one kv head's slice of wider rows), and the same rows
+// dequantized to f32, n apart.
+struct StoredRows {
+  uint64_t stride;
+  std::vector<uint8_t> bytes;
+  std::vector<float> f32;
+  StoredRows(TensorType type, int64_t n_rows, int64_t n, uint64_t seed)
+      : stride(*RowBytes(type, n) + 6), bytes(n_rows * stride, 0xA5), f32(n_rows * n) {
+    const std::vector<float> x = Gaussian(n_rows * n, seed);
+    const internal::DequantFn dequant = internal::RefKernelTable().dequant[internal::DequantSlot(type)];
+    for (int64_t r = 0; r < n_rows; ++r) {
+      QuantizeRow(type, x.data() + r * n, bytes.data() + r * stride, n);
+      dequant(bytes.data() + r * stride, f32.data() + r * n, n);
+    }
+  }
+};
+
+const TensorType kKvTypes[] = {TensorType::kF32, TensorType::kF16, TensorType::kBF16, TensorType::kQ8_0};
+
+// Attention's weighted V sum on rows in each cache type: the reference's bits
+// on every ISA, and rows summed in two calls (a ring's two runs) give the
+// bits of one.
+TEST_P(KernelOpsIsaTest, KvWeightedSumBitEqualsReference) {
+  for (TensorType type : kKvTypes) {
+    const int slot = internal::KvSlot(type);
+    for (int64_t n : kOpLengths) {
+      if (n % Traits(type).block_elems != 0) continue;
+      for (int64_t n_rows : {1, 3, 40}) {
+        // 1 set, a block of 4, and 4 + 1.
+        for (int n_sets : {1, 4, 5}) {
+          const int64_t w_stride = n_rows + 2, y_stride = n + 3, y_size = (n_sets - 1) * y_stride + n;
+          const StoredRows rows(type, n_rows, n, 56);
+          const std::vector<float> w = Gaussian(n_sets * w_stride, 57);
+          std::vector<float> want(y_size, kGuard);
+          ref().kv_weighted_sum[slot](w.data(), w_stride, n_sets, rows.bytes.data(), rows.stride, n_rows, n, want.data(),
+                                      y_stride, false);
+          Guarded got(y_size);
+          k().kv_weighted_sum[slot](w.data(), w_stride, n_sets, rows.bytes.data(), rows.stride, n_rows, n, got.data(),
+                                    y_stride, false);
+          EXPECT_TRUE(got.GuardsIntact()) << n;
+          // The gaps between sets stay untouched too.
+          EXPECT_TRUE(SameBits(want.data(), got.data(), y_size))
+              << TypeName(type) << " " << n << " x " << n_rows << ", " << n_sets << " sets";
+          // The same sum over the dequantized f32 rows.
+          Guarded from_f32(y_size);
+          k().kv_weighted_sum[0](w.data(), w_stride, n_sets, reinterpret_cast<const uint8_t*>(rows.f32.data()),
+                                 n * sizeof(float), n_rows, n, from_f32.data(), y_stride, false);
+          EXPECT_TRUE(SameBits(want.data(), from_f32.data(), y_size)) << TypeName(type) << " " << n;
+          const int64_t a = n_rows / 2;
+          Guarded split(y_size);
+          k().kv_weighted_sum[slot](w.data(), w_stride, n_sets, rows.bytes.data(), rows.stride, a, n, split.data(),
+                                    y_stride, false);
+          k().kv_weighted_sum[slot](w.data() + a, w_stride, n_sets, rows.bytes.data() + a * rows.stride, rows.stride,
+                                    n_rows - a, n, split.data(), y_stride, true);
+          EXPECT_TRUE(split.GuardsIntact()) << n;
+          for (int g = 0; g < n_sets; ++g)
+            EXPECT_TRUE(SameBits(want.data() + g * y_stride, split.data() + g * y_stride, n)) << n << " split at " << a;
+        }
+      }
+    }
+  }
+}
+
+// Attention's scores on rows in each cache type: the bits of this ISA's
+// dot_tile over the dequantized rows, for any number of rows and query
+// vectors (the register blocks and their remainders).
+TEST_P(KernelOpsIsaTest, KvDotBitEqualsDotTileOnDequantizedRows) {
+  for (TensorType type : kKvTypes) {
+    const int slot = internal::KvSlot(type);
+    for (int64_t n : kOpLengths) {
+      if (n % Traits(type).block_elems != 0) continue;
+      for (int64_t n_rows : {1, 3, 5, 9, 64}) {
+        for (int64_t n_tok : {1, 2, 4, 5, 8}) {
+          const StoredRows rows(type, n_rows, n, 58);
+          const int64_t xs = n + 1, ys = n_rows + 2;
+          const std::vector<float> x = Gaussian(n_tok * xs, 59);
+          std::vector<float> want(n_tok * ys, kGuard), got(n_tok * ys, kGuard);
+          k().dot_tile(rows.f32.data(), n, n_rows, x.data(), xs, n_tok, n, want.data(), ys);
+          k().kv_dot[slot](rows.bytes.data(), rows.stride, n_rows, x.data(), xs, n_tok, n, got.data(), ys);
+          EXPECT_TRUE(SameBits(want.data(), got.data(), want.size()))
+              << TypeName(type) << " " << n << " x " << n_rows << " rows, " << n_tok << " vectors";
+        }
       }
     }
   }
