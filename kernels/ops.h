@@ -1,6 +1,6 @@
 // The element-wise and small vector operations of a llama-family layer:
 // RMSNorm, rotary embeddings (both layouts), softmax, SwiGLU's SiLU * up
-// (attention's weighted V sum is kernel_table.h's weighted_sum). Run on every
+// (attention's weighted V sum is kernel_table.h's kv_weighted_sum). Run on every
 // rank, per token.
 //
 // Numerics follow the transformers reference in float32 (see each function),

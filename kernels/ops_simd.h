@@ -1,7 +1,7 @@
 // Internal: the small ops of a layer (RMSNorm, softmax, SiLU * up, RoPE's
-// rotation), written once over a 16-lane
-// f32 vector and compiled into both SIMD translation units: one zmm in
-// kernels_avx512.cc, two ymm (lanes 0-7, 8-15) in kernels_avx2.cc.
+// rotation), written once over a 16-lane f32 vector and compiled into both
+// SIMD translation units: one zmm in kernels_avx512.cc, two ymm (lanes 0-7,
+// 8-15) in kernels_avx2.cc. attention_simd.h builds on its vector.
 //
 // Blocking: one pass per step of the reference (ops.cc), 16 elements at a
 // time, the last partial chunk through masked loads and stores.
