@@ -64,6 +64,14 @@ void PrepareLayerState(const ModelConfig& cfg, LayerKind kind, int window, Tenso
   const uint64_t row = kv.row_bytes;
   if (window <= 0 || kv.capacity == 0) {
     // Rows are positions (p % capacity == p): growing keeps them in place.
+    // Room doubles (a long prompt's cache is copied a few times, not once
+    // per step) but never past n_ctx, which the memory check counted.
+    const int64_t allocated = static_cast<int64_t>(kv.k.capacity() / row);
+    if (window <= 0 && need > allocated) {
+      const auto rows = static_cast<size_t>(std::max(need, std::min(n_ctx, 2 * allocated)));
+      kv.k.reserve(rows * row);
+      kv.v.reserve(rows * row);
+    }
     kv.k.resize(static_cast<size_t>(need * row));
     kv.v.resize(static_cast<size_t>(need * row));
     kv.capacity = need;

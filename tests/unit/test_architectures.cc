@@ -295,6 +295,31 @@ TEST_P(TinyArchitectureTest, StateFollowsTheWindowAndTheLayerKind) {
   EXPECT_EQ(chain.stage(0).kv_bytes(), want);
 }
 
+// A full-attention cache that grows position by position (a long prompt's
+// chunks, then decoding) holds at most the context: its room doubles, so it
+// is reallocated a few times, not at every step, but is never larger than
+// the n_ctx rows that the memory check counted.
+TEST(LayerStateTest, FullAttentionCacheGrowsGeometricallyUpToTheContext) {
+  auto model = ModelFiles::Open(kTiny + "tiny-llama");
+  ASSERT_TRUE(model.ok()) << model.status().ToString();
+  const ModelConfig& c = (*model)->config();
+  const int64_t n_ctx = 5000;
+  const uint64_t row = c.kv_dim() * sizeof(uint16_t);
+  LayerState state;
+  int reallocations = 0;
+  const uint8_t* at = nullptr;
+  for (int64_t pos = 0; pos < n_ctx; pos += pos < 4096 ? 64 : 1) {
+    PrepareLayerState(c, LayerKind::kAttention, 0, TensorType::kF16, pos, 1, n_ctx, &state);
+    ASSERT_GE(state.kv.capacity, pos + 1);
+    ASSERT_LE(state.kv.k.capacity(), n_ctx * row) << "at position " << pos;
+    reallocations += state.kv.k.data() != at;
+    at = state.kv.k.data();
+  }
+  EXPECT_EQ(state.kv.capacity, n_ctx);
+  EXPECT_EQ(state.bytes(), 2 * n_ctx * row);
+  EXPECT_LE(reallocations, 8);  // 256, 512, 1024, 2048, 4096, 5000
+}
+
 INSTANTIATE_TEST_SUITE_P(TinyModels, TinyArchitectureTest, ::testing::ValuesIn(TinySources()), [](const auto& info) {
   std::string n = info.param.name.substr(5) + (info.param.path.ends_with(".gguf") ? "_gguf" : "_hf");
   std::replace(n.begin(), n.end(), '-', '_');
