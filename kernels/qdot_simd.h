@@ -587,9 +587,10 @@ inline __m256i Q6Part(__m256i ql, __m256i qh) {
   return _mm256_or_si256(nib, _mm256_and_si256(high, bits45));
 }
 
-// Passes over a quad's parts: 4 tokens keep 2 parts' sums each in registers.
+// Passes over a quad's parts: 4 tokens keep 2 parts' sums each in registers,
+// 8 tokens one part's.
 template <int T>
-constexpr int kQ6Passes = T >= 4 ? 2 : 1;
+constexpr int kQ6Passes = T >= 8 ? 4 : T >= 4 ? 2 : 1;
 
 template <int T>
 void MicroQ6Kx8(const uint8_t* group, const Act (&xs)[T], int64_t nb, bool prefetch, float* out) {
@@ -646,7 +647,12 @@ void MicroQ6Kx8(const uint8_t* group, const Act (&xs)[T], int64_t nb, bool prefe
             for (int t = 0; t < T; ++t) a[t] = _mm256_add_epi32(a[t], _mm256_mullo_epi32(dot[t][k], sc));
           }
         };
-        if constexpr (kQ6Passes<T> == 2) {
+        if constexpr (kQ6Passes<T> == 4) {
+          pass.template operator()<0, 1>();
+          pass.template operator()<1, 1>();
+          pass.template operator()<2, 1>();
+          pass.template operator()<3, 1>();
+        } else if constexpr (kQ6Passes<T> == 2) {
           pass.template operator()<0, 2>();
           pass.template operator()<1, 2>();
         } else {
@@ -684,43 +690,52 @@ void GroupTokensX8(MicroX8Fn<T> micro, const uint8_t* group, const uint8_t* act,
   }
 }
 
-// The micro-kernel of each interleaved block type.
+// The widest token tile whose sums stay in registers (AVX-512 has 32 vector
+// registers, AVX2 16).
+constexpr int kX8Tokens = STRATA_QDOT_VNNI ? 4 : 2;
+
+// The micro-kernel of each interleaved block type, and its widest tile.
 template <class Block>
 struct MicroX8;
 template <>
 struct MicroX8<BlockQ4_Kx8> {
   template <int T>
   static constexpr MicroX8Fn<T> kFn = MicroQ4Kx8<T>;
+  static constexpr int kTokens = kX8Tokens;
 };
 template <>
 struct MicroX8<BlockQ6_Kx8> {
   template <int T>
   static constexpr MicroX8Fn<T> kFn = MicroQ6Kx8<T>;
+  // Unpacking a 6-bit weight vector costs 4-5 instructions against Q4_K's
+  // 2: 8 tokens share it where the registers allow.
+  static constexpr int kTokens = STRATA_QDOT_VNNI ? 8 : kX8Tokens;
 };
 template <>
 struct MicroX8<BlockQ8_0x8> {
   template <int T>
   static constexpr MicroX8Fn<T> kFn = MicroQ8_0x8<T>;
+  static constexpr int kTokens = kX8Tokens;
 };
 
-// The widest token tile whose sums stay in registers (AVX-512 has 32 vector
-// registers, AVX2 16); leftover tokens run in tiles of 2 and 1.
-constexpr int kX8Tokens = STRATA_QDOT_VNNI ? 4 : 2;
+// Tokens [t0, n_tok) of one group: tiles of T while they last, then the
+// leftover in one tile each of T / 2, T / 4, .., 1.
+template <class Block, int T>
+void GroupTokensDown(const uint8_t* group, const uint8_t* act, const ActLayout& l, int64_t t0, int64_t n_tok,
+                     int64_t nb, float* y, int64_t ys) {
+  const int64_t end = t0 + (n_tok - t0) / T * T;
+  GroupTokensX8<T>(MicroX8<Block>::template kFn<T>, group, act, l, t0, end, nb, y, ys);
+  if constexpr (T > 1) GroupTokensDown<Block, T / 2>(group, act, l, end, n_tok, nb, y, ys);
+}
 
 // Groups outer: a group's bytes stay in L1/L2 while the tokens stream past.
 template <class Block>
 void QDotTileX8(const uint8_t* w, uint64_t /*row_bytes*/, int64_t n_rows, const uint8_t* act, const ActLayout& l,
                 int64_t n_tok, float* y, int64_t ys) {
-  using Micro = MicroX8<Block>;
   const int64_t nb = l.n / l.block;
   const int64_t group_bytes = nb * static_cast<int64_t>(sizeof(Block));
-  const int64_t wide = n_tok / kX8Tokens * kX8Tokens, pairs = wide + (n_tok - wide) / 2 * 2;
-  for (int64_t g = 0; g < n_rows / 8; ++g) {
-    const uint8_t* group = w + g * group_bytes;
-    GroupTokensX8<kX8Tokens>(Micro::template kFn<kX8Tokens>, group, act, l, 0, wide, nb, y + 8 * g, ys);
-    if constexpr (kX8Tokens > 2) GroupTokensX8<2>(Micro::template kFn<2>, group, act, l, wide, pairs, nb, y + 8 * g, ys);
-    GroupTokensX8<1>(Micro::template kFn<1>, group, act, l, pairs, n_tok, nb, y + 8 * g, ys);
-  }
+  for (int64_t g = 0; g < n_rows / 8; ++g)
+    GroupTokensDown<Block, MicroX8<Block>::kTokens>(w + g * group_bytes, act, l, 0, n_tok, nb, y + 8 * g, ys);
 }
 
 // ---------------------------------------------------------------------------

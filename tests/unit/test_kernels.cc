@@ -444,7 +444,7 @@ TEST_P(KernelIsaTest, InterleavedLayoutRoundTrips) {
 }
 
 // MatMul on the interleaved layout equals the reference on the file's rows bit
-// for bit, for every token count (tiles of 4, 2 and 1 tokens) and thread split.
+// for bit, for every token count (tiles of 8, 4, 2 and 1 tokens) and thread split.
 TEST_P(KernelIsaTest, InterleavedMatMulBitEqualsReference) {
   if (!CanInterleave(type(), 8)) GTEST_SKIP() << "no interleaved layout for this type";
   for (int64_t n_in : Lengths()) {
@@ -458,7 +458,7 @@ TEST_P(KernelIsaTest, InterleavedMatMulBitEqualsReference) {
       const MatrixView rows{type(), w.data(), n_in, n_out, rb};
       std::vector<uint8_t> x8(InterleavedBytes(type(), n_in, n_out));
       const MatrixView view = InterleaveRows(rows, x8.data());
-      for (int64_t n_tok : {1, 2, 3, 4, 5, 6, 7, 9, 33}) {
+      for (int64_t n_tok : {1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 33}) {
         std::vector<float> x = Gaussian(n_in * n_tok, 700 + static_cast<uint32_t>(n_tok));
         std::vector<float> expect(n_out * n_tok);
         MatMul(Isa::kRef, rows, x.data(), n_tok, expect.data(), nullptr);
