@@ -91,8 +91,14 @@ constexpr int kSumChunks = 1;
 
 // Rows ahead of the one being read that are requested from memory: a kv
 // head's slice of a cache row is a few cache lines at a stride of the whole
-// row, which the hardware prefetchers follow poorly.
+// row, which the hardware prefetchers follow poorly. Contiguous rows (a
+// converted tile, or a cache of one kv head) they follow well: no requests.
 constexpr int64_t kPrefetchRows = 16;
+
+template <class Row>
+inline bool Strided(uint64_t stride, int64_t n) {
+  return stride > Row::Bytes(n);
+}
 
 inline void PrefetchRow(const uint8_t* row, uint64_t bytes) {
   for (uint64_t b = 0; b < bytes; b += 64) _mm_prefetch(reinterpret_cast<const char*>(row + b), _MM_HINT_T0);
@@ -101,7 +107,8 @@ inline void PrefetchRow(const uint8_t* row, uint64_t bytes) {
 // y[g * ys + r] = dot(row r, x + g * xs) for R rows and G query vectors.
 template <class Row, int R, int G>
 inline void DotBlock(const uint8_t* rows, uint64_t stride, const float* x, int64_t xs, int64_t n, float* y, int64_t ys) {
-  for (int r = 0; r < R; ++r) PrefetchRow(rows + (r + kPrefetchRows) * stride, Row::Bytes(n));
+  if (Strided<Row>(stride, n))
+    for (int r = 0; r < R; ++r) PrefetchRow(rows + (r + kPrefetchRows) * stride, Row::Bytes(n));
   F32x16 acc[R][G];
   for (int r = 0; r < R; ++r)
     for (int g = 0; g < G; ++g) acc[r][g] = ops::Set1(0.0f);
@@ -154,9 +161,10 @@ inline void SumBlock(const float* w, int64_t w_stride, const uint8_t* rows, uint
     for (int k = 0; k < K; ++k)
       acc[g][k] = !accumulate ? ops::Set1(0.0f) : partial(k) ? ops::LoadFirst(yg + 16 * k, n_last) : ops::Load(yg + 16 * k);
   }
+  const bool prefetch = i == 0 && Strided<Row>(stride, n_cols);
   for (int64_t j = 0; j < n_rows; ++j) {
     const uint8_t* row = rows + j * stride;
-    if (i == 0) PrefetchRow(row + kPrefetchRows * stride, Row::Bytes(n_cols));
+    if (prefetch) PrefetchRow(row + kPrefetchRows * stride, Row::Bytes(n_cols));
     F32x16 v[K];
     for (int k = 0; k < K; ++k) v[k] = partial(k) ? Row::First(row, i + 16 * k, n_last) : Row::At(row, i + 16 * k);
     for (int g = 0; g < kSets; ++g) {
