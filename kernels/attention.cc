@@ -140,15 +140,15 @@ void AddKeys(const Job& j, const Tile& t, int64_t a, int64_t b, const float* q, 
     j.k.kv_dot[slot](parts[i].k, parts[i].stride, parts[i].n, q, j.hd, j.group, j.hd, scores + parts[i].at, n);
   for (int g = 0; g < j.group; ++g) {
     float* sc = scores + g * n;
-    float mx = sc[0] * j.scale;
-    for (int64_t i = 0; i < n; ++i) {
-      sc[i] *= j.scale;
-      mx = std::max(mx, sc[i]);
-    }
+    const float mx = j.k.scale_max(sc, n, j.scale);
     float* o = st.o + g * j.hd;
     if (!st.started) {
       st.m[g] = mx;
       st.s[g] = j.k.exp_sum(sc, n, mx);
+    } else if (mx <= st.m[g]) {
+      // The max holds (as it mostly does deep into a prompt): alpha would be
+      // Exp(0) = 1 exactly, which changes no bit of s or o.
+      st.s[g] = st.s[g] + j.k.exp_sum(sc, n, st.m[g]);
     } else {
       const float m = std::max(st.m[g], mx);
       const float alpha = internal::ref::Exp(st.m[g] - m);

@@ -79,6 +79,10 @@ using SoftmaxFn = void (*)(float* x, int64_t n);
 // order (16 partial sums by index % 16, then the pairwise tree). Attention's
 // running softmax: softmax's middle pass over one tile of keys.
 using ExpSumFn = float (*)(float* x, int64_t n, float m);
+// In place: x[i] = x[i] * scale for i < n (n >= 1); returns the largest (the
+// max does not depend on the order it is taken in). Attention's scores of a
+// tile before exp_sum.
+using ScaleMaxFn = float (*)(float* x, int64_t n, float scale);
 // out = gate / (1 + Exp(-gate)) * up. out may alias gate or up.
 using SiluMulFn = void (*)(const float* gate, const float* up, float* out, int64_t n);
 // Attention over a KV cache read in its stored type (F32, F16, BF16, Q8_0;
@@ -150,6 +154,7 @@ struct KernelTable {
   RmsNormFn rms_norm;
   SoftmaxFn softmax;
   ExpSumFn exp_sum;
+  ScaleMaxFn scale_max;
   SiluMulFn silu_mul;
   RopeRotateFn rope_rotate;
   // Attention on the cache's rows (above), indexed by KvSlot(type).
@@ -245,6 +250,7 @@ constexpr float kExpP[6] = {1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f
 void RmsNorm(const float* x, const float* weight, float* y, int64_t n, float eps);
 void Softmax(float* x, int64_t n);
 float ExpSum(float* x, int64_t n, float m);
+float ScaleMax(float* x, int64_t n, float scale);
 void SiluMul(const float* gate, const float* up, float* out, int64_t n);
 void RopeRotate(float* v, int n_heads, int head_dim, const float* cos, const float* sin, bool neox);
 }  // namespace ref

@@ -257,6 +257,7 @@ const KernelTable& Avx2KernelTable() {
                      nullptr,
                      nullptr,
                      nullptr,
+                     nullptr,
                      {},
                      {}};  // the integer path, the small ops and attention's kernels: below
     FillQDot(&t);  // qdot_simd.h built with AVX2 (vpmaddubsw + vpmaddwd)

@@ -262,6 +262,7 @@ const KernelTable kRefTable = {
     ref::RmsNorm,
     ref::Softmax,
     ref::ExpSum,
+    ref::ScaleMax,
     ref::SiluMul,
     ref::RopeRotate,
     {KvDotRef<ref::DequantF32>, KvDotRef<ref::DequantF16>, KvDotRef<ref::DequantBf16>, KvDotRef<ref::DequantQ8_0>},

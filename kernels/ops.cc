@@ -79,6 +79,15 @@ float ExpSum(float* x, int64_t n, float m) {
   return FixedOrderSum(n, [x](int64_t i) { return x[i]; });
 }
 
+float ScaleMax(float* x, int64_t n, float scale) {
+  float max = x[0] * scale;
+  for (int64_t i = 0; i < n; ++i) {
+    x[i] *= scale;
+    max = max < x[i] ? x[i] : max;
+  }
+  return max;
+}
+
 void Softmax(float* x, int64_t n) {
   float max = x[0];
   for (int64_t i = 1; i < n; ++i) max = max < x[i] ? x[i] : max;

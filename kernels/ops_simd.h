@@ -237,6 +237,25 @@ float ExpSumSimd(float* x, int64_t n, float m) {
   return ReduceSum(acc);
 }
 
+float ScaleMaxSimd(float* x, int64_t n, float scale) {
+  const float first = x[0];
+  const F32x16 s = Set1(scale);
+  F32x16 mx = Set1(first * scale);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const F32x16 v = Mul(Load(x + i), s);
+    Store(x + i, v);
+    mx = Max(mx, v);
+  }
+  if (i < n) {
+    // The tail's empty lanes repeat the first scaled score.
+    const F32x16 v = Mul(LoadFirst(x + i, n - i, first), s);
+    StoreFirst(x + i, v, n - i);
+    mx = Max(mx, v);
+  }
+  return ReduceMax(mx);
+}
+
 void SoftmaxSimd(float* x, int64_t n) {
   // The max does not depend on the order it is taken in; the tail's empty
   // lanes repeat x[0].
@@ -304,6 +323,7 @@ inline void FillOps(KernelTable* t) {
   t->rms_norm = ops::RmsNormSimd;
   t->softmax = ops::SoftmaxSimd;
   t->exp_sum = ops::ExpSumSimd;
+  t->scale_max = ops::ScaleMaxSimd;
   t->silu_mul = ops::SiluMulSimd;
   t->rope_rotate = ops::RopeRotateSimd;
 }

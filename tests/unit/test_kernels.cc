@@ -761,6 +761,26 @@ TEST_P(KernelOpsIsaTest, SoftmaxBitEqualsReference) {
   }
 }
 
+// Attention's scaled scores and their max, as ExpSum's m.
+TEST_P(KernelOpsIsaTest, ScaleMaxBitEqualsReference) {
+  for (int64_t n : kOpLengths) {
+    std::vector<float> want = Gaussian(n, 56, 30.0f);
+    Guarded got(n);
+    std::memcpy(got.data(), want.data(), n * sizeof(float));
+    const float m_want = ref().scale_max(want.data(), n, 0.0883883f);
+    const float m_got = k().scale_max(got.data(), n, 0.0883883f);
+    EXPECT_TRUE(got.GuardsIntact()) << n;
+    EXPECT_TRUE(SameBits(want.data(), got.data(), n)) << n;
+    EXPECT_EQ(m_got, m_want) << n;
+    EXPECT_EQ(m_got, *std::max_element(want.begin(), want.end())) << n;
+  }
+  // All negative: the tail's fill must not raise the max.
+  std::vector<float> x(17, -3.0f);
+  x[16] = -2.0f;
+  EXPECT_EQ(k().scale_max(x.data(), 17, 0.5f), -1.0f);
+  EXPECT_EQ(x[0], -1.5f);
+}
+
 TEST_P(KernelOpsIsaTest, SiluMulBitEqualsReference) {
   for (int64_t n : kOpLengths) {
     std::vector<float> g = Gaussian(n, 54, 4.0f), u = Gaussian(n, 55);
