@@ -81,6 +81,8 @@ struct Tile {
   int64_t n[2];        // positions in each run
 };
 
+constexpr int64_t kConvertAhead = 16;  // rows
+
 Tile LoadTile(const Job& j, int kvh, int64_t p0, int64_t p1, bool convert, float* k_buf, float* v_buf) {
   Tile t;
   t.p0 = p0;
@@ -103,6 +105,13 @@ Tile LoadTile(const Job& j, int kvh, int64_t p0, int64_t p1, bool convert, float
   const internal::DequantFn dequant = j.k.dequant[internal::DequantSlot(j.kv.type)];
   for (int64_t p = p0; p < p1; ++p) {
     const uint64_t at = static_cast<uint64_t>(p % cap) * j.kv.row_bytes + kvh * j.head_bytes;
+    // The first read of these rows: the head's slice is a few lines at the
+    // stride of a whole row, which the hardware prefetchers follow poorly.
+    const uint64_t ahead = static_cast<uint64_t>((p + kConvertAhead) % cap) * j.kv.row_bytes + kvh * j.head_bytes;
+    for (uint64_t b = 0; b < j.head_bytes; b += 64) {
+      __builtin_prefetch(j.kv.k + ahead + b);
+      __builtin_prefetch(j.kv.v + ahead + b);
+    }
     dequant(j.kv.k + at, k_buf + (p - p0) * j.hd, j.hd);
     dequant(j.kv.v + at, v_buf + (p - p0) * j.hd, j.hd);
   }
@@ -263,11 +272,13 @@ void CausalAttention(const AttentionShape& s, const float* q, const KvView& kv, 
   const int threads = pool ? pool->size() : 1;
   const int64_t blocks = (n_tok + kPromptBlock - 1) / kPromptBlock;
   if (blocks * s.n_kv_heads >= 2 * threads || pos0 + n_tok <= kAttnSegment) {
-    // Enough (token block, kv head) items to keep every thread busy.
+    // Enough (token block, kv head) items to keep every thread busy. The
+    // blocks of one kv head run one after another, so the threads reread its
+    // slice of the cache from the last-level cache rather than from memory.
     auto work = [&](int64_t begin, int64_t end) {
       for (int64_t item = begin; item < end; ++item) {
-        const int64_t b = item / s.n_kv_heads;
-        PromptBlock(j, q, out, b * kPromptBlock, std::min(n_tok, (b + 1) * kPromptBlock), static_cast<int>(item % s.n_kv_heads));
+        const int64_t b = item % blocks;
+        PromptBlock(j, q, out, b * kPromptBlock, std::min(n_tok, (b + 1) * kPromptBlock), static_cast<int>(item / blocks));
       }
     };
     if (pool) pool->ParallelForDynamic(blocks * s.n_kv_heads, 1, work);
