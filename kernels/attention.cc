@@ -103,17 +103,22 @@ Tile LoadTile(const Job& j, int kvh, int64_t p0, int64_t p1, bool convert, float
     return t;
   }
   const internal::DequantFn dequant = j.k.dequant[internal::DequantSlot(j.kv.type)];
+  const uint64_t head = kvh * j.head_bytes;
+  // Ring rows of position p and of p + kConvertAhead, stepped (no division per row).
+  int64_t row = p0 % cap, ahead = (p0 + kConvertAhead) % cap;
   for (int64_t p = p0; p < p1; ++p) {
-    const uint64_t at = static_cast<uint64_t>(p % cap) * j.kv.row_bytes + kvh * j.head_bytes;
+    const uint64_t at = static_cast<uint64_t>(row) * j.kv.row_bytes + head;
+    const uint64_t next = static_cast<uint64_t>(ahead) * j.kv.row_bytes + head;
     // The first read of these rows: the head's slice is a few lines at the
     // stride of a whole row, which the hardware prefetchers follow poorly.
-    const uint64_t ahead = static_cast<uint64_t>((p + kConvertAhead) % cap) * j.kv.row_bytes + kvh * j.head_bytes;
     for (uint64_t b = 0; b < j.head_bytes; b += 64) {
-      __builtin_prefetch(j.kv.k + ahead + b);
-      __builtin_prefetch(j.kv.v + ahead + b);
+      __builtin_prefetch(j.kv.k + next + b);
+      __builtin_prefetch(j.kv.v + next + b);
     }
     dequant(j.kv.k + at, k_buf + (p - p0) * j.hd, j.hd);
     dequant(j.kv.v + at, v_buf + (p - p0) * j.hd, j.hd);
+    if (++row == cap) row = 0;
+    if (++ahead == cap) ahead = 0;
   }
   t.n_runs = 1;
   t.k[0] = reinterpret_cast<const uint8_t*>(k_buf);
