@@ -65,11 +65,14 @@ int RunBench(const BenchFlags& f, Transport* transport) {
     }
     return w > 0 ? 100.0 * b / w : 0.0;
   };
+  // Over the tokens the stage itself ran in the same window: with
+  // decode_at_depth both tests' counters cover the whole run, prompt included.
   auto bytes_per_token = [&](const std::vector<BenchTest>& tests, size_t stage) {
     double b = 0, n = 0;
     for (const BenchTest& t : tests) {
-      if (stage < t.delta.size()) b += static_cast<double>(t.delta[stage].bytes_sent);
-      n += static_cast<double>(t.tokens);
+      if (stage >= t.delta.size()) continue;
+      b += static_cast<double>(t.delta[stage].bytes_sent);
+      n += static_cast<double>(t.delta[stage].tokens);
     }
     return n > 0 ? b / n : 0.0;
   };
@@ -122,12 +125,21 @@ int RunBench(const BenchFlags& f, Transport* transport) {
   std::printf("  %-26s %s\n", "time to first token ms", fmt(j["ttft_ms"]).c_str());
   std::printf("  %-26s %s\n", "decode tok/s (aggregate)", fmt(j["decode_tok_s"]).c_str());
   std::printf("  %-26s %s\n", "decode tok/s per sequence", fmt(j["decode_tok_s_per_seq"]).c_str());
-  std::printf("  bubble: prefill %.1f%%, decode %.1f%%\n", j["prefill_bubble_pct"].get<double>(), j["decode_bubble_pct"].get<double>());
+  // With decode_at_depth both tests share one run's counters: one busy share each.
+  auto busy_text = [&](double prefill, double decode) {
+    char b[96];
+    if (opts.decode_at_depth)
+      std::snprintf(b, sizeof b, "%.1f%% over the run", prefill);
+    else
+      std::snprintf(b, sizeof b, "prefill %.1f%%, decode %.1f%%", prefill, decode);
+    return std::string(b);
+  };
+  std::printf("  bubble: %s\n", busy_text(j["prefill_bubble_pct"].get<double>(), j["decode_bubble_pct"].get<double>()).c_str());
   for (const auto& st : stages)
-    std::printf("  rank %d (%s) layers %d-%d: busy prefill %.1f%% decode %.1f%%, sends %.0f B/token (decode), "
+    std::printf("  rank %d (%s) layers %d-%d: busy %s, sends %.0f B/token, "
                 "RSS %.1f MiB (peak %.1f) = weights %.1f MiB + KV peak %.1f MiB %+.1f%% (peak %+.1f%%)\n",
                 st["rank"].get<int>(), st["host"].get<std::string>().c_str(), st["layers"][0].get<int>(), st["layers"][1].get<int>(),
-                st["prefill_busy_pct"].get<double>(), st["decode_busy_pct"].get<double>(),
+                busy_text(st["prefill_busy_pct"].get<double>(), st["decode_busy_pct"].get<double>()).c_str(),
                 st["decode_bytes_sent_per_token"].get<double>(), st["rss_bytes"].get<double>() / 1048576.0,
                 st["rss_peak_bytes"].get<double>() / 1048576.0,
                 st["weight_bytes"].get<double>() / 1048576.0, st["kv_bytes_peak"].get<double>() / 1048576.0,

@@ -81,9 +81,13 @@ with tempfile.TemporaryDirectory() as d:
              "--decode-at-depth", "--parallel", "2"], ranks=2, timeout=300)
     try:
         j = json.loads(p.stdout)
+        st = j["per_stage"]
         ok = (p.returncode == 0 and j["decode_at_depth"] is True and spread_ok(j["prefill_tok_s"]) and spread_ok(j["decode_tok_s"])
-              and all(0 < s["decode_busy_pct"] <= 100 for s in j["per_stage"]))
-        check("bench --decode-at-depth on 2 ranks: prefill and decode from one run, busy shares within 0-100 %", ok,
+              and all(0 < s["decode_busy_pct"] <= 100 for s in st)
+              # the run's bytes over the tokens it ran (prompt and decoded), not over the decoded ones alone
+              and st[0]["prefill_bytes_sent_per_token"] == 256 * 4 and st[0]["decode_bytes_sent_per_token"] == 256 * 4)
+        check("bench --decode-at-depth on 2 ranks: prefill and decode from one run, busy shares within 0-100 %, "
+              "f32 wire bytes per token", ok,
               p.stdout[:600] + p.stderr[-300:])
     except Exception as e:  # noqa: BLE001
         check("bench --decode-at-depth", False, f"{e}: {p.stdout[:300]!r} {p.stderr[-300:]!r}")
