@@ -12,7 +12,7 @@ is taken down at the end, on error and on Ctrl-C.
   uneven  one host under a CPU quota: --split auto against --split measure,
           prefill and decode.
 
-  bench/cluster_links.py links  MODEL [--links none,10gbit,1gbit,100mbit] [--wires f32,bf16,f16,q8_0]
+  bench/cluster_links.py links  MODEL [--links none,10gbit,1gbit,100mbit] [--wires f32,bf16,f16,q8_0,auto]
   bench/cluster_links.py uneven MODEL [--slow-cpus 0.5]
 common: [--hosts 2] [--reps 3] [--prompt-tokens 512] [--parallel 8] [--json-out FILE] [--name NAME]
 """
@@ -77,7 +77,9 @@ def links(args):
         for wire in args.wires.split(","):
             print(f"link {rate}, wire {wire}", file=sys.stderr, flush=True)
             r = prefill_and_decode(args.name, args.model, args, ["--wire", wire])
-            r.update(link=rate, wire=wire)
+            # --wire auto: the type the link was given at start-up (each bench run probes it).
+            chosen = {run["per_stage"][0].get("sends", "?") for run in (r["prefill_json"], r["decode_json"])}
+            r.update(link=rate, wire=wire if wire != "auto" else "auto: " + "/".join(sorted(chosen)))
             rows.append(r)
     print(f"| link | wire | prefill tok/s | TTFT {args.prompt_tokens} tokens | decode tok/s (--parallel {args.parallel}) "
           "| bubble prefill / decode | bytes per token per link |")

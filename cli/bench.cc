@@ -76,6 +76,7 @@ int RunBench(const BenchFlags& f, Transport* transport) {
     }
     return n > 0 ? b / n : 0.0;
   };
+  const std::vector<StagePlacement> placement = s.pipeline->Placement();
   nlohmann::json stages = nlohmann::json::array();
   double pp_busy_sum = 0, tg_busy_sum = 0;
   for (size_t i = 0; i < res->final_stats.size(); ++i) {
@@ -87,6 +88,8 @@ int RunBench(const BenchFlags& f, Transport* transport) {
     auto over_budget_pct = [budget](uint64_t bytes) { return budget > 0 ? 100.0 * (static_cast<double>(bytes) / budget - 1.0) : 0.0; };
     stages.push_back({{"stage", i}, {"rank", st.rank}, {"host", st.host.empty() ? HostName() : st.host},
                       {"layers", {st.first_layer, st.last_layer}},
+                      // The wire type it sends the next stage in (per link with --wire auto).
+                      {"sends", i < placement.size() ? placement[i].sends : ""},
                       {"prefill_busy_pct", pp_busy}, {"decode_busy_pct", tg_busy},
                       {"prefill_bytes_sent_per_token", bytes_per_token(res->prefill, i)},
                       {"decode_bytes_sent_per_token", bytes_per_token(res->decode, i)},
@@ -136,11 +139,12 @@ int RunBench(const BenchFlags& f, Transport* transport) {
   };
   std::printf("  bubble: %s\n", busy_text(j["prefill_bubble_pct"].get<double>(), j["decode_bubble_pct"].get<double>()).c_str());
   for (const auto& st : stages)
-    std::printf("  rank %d (%s) layers %d-%d: busy %s, sends %.0f B/token, "
+    std::printf("  rank %d (%s) layers %d-%d: busy %s, sends %.0f B/token%s%s, "
                 "RSS %.1f MiB (peak %.1f) = weights %.1f MiB + KV peak %.1f MiB %+.1f%% (peak %+.1f%%)\n",
                 st["rank"].get<int>(), st["host"].get<std::string>().c_str(), st["layers"][0].get<int>(), st["layers"][1].get<int>(),
                 busy_text(st["prefill_busy_pct"].get<double>(), st["decode_busy_pct"].get<double>()).c_str(),
-                st["decode_bytes_sent_per_token"].get<double>(), st["rss_bytes"].get<double>() / 1048576.0,
+                st["decode_bytes_sent_per_token"].get<double>(), st["sends"].get<std::string>().empty() ? "" : " of ",
+                st["sends"].get<std::string>().c_str(), st["rss_bytes"].get<double>() / 1048576.0,
                 st["rss_peak_bytes"].get<double>() / 1048576.0,
                 st["weight_bytes"].get<double>() / 1048576.0, st["kv_bytes_peak"].get<double>() / 1048576.0,
                 st["rss_over_weights_kv_pct"].get<double>(), st["rss_peak_over_weights_kv_pct"].get<double>());

@@ -41,8 +41,10 @@ void AddCommonFlags(CLI::App* cmd, CommonFlags* f, bool ctx_required) {
   cmd->add_option("--split", f->split,
                   "layer plan under mpirun: auto (balances the time the cost model predicts), measure (every rank times "
                   "its layers at start-up; for uneven hosts), ranges such as 0-8,9-17,18-26,27-35, or a plan file (configs/*.json)");
-  cmd->add_option("--wire", f->wire, "activation type between ranks: f32 (bit-identical), bf16, f16, q8_0")
-      ->check(CLI::IsMember({"f32", "bf16", "f16", "q8_0"}));
+  cmd->add_option("--wire", f->wire,
+                  "activation type between ranks: f32 (bit-identical), bf16, f16, q8_0, or auto (each link measured at "
+                  "start-up: f32 where it keeps up with decode, q8_0 where it does not)")
+      ->check(CLI::IsMember({"f32", "bf16", "f16", "q8_0", "auto"}));
   cmd->add_option("--log-level", f->log_level, "error, warn, info or debug (lines are prefixed [rank R host] under mpirun)")
       ->check(CLI::IsMember({"error", "warn", "info", "debug"}));
   cmd->add_option("--trace", f->trace_file,
@@ -105,7 +107,10 @@ Result<Session> OpenSession(const CommonFlags& f, Transport* transport) {
     MpiPipelineOptions opts;
     opts.split = f.split;
     opts.n_ctx = s.n_ctx;
-    STRATA_ASSIGN_OR_RETURN(opts.wire_dtype, ParseWireDType(f.wire));
+    opts.wire_auto = f.wire == "auto";
+    if (!opts.wire_auto) {
+      STRATA_ASSIGN_OR_RETURN(opts.wire_dtype, ParseWireDType(f.wire));
+    }
     opts.coordinator_only = f.coordinator_only;
     opts.stage_timeout_s = f.stage_timeout;
     opts.max_sequences = f.parallel;

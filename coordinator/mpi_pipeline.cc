@@ -8,6 +8,7 @@
 
 #include "common/log.h"
 #include "common/trace.h"
+#include "worker/link_probe.h"
 #include "worker/wire_codec.h"
 
 namespace strata {
@@ -20,6 +21,52 @@ std::string RankName(int rank, const std::string& host) {
 double MiB(uint64_t b) { return static_cast<double>(b) / (1024.0 * 1024.0); }
 
 }  // namespace
+
+Result<std::vector<wire::DType>> MpiPipeline::ChooseLinkWires(Transport& t, const MpiPipeline& p, int first_stage_rank,
+                                                               int threads) {
+  const size_t n = p.plan_.stages.size();
+  // The decode step the links are weighed against: the slowest stage's
+  // micro-batch (the cost model's figures are for one thread).
+  double step_s = 0;
+  for (const StagePlan& sp : p.plan_.stages) step_s = std::max(step_s, sp.time.decode);
+  if (!p.plan_.measured) step_s /= std::max(1, threads);
+  std::vector<wire::DType> out(n, wire::DTYPE_F32);
+  char head[160];
+  std::snprintf(head, sizeof head, "wire auto: each link measured by its sender, against the %s decode step of %.3g ms",
+                p.plan_.measured ? "measured" : "predicted", step_s * 1e3);
+  std::string text = head;
+  // Links are measured one after the other, so that two probes never share a host's CPU or network.
+  for (size_t s = 0; s + 1 < n; ++s) {
+    const int from = first_stage_rank + static_cast<int>(s);
+    const int to = from + 1;
+    LinkMeasure link;
+    if (from == t.rank()) {
+      auto m = MeasureLink(t, to, kProbeTimeoutS);
+      if (!m.ok()) return m.status().WithContext(RankName(from, p.hosts_[from]) + ": probing its link to " + RankName(to, p.hosts_[to]));
+      link = *m;
+    } else {
+      wire::Envelope e;
+      e.mutable_probe_link()->set_peer(to);
+      e.mutable_probe_link()->set_timeout_s(kProbeTimeoutS);
+      STRATA_RETURN_IF_ERROR(t.Send(from, e));
+      for (;;) {
+        STRATA_ASSIGN_OR_RETURN(Message m, t.Receive(from, 2 * kProbeTimeoutS + 60));
+        if (!m.envelope.has_link_report()) continue;
+        const wire::LinkReport& r = m.envelope.link_report();
+        if (!r.error().empty())
+          return FailedPrecondition(RankName(from, p.hosts_[from]) + ": probing its link to " + RankName(to, p.hosts_[to]) + ": " + r.error());
+        link = {r.latency_s(), r.bytes_per_s()};
+        break;
+      }
+    }
+    const WireChoice c = ChooseWire(link, p.plan_.decode_tokens, p.cfg_.hidden, step_s);
+    out[s] = c.dtype;
+    text += "\n  " + DescribeWireChoice(RankName(from, p.hosts_[from]), RankName(to, p.hosts_[to]), link,
+                                        p.plan_.decode_tokens, step_s, c);
+  }
+  Log(LogLevel::kInfo, "%s", text.c_str());
+  return out;
+}
 
 void MpiPipeline::StopWorkers(Transport& t, const std::string& error) {
   wire::Envelope e;
@@ -60,12 +107,15 @@ Result<std::unique_ptr<MpiPipeline>> MpiPipeline::Start(Transport& t, const Mode
   // 2. Hellos: same protocol, same model on every rank.
   const std::string mine = model.Fingerprint();
   std::string problem;
+  p->hosts_.assign(t.size(), "");
+  p->hosts_[0] = t.host();
   for (int i = 1; i < t.size(); ++i) {
     auto m = t.Receive(-1);
     if (!m.ok()) return fail_plan(m.status());
     if (!m->envelope.has_hello()) return fail_plan(DataLoss("expected a hello from " + RankName(m->source, "")));
     const wire::Hello& h = m->envelope.hello();
     const std::string who = RankName(h.rank(), h.host());
+    if (h.rank() > 0 && h.rank() < t.size()) p->hosts_[h.rank()] = h.host();
     if (!problem.empty()) continue;
     if (h.protocol_version() != wire::PROTOCOL_VERSION)
       problem = who + " speaks protocol " + std::to_string(h.protocol_version()) + ", rank 0 speaks " + std::to_string(wire::PROTOCOL_VERSION);
@@ -133,6 +183,15 @@ Result<std::unique_ptr<MpiPipeline>> MpiPipeline::Start(Transport& t, const Mode
     Log(LogLevel::kInfo, "%s", text.c_str());
   }
 
+  // 2c. --wire auto: each link's sender measures it, rank 0 picks its type.
+  std::vector<wire::DType> sends(static_cast<size_t>(n_stages), opts.wire_dtype);
+  if (opts.wire_auto) {
+    auto chosen = ChooseLinkWires(t, *p, first_stage_rank, pool != nullptr ? pool->size() : 1);
+    if (!chosen.ok()) return fail_plan(chosen.status());
+    sends = std::move(chosen).value();
+  }
+  p->sends_ = sends;
+
   // 3. Send the plan; load rank 0's own stage.
   wire::Envelope pe;
   wire::Plan* wp = pe.mutable_plan();
@@ -154,12 +213,11 @@ Result<std::unique_ptr<MpiPipeline>> MpiPipeline::Start(Transport& t, const Mode
     a->set_last_layer(sp.layers.last);
     a->set_first(s == 0);
     a->set_last(s + 1 == p->plan_.stages.size());
+    a->set_wire_dtype(sends[s]);
     p->stage_ranks_.push_back(a->rank());
   }
   for (int r = 1; r < t.size(); ++r) STRATA_RETURN_IF_ERROR(t.Send(r, pe));
   std::vector<uint64_t> bytes(t.size(), 0);
-  p->hosts_.assign(t.size(), "");
-  p->hosts_[0] = t.host();
   Status own;
   if (!opts.coordinator_only) {
     StageOptions so;
@@ -177,7 +235,7 @@ Result<std::unique_ptr<MpiPipeline>> MpiPipeline::Start(Transport& t, const Mode
       p->stage_ = std::move(stage).value();
       bytes[0] = p->stage_->weight_bytes();
       const int next = p->stage_ranks_.size() > 1 ? p->stage_ranks_[1] : -1;
-      p->runner_ = std::make_unique<StageRunner>(*p->stage_, t, next, opts.wire_dtype);
+      p->runner_ = std::make_unique<StageRunner>(*p->stage_, t, next, sends[0]);
     } else {
       own = stage.status().WithContext(RankName(0, t.host()));
     }
@@ -202,14 +260,16 @@ Result<std::unique_ptr<MpiPipeline>> MpiPipeline::Start(Transport& t, const Mode
     return own;
   }
   std::string text = "pipeline of " + std::to_string(p->plan_.stages.size()) + " stages on " +
-                     std::to_string(t.size()) + " ranks (plan: " + p->plan_.source + ", wire " + WireDTypeName(opts.wire_dtype) + ")\n";
+                     std::to_string(t.size()) + " ranks (plan: " + p->plan_.source + ", wire " +
+                     (opts.wire_auto ? std::string("auto") : WireDTypeName(opts.wire_dtype)) + ")\n";
   if (opts.coordinator_only) text += "  rank 0: coordinator only\n";
   for (size_t s = 0; s < p->plan_.stages.size(); ++s) {
     char line[160];
     const int r = p->stage_ranks_[s];
-    std::snprintf(line, sizeof line, "  rank %d (%s): layers %d-%d%s%s, %.1f MiB of weights\n", r, p->hosts_[r].c_str(),
+    const std::string sends_as = s + 1 < p->plan_.stages.size() ? std::string(", sends ") + WireDTypeName(sends[s]) : "";
+    std::snprintf(line, sizeof line, "  rank %d (%s): layers %d-%d%s%s, %.1f MiB of weights%s\n", r, p->hosts_[r].c_str(),
                   p->plan_.stages[s].layers.first, p->plan_.stages[s].layers.last, s == 0 ? " + embedding" : "",
-                  s + 1 == p->plan_.stages.size() ? " + lm_head" : "", MiB(bytes[r]));
+                  s + 1 == p->plan_.stages.size() ? " + lm_head" : "", MiB(bytes[r]), sends_as.c_str());
     text += line;
   }
   text.pop_back();
@@ -243,7 +303,7 @@ std::vector<StagePlacement> MpiPipeline::Placement() const {
   std::vector<StagePlacement> out;
   for (size_t i = 0; i < plan_.stages.size(); ++i) {
     const int rank = stage_ranks_[i];
-    out.push_back({rank, hosts_[rank], plan_.stages[i].layers});
+    out.push_back({rank, hosts_[rank], plan_.stages[i].layers, i + 1 < plan_.stages.size() ? WireDTypeName(sends_[i]) : ""});
   }
   return out;
 }

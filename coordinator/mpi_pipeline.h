@@ -21,6 +21,9 @@ struct MpiPipelineOptions {
   std::string split = "auto";
   int64_t n_ctx = 4096;
   wire::DType wire_dtype = wire::DTYPE_F32;
+  // --wire auto: every link between stages measured at start-up and given
+  // f32 or q8_0 (worker/link_probe.h); wire_dtype is then unused.
+  bool wire_auto = false;
   bool coordinator_only = false;
   // A batch whose result has not come back after this many seconds means a
   // stage is stuck (stopped, or its link is down: invisible to MPI); the job
@@ -65,6 +68,10 @@ class MpiPipeline : public Pipeline {
  private:
   MpiPipeline(Transport& t, const ModelConfig& cfg) : transport_(t), cfg_(cfg) {}
   Result<Message> AwaitFromWorkers(double timeout_s = 0);
+  // --wire auto, once the plan is made: each stage's link to the next
+  // measured (in turn, by its sender), and the type each stage sends.
+  static Result<std::vector<wire::DType>> ChooseLinkWires(Transport& t, const MpiPipeline& p, int first_stage_rank, int threads);
+  static constexpr double kProbeTimeoutS = 30;
   // After a timeout: which stage ranks do not answer a ping within a few seconds.
   std::string DiagnoseStuckStages();
 
@@ -73,6 +80,7 @@ class MpiPipeline : public Pipeline {
   LayerPlan plan_;
   std::vector<int> stage_ranks_;
   std::vector<std::string> hosts_;
+  std::vector<wire::DType> sends_;  // per stage: the type of the activations it sends the next
   std::unique_ptr<Stage> stage_;  // rank 0's own stage (null when coordinator-only)
   std::unique_ptr<StageRunner> runner_;
   uint64_t next_batch_id_ = 1;

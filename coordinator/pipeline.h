@@ -38,6 +38,7 @@ struct StagePlacement {
   int rank = 0;
   std::string host;
   LayerRange layers;
+  std::string sends;  // the wire type of the activations it sends the next stage ("" for the last)
 };
 
 // Another rank's trace events (--trace), collected when the job ends.

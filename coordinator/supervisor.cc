@@ -460,7 +460,7 @@ Status SupervisedPipeline::Launch() {
     n_stages_ = std::max(1, h.n_stages());
     placement_.clear();
     for (int k = 0; k < h.stage_hosts_size() && k < h.stage_ranks_size(); ++k)
-      placement_.push_back(StagePlacement{h.stage_ranks(k), h.stage_hosts(k), {}});
+      placement_.push_back(StagePlacement{h.stage_ranks(k), h.stage_hosts(k), {}, ""});
     job_->link_fd = fd;
     job_->reader = std::move(reader);
     return Status::Ok();

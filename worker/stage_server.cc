@@ -9,6 +9,7 @@
 #include "common/log.h"
 #include "common/trace.h"
 #include "worker/batch.h"
+#include "worker/link_probe.h"
 #include "worker/wire_codec.h"
 
 namespace strata {
@@ -249,8 +250,31 @@ int RunWorker(Transport& t, const WorkerOptions& opts) {
   };
   wire::Plan plan;
   for (;;) {
-    auto m = t.Receive(kCoordinatorRank);
+    auto m = t.Receive(-1);  // rank 0, or a neighbour's link probe (--wire auto)
     if (!m.ok()) return 1;
+    if (m->envelope.has_probe_data()) {
+      if (!AnswerProbe(t, *m).ok()) return 1;
+      continue;
+    }
+    if (m->source != kCoordinatorRank) continue;
+    if (m->envelope.has_probe_link()) {
+      const wire::ProbeLink& p = m->envelope.probe_link();
+      wire::Envelope reply;
+      wire::LinkReport* r = reply.mutable_link_report();
+      r->set_rank(t.rank());
+      r->set_host(t.host());
+      r->set_peer(p.peer());
+      if (p.peer() <= 0 || p.peer() >= t.size() || p.peer() == t.rank()) {
+        r->set_error("no rank " + std::to_string(p.peer()) + " to probe");
+      } else if (Result<LinkMeasure> link = MeasureLink(t, p.peer(), p.timeout_s()); link.ok()) {
+        r->set_latency_s(link->latency_s);
+        r->set_bytes_per_s(link->bytes_per_s);
+      } else {
+        r->set_error(link.status().message());
+      }
+      if (!t.Send(kCoordinatorRank, reply).ok()) return 1;
+      continue;
+    }
     if (m->envelope.has_plan()) {
       plan = m->envelope.plan();
       break;
@@ -335,7 +359,7 @@ int RunWorker(Transport& t, const WorkerOptions& opts) {
 
   // 4. Forward batches until shutdown. An error is reported to rank 0, which
   // ends the job.
-  StageRunner runner(*stage, t, next_rank, plan.wire_dtype());
+  StageRunner runner(*stage, t, next_rank, mine->wire_dtype());
   for (;;) {
     auto m = t.Receive(-1);
     Status st = m.ok() ? Status::Ok() : m.status();

@@ -26,6 +26,7 @@ struct Message {
 inline uint64_t AnnouncedPayloadBytes(const wire::Envelope& e) {
   if (e.has_forward()) return e.forward().payload_bytes();
   if (e.has_result()) return e.result().payload_bytes();
+  if (e.has_probe_data()) return e.probe_data().payload_bytes();
   return 0;
 }
 

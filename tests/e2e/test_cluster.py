@@ -14,6 +14,8 @@ launch/strata-cluster, run with launch/strata-mpirun --cluster (the README's
   gives it fewer layers;
 - a host without the model file, or with another one: refused at start, naming it;
 - a link of 100 Mbit/s (tc on both ends of that host's cable only): same ids;
+  `--wire auto` measures it (~12.5 MB/s) and sends q8_0 on it, and keeps f32
+  (same ids) on unlimited links;
 - the harness: refuses without root, `up` is idempotent, `run` cleans up after
   Ctrl-C, and no namespace, cgroup, mount, file or process is left behind; this
   machine's own interfaces are untouched.
@@ -208,8 +210,20 @@ try:
     rc, out, err, _ = cluster_mpirun(gen_args(Q4))
     j = last_json(out) if rc == 0 else None
     check("over a 100 Mbit/s link: same ids", j is not None and j["ids"] == q4_ids, err[-400:])
+    # --wire auto measures the link at start-up: at 100 Mbit/s a token's f32
+    # activations take a large share of this small model's decode step.
+    rc, out, err, _ = cluster_mpirun(gen_args(Q4, extra=("--wire", "auto")))
+    j = last_json(out) if rc == 0 else None
+    probed = re.search(rf"rank 0 \({NAME}-h1\) -> rank 1 \({NAME}-h2\): ([\d.]+) MB/s.*: (\w+)$", err, re.M)
+    check("--wire auto over a 100 Mbit/s link: measures about 12.5 MB/s, sends q8_0",
+          j is not None and len(j["ids"]) == 16 and probed is not None and 5 < float(probed.group(1)) < 14
+          and probed.group(2) == "q8_0" and "sends q8_0" in err, err[-900:])
     harness("up", NAME, "--hosts", "3")  # links and CPU shares back to unlimited, a third host
     check("up without --link: the link is unlimited again", "Mbit" not in qd(f"strata-{NAME}-h2", "eth0"))
+    rc, out, err, _ = cluster_mpirun(gen_args(Q4, extra=("--wire", "auto")))
+    j = last_json(out) if rc == 0 else None
+    check("--wire auto on unlimited links: every link keeps f32, ids identical",
+          j is not None and j["ids"] == q4_ids and err.count(": f32\n") == 2 and "sends q8_0" not in err, err[-900:])
 
     # --- a host's link goes down mid-generation -----------------------------
     timeout_s = 5

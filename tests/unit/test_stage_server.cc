@@ -1,9 +1,10 @@
 // The pipeline's machinery without mpirun: the in-memory transport
 // (worker/in_memory_transport.h), the wire codec (activation encodings,
 // SequenceEntry <-> request and its validation), the stage server's message
-// checks (StageRunner) and whole jobs of 2 and 3 ranks as threads: a split
-// forward equals the unsplit one bit for bit, and malformed headers (the
-// faults of worker/fault_injection.h) are reported by the receiving rank.
+// checks (StageRunner), the link probe and rule of --wire auto, and whole
+// jobs of 2 and 3 ranks as threads: a split forward equals the unsplit one bit
+// for bit, and malformed headers (the faults of worker/fault_injection.h) are
+// reported by the receiving rank.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -20,6 +21,7 @@
 #include "model/model_files.h"
 #include "worker/fault_injection.h"
 #include "worker/in_memory_transport.h"
+#include "worker/link_probe.h"
 #include "worker/stage_server.h"
 #include "worker/wire_codec.h"
 
@@ -333,7 +335,7 @@ class InProcessJob {
  public:
   // `fault` (optional) is injected around rank 0's transport.
   InProcessJob(int ranks, const std::string& split, bool coordinator_only, wire::DType wire,
-               const FaultSpec* fault = nullptr, int cached_sequences = 0)
+               const FaultSpec* fault = nullptr, int cached_sequences = 0, bool wire_auto = false)
       : net_(ranks), exit_codes_(ranks, -1) {
     for (int r = 1; r < ranks; ++r)
       workers_.emplace_back([this, r] {
@@ -353,6 +355,7 @@ class InProcessJob {
     opts.split = split;
     opts.n_ctx = 64;
     opts.wire_dtype = wire;
+    opts.wire_auto = wire_auto;
     opts.coordinator_only = coordinator_only;
     opts.stage_timeout_s = 60;
     opts.cached_sequences = cached_sequences;
@@ -528,6 +531,95 @@ TEST(InProcessPipeline, SmallerWiresStayCloseToF32) {
     // (measured), bounded here with room.
     EXPECT_LT(std::sqrt(err / ref), 0.02) << "relative L2 error of the logits";
   }
+}
+
+// ---------------------------------------------------------------------------
+// --wire auto: the link probe and the rule
+// ---------------------------------------------------------------------------
+
+// The figures of docs/cluster.md: a 4-token decode micro-batch of hidden 2048
+// (32 KiB in f32) against a 73 ms stage step.
+TEST(WireAuto, KeepsF32WhereTheLinkKeepsUpAndQ8Elsewhere) {
+  const double step_s = 0.073;
+  const LinkMeasure gbit{.latency_s = 1e-4, .bytes_per_s = 119e6};
+  const LinkMeasure mbit100{.latency_s = 1e-4, .bytes_per_s = 11.9e6};
+  WireChoice fast = ChooseWire(gbit, 4, 2048, step_s);
+  EXPECT_EQ(fast.dtype, wire::DTYPE_F32);
+  EXPECT_NEAR(fast.f32_bytes_s, 32768 / 119e6, 1e-9);
+  EXPECT_NEAR(fast.share, fast.f32_bytes_s / step_s, 1e-12);
+  WireChoice slow = ChooseWire(mbit100, 4, 2048, step_s);
+  EXPECT_EQ(slow.dtype, wire::DTYPE_Q8_0);
+  EXPECT_GT(slow.share, kWireShareOfStep);
+  // q8_0 needs blocks of 32 values.
+  EXPECT_EQ(ChooseWire(mbit100, 4, 2040, step_s).dtype, wire::DTYPE_BF16);
+  // Latency alone never chooses: every type pays it; bytes that take less
+  // than it are not worth rounding.
+  EXPECT_EQ(ChooseWire({.latency_s = 0.05, .bytes_per_s = 119e6}, 4, 2048, step_s).dtype, wire::DTYPE_F32);
+  EXPECT_EQ(ChooseWire({.latency_s = 0.004, .bytes_per_s = 11.9e6}, 4, 2048, step_s).dtype, wire::DTYPE_F32);
+  // A short step (a small model) over a fast link: 1 KiB is 2.5 us at 400 MB/s,
+  // 1 % of a 0.23 ms step but a tenth of the link's latency.
+  EXPECT_EQ(ChooseWire({.latency_s = 30e-6, .bytes_per_s = 400e6}, 1, 256, 0.00023).dtype, wire::DTYPE_F32);
+  // Nothing measured: f32.
+  EXPECT_EQ(ChooseWire({}, 4, 2048, step_s).dtype, wire::DTYPE_F32);
+  EXPECT_EQ(ChooseWire(mbit100, 4, 2048, 0).dtype, wire::DTYPE_F32);
+  const std::string line = DescribeWireChoice("rank 0 (h1)", "rank 1 (h2)", mbit100, 4, step_s, slow);
+  EXPECT_NE(line.find("rank 0 (h1) -> rank 1 (h2): 11.9 MB/s"), std::string::npos) << line;
+  EXPECT_NE(line.find(": q8_0"), std::string::npos) << line;
+}
+
+TEST(WireAuto, MeasuresALinkAndFailsOnASilentPeer) {
+  InMemoryNetwork net(2);
+  auto t0 = net.Connect(0);
+  std::thread peer([&] {
+    auto t1 = net.Connect(1);
+    for (;;) {
+      auto m = t1->Receive(0, 10);
+      if (!m.ok() || !m->envelope.has_probe_data()) return;
+      if (!m->payload.empty()) {
+        EXPECT_EQ(m->payload.size(), m->envelope.probe_data().payload_bytes());
+      }
+      ASSERT_TRUE(AnswerProbe(*t1, *m).ok());
+    }
+  });
+  auto link = MeasureLink(*t0, 1, 10);
+  (void)t0->Send(1, ControlOf(wire::Control::KIND_SHUTDOWN));
+  peer.join();
+  ASSERT_TRUE(link.ok()) << link.status().ToString();
+  EXPECT_GE(link->latency_s, 0.0);
+  EXPECT_GT(link->bytes_per_s, 1e6) << "memory moves more than a megabyte a second";
+
+  // Rank 1 never answers.
+  const auto start = std::chrono::steady_clock::now();
+  auto silent = MeasureLink(*t0, 1, 0.2);
+  ASSERT_FALSE(silent.ok());
+  EXPECT_EQ(silent.status().kind(), ErrorKind::kDeadlineExceeded);
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 5.0);
+}
+
+// A whole job with --wire auto: every stage but the last is given a type from
+// its link, the plan carries it, and the pipeline runs (in memory the links
+// are fast: f32, bit for bit).
+TEST(WireAuto, AJobProbesEveryLinkAndSendsWhatWasChosen) {
+  InProcessJob f32(3, "auto", false, wire::DTYPE_F32);
+  ASSERT_NE(f32.pipeline(), nullptr);
+  std::vector<int32_t> want_tokens, got_tokens;
+  auto want = RunPrompt(*f32.pipeline(), &want_tokens);
+  ASSERT_TRUE(want.ok()) << want.status().ToString();
+  f32.End();
+  InProcessJob job(3, "auto", false, wire::DTYPE_F32, nullptr, 0, /*wire_auto=*/true);
+  ASSERT_NE(job.pipeline(), nullptr);
+  const std::vector<StagePlacement> placement = job.pipeline()->Placement();
+  ASSERT_EQ(placement.size(), 3u);
+  EXPECT_EQ(placement[0].sends, "f32");
+  EXPECT_EQ(placement[1].sends, "f32");
+  EXPECT_EQ(placement[2].sends, "");
+  auto got = RunPrompt(*job.pipeline(), &got_tokens);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  ASSERT_EQ(got->size(), want->size());
+  EXPECT_EQ(std::memcmp(got->data(), want->data(), want->size() * sizeof(float)), 0);
+  EXPECT_EQ(got_tokens, want_tokens);
+  const std::vector<int> codes = job.End();
+  for (int r = 1; r < 3; ++r) EXPECT_EQ(codes[r], 0) << "rank " << r;
 }
 
 TEST(InProcessPipeline, MalformedHeadersAreReportedByTheReceivingRank) {
