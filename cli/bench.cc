@@ -43,7 +43,8 @@ int RunBench(const BenchFlags& f, Transport* transport) {
   auto res = RunBenchmark(*s.pipeline, prompt, opts);
   if (!res.ok()) return s.Fail(res.status());
   const int n_stages = s.pipeline->n_stages();
-  const int inflight = opts.inflight > 0 ? opts.inflight : n_stages;
+  const int inflight = InflightBatches(opts.inflight, n_stages, false);
+  const int prefill_inflight = InflightBatches(opts.inflight, n_stages, true);
   const int64_t chunk = ChunkTokens(opts.chunk, opts.prompt_tokens, n_stages);
 
   std::vector<double> pp, ttft, tg, tg_seq;
@@ -103,7 +104,7 @@ int RunBench(const BenchFlags& f, Transport* transport) {
   nlohmann::json j = {
       {"model", f.common.model}, {"stages", n_stages}, {"threads", s.pool->size()}, {"isa", ActiveIsa()},
       {"prompt_tokens", opts.prompt_tokens}, {"gen_tokens", opts.gen_tokens}, {"parallel", opts.parallel},
-      {"inflight", inflight}, {"prefill_chunk", chunk}, {"reps", opts.reps}, {"wire", f.common.wire},
+      {"inflight", inflight}, {"prefill_inflight", prefill_inflight}, {"prefill_chunk", chunk}, {"reps", opts.reps}, {"wire", f.common.wire},
       {"decode_at_depth", opts.decode_at_depth},
       {"prefill_tok_s", SpreadJson(SpreadOf(pp))}, {"ttft_ms", SpreadJson(SpreadOf(ttft))},
       {"decode_tok_s", SpreadJson(SpreadOf(tg))}, {"decode_tok_s_per_seq", SpreadJson(SpreadOf(tg_seq))},
@@ -119,9 +120,9 @@ int RunBench(const BenchFlags& f, Transport* transport) {
     std::snprintf(b, sizeof b, "%9.2f %9.2f %9.2f", sp["min"].get<double>(), sp["median"].get<double>(), sp["max"].get<double>());
     return std::string(b);
   };
-  std::printf("strata bench: %s\n  %d stage(s), %d thread(s) per rank, %s kernels, wire %s; P=%lld G=%d parallel=%d inflight=%d chunk=%lld, %d reps\n",
+  std::printf("strata bench: %s\n  %d stage(s), %d thread(s) per rank, %s kernels, wire %s; P=%lld G=%d parallel=%d inflight=%d (prefill %d) chunk=%lld, %d reps\n",
               f.common.model.c_str(), n_stages, s.pool->size(), ActiveIsa(), f.common.wire.c_str(),
-              static_cast<long long>(opts.prompt_tokens), opts.gen_tokens, opts.parallel, inflight,
+              static_cast<long long>(opts.prompt_tokens), opts.gen_tokens, opts.parallel, inflight, prefill_inflight,
               static_cast<long long>(chunk), opts.reps);
   std::printf("  %-26s %9s %9s %9s\n", "", "min", "median", "max");
   std::printf("  %-26s %s\n", "prefill tok/s", fmt(j["prefill_tok_s"]).c_str());
@@ -163,7 +164,7 @@ Command AddBenchCommand(CLI::App& app) {
   b->add_option("--gen-tokens", bch.bench.gen_tokens, "tokens generated per sequence in the decode test")->check(CLI::Range(1, 1 << 20));
   b->add_option("--parallel", bch.common.parallel, "sequences at once")->check(CLI::Range(1, 1024));
   b->add_option("--reps", bch.bench.reps, "repetitions (min / median / max reported)")->check(CLI::Range(1, 1000));
-  b->add_option("--inflight", bch.bench.inflight, "micro-batches in flight (default: one per stage)")->check(CLI::Range(1, 1024));
+  b->add_option("--inflight", bch.bench.inflight, "micro-batches in flight (default: one per stage while decoding, two per stage while prompt chunks wait)")->check(CLI::Range(1, 1024));
   b->add_option("--chunk", bch.bench.chunk, "prefill chunk in tokens (default: auto)")->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
   b->add_flag("--decode-at-depth", bch.bench.decode_at_depth,
               "decode continues the prompts (G tokens after P, as llama.cpp's peer bench measures) instead of starting from "

@@ -190,7 +190,7 @@ Command AddServeCommand(CLI::App& app) {
   sv->add_option("--chat-template-file", srv.chat_template_file,
                  "a Jinja chat template instead of the model's (its tool-call format is read from it)");
   sv->add_option("--alias", srv.alias, "the model's name in the API (default: the model file's name)");
-  sv->add_option("--inflight", srv.inflight, "micro-batches in flight (default: one per stage)")->check(CLI::Range(1, 1024));
+  sv->add_option("--inflight", srv.inflight, "micro-batches in flight (default: one per stage while decoding, two per stage while prompt chunks wait)")->check(CLI::Range(1, 1024));
   sv->add_option("--cache-seqs", srv.cache_seqs,
                  "finished sequences whose state every stage keeps for later prompts that begin with their tokens (prefix "
                  "cache; default: --parallel; 0: off)")

@@ -49,12 +49,25 @@ struct Scheduler::Entry {
 int64_t ChunkTokens(int64_t requested, int64_t n, int n_stages) {
   if (requested > 0) return requested;
   if (n_stages <= 1) return std::min<int64_t>(n, 512);
-  const int64_t parts = 8 * static_cast<int64_t>(n_stages);
-  return std::clamp<int64_t>((n + parts - 1) / parts, 16, 512);
+  auto per = [n](int64_t parts) { return (n + parts - 1) / parts; };
+  const int64_t stages = n_stages;
+  return std::clamp<int64_t>(std::max(per(16 * stages), std::min<int64_t>(64, per(8 * stages))), 16, 512);
+}
+
+int InflightBatches(int requested, int n_stages, bool prefill) {
+  if (requested > 0) return requested;
+  return n_stages > 1 && prefill ? 2 * n_stages : std::max(1, n_stages);
+}
+
+bool Scheduler::PrefillWaiting() const {
+  return std::any_of(entries_.begin(), entries_.end(), [](const auto& e) { return !e->done && !e->prompt_sent_all(); });
 }
 
 Scheduler::Scheduler(Pipeline& pipeline, const SchedulerOptions& opts)
-    : pipeline_(pipeline), opts_(opts), inflight_(opts.inflight > 0 ? opts.inflight : std::max(1, pipeline.n_stages())) {}
+    : pipeline_(pipeline),
+      opts_(opts),
+      inflight_(InflightBatches(opts.inflight, pipeline.n_stages(), false)),
+      prefill_inflight_(InflightBatches(opts.inflight, pipeline.n_stages(), true)) {}
 
 Scheduler::~Scheduler() = default;
 
@@ -187,7 +200,7 @@ Status Scheduler::Finish(Entry* e, const char* reason) {
 Status Scheduler::Step(bool submit) {
   std::vector<SequenceRequest> batch;
   std::vector<std::pair<Entry*, bool>> members;
-  while (submit && pipeline_.in_flight() < inflight_) {
+  while (submit && pipeline_.in_flight() < (PrefillWaiting() ? prefill_inflight_ : inflight_)) {
     NextBatch(&batch, &members);
     if (batch.empty()) break;
     STRATA_RETURN_IF_ERROR(pipeline_.Submit(batch).status());

@@ -66,7 +66,12 @@ struct SequenceJob {
 };
 
 struct SchedulerOptions {
-  int inflight = 0;       // micro-batches in flight; 0: one per stage
+  // Micro-batches in flight; 0: one per stage while sequences decode, two per
+  // stage while prompt chunks wait (chunks of one prompt do not wait for each
+  // other's results, and a deeper queue lets a stage run ahead through the
+  // other stages' jitter instead of idling: a 2048-token prompt on 2 ranks
+  // idled 6-9 % with 2 in flight, 3-4 % with 4; docs/cluster.md).
+  int inflight = 0;
   int64_t chunk = 0;      // prefill chunk in tokens; 0: auto (see ChunkTokens)
   int64_t n_ctx = 4096;
   std::vector<int32_t> eos_ids;
@@ -78,13 +83,20 @@ struct SchedulerOptions {
 };
 
 // The prefill chunk for a prompt of n tokens: `requested` when > 0; else the
-// whole prompt (up to 512) on one stage, or about 8 chunks per stage (at
-// least 16 tokens). A prompt of k chunks keeps S stages busy for about
+// whole prompt (up to 512) on one stage, or 8 to 16 chunks per stage: 16
+// where that leaves chunks of at least 64 tokens, else 8 (at least 16
+// tokens each). A prompt of k chunks keeps S stages busy for about
 // k / (k + S - 1) of its time (the first chunk fills the pipeline, the last
-// drains it): 8 per stage leaves 2 stages idle 6 % of it, where 2 per stage
-// left 20 %; 16 tokens still make a pass bound by arithmetic, not by
-// streaming the weights.
+// drains it): 8 per stage leaves 2 stages idle 6 % of it, 16 per stage 3 %,
+// where 2 per stage left 20 %. 16 tokens still make a pass bound by
+// arithmetic, not by streaming the weights; 64-token chunks cost per token
+// what 128-token ones do (docs/cluster.md).
 int64_t ChunkTokens(int64_t requested, int64_t n, int n_stages);
+
+// Micro-batches in flight (SchedulerOptions::inflight): `requested` when > 0,
+// else one per stage while sequences decode, two per stage while prompt
+// chunks wait.
+int InflightBatches(int requested, int n_stages, bool prefill);
 
 // The dynamic scheduler. Not thread-safe: one thread adds and steps.
 class Scheduler {
@@ -112,10 +124,12 @@ class Scheduler {
   struct Entry;
   Status Finish(Entry* e, const char* reason);
   void NextBatch(std::vector<SequenceRequest>* batch, std::vector<std::pair<Entry*, bool>>* members);
+  bool PrefillWaiting() const;  // some prompt has chunks not yet submitted
 
   Pipeline& pipeline_;
   SchedulerOptions opts_;
-  int inflight_;
+  int inflight_;          // micro-batches in flight while only sequences decode
+  int prefill_inflight_;  // ... while prompt chunks wait (deeper: see SchedulerOptions::inflight)
   std::vector<std::unique_ptr<Entry>> entries_;  // alive, in order of arrival
   std::deque<std::vector<std::pair<Entry*, bool>>> members_in_flight_;
 };

@@ -317,7 +317,7 @@ TEST(LayerStateTest, FullAttentionCacheGrowsGeometricallyUpToTheContext) {
   }
   EXPECT_EQ(state.kv.capacity, n_ctx);
   EXPECT_EQ(state.bytes(), 2 * n_ctx * row);
-  EXPECT_LE(reallocations, 8);  // 256, 512, 1024, 2048, 4096, 5000
+  EXPECT_LE(reallocations, 10);  // 32, 64, 128, 256, 512, 1024, 2048, 4096, 5000
 }
 
 INSTANTIATE_TEST_SUITE_P(TinyModels, TinyArchitectureTest, ::testing::ValuesIn(TinySources()), [](const auto& info) {

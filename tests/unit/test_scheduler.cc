@@ -104,6 +104,40 @@ TEST(SchedulerTest, ChunksPromptsAndKeepsInflightBatches) {
   }
 }
 
+// One long prompt's chunks do not wait for each other: two per stage are in
+// flight (a stage runs ahead through the others' jitter), in 64-token chunks
+// (16 per stage); decode keeps one micro-batch per stage.
+TEST(SchedulerTest, APromptRunsTwoChunksPerStageAheadDecodeOne) {
+  EXPECT_EQ(ChunkTokens(0, 256, 2), 16);
+  EXPECT_EQ(ChunkTokens(0, 512, 2), 32);
+  EXPECT_EQ(ChunkTokens(0, 1024, 2), 64);
+  EXPECT_EQ(ChunkTokens(0, 2048, 2), 64);
+  EXPECT_EQ(ChunkTokens(0, 4096, 2), 128);
+  EXPECT_EQ(ChunkTokens(0, 1 << 20, 2), 512);
+  EXPECT_EQ(ChunkTokens(0, 300, 1), 300);
+  EXPECT_EQ(ChunkTokens(40, 2048, 2), 40);
+  EXPECT_EQ(InflightBatches(0, 2, true), 4);
+  EXPECT_EQ(InflightBatches(0, 2, false), 2);
+  EXPECT_EQ(InflightBatches(0, 1, true), 1);
+  EXPECT_EQ(InflightBatches(3, 2, true), 3);
+
+  FakePipeline p(2);
+  std::vector<SequenceJob> jobs = Jobs(1, 2048, 2);
+  ASSERT_TRUE(RunSequences(p, jobs, {}, nullptr).ok());
+  EXPECT_EQ(p.max_in_flight_, 4);
+  ASSERT_EQ(p.batches_.size(), 32u + 1u);  // 32 chunks, then one decode step
+  for (size_t b = 0; b < 32; ++b) EXPECT_EQ(p.batches_[b][0].tokens.size(), 64u) << "chunk " << b;
+  EXPECT_EQ(jobs[0].ids.size(), 2u);
+
+  // Eight decoding sequences: after their one-token prompts, never more
+  // than one micro-batch per stage.
+  FakePipeline d(2);
+  std::vector<SequenceJob> many = Jobs(8, 1, 6);
+  for (SequenceJob& j : many) j.prompt.resize(1);
+  ASSERT_TRUE(RunSequences(d, many, {}, nullptr).ok());
+  EXPECT_EQ(d.max_in_flight_, 2);
+}
+
 // Short prompts of many sequences (the first step of a decode batch) are
 // shared among the free pipeline slots: two stages each get a batch at once
 // instead of one batch of all eight and an idle stage.
