@@ -22,27 +22,29 @@ double MiB(uint64_t b) { return static_cast<double>(b) / (1024.0 * 1024.0); }
 
 }  // namespace
 
-Result<std::vector<wire::DType>> MpiPipeline::ChooseLinkWires(Transport& t, const MpiPipeline& p, int first_stage_rank,
-                                                               int threads) {
-  const size_t n = p.plan_.stages.size();
+Result<std::vector<wire::DType>> MpiPipeline::ChooseLinkWires(int first_stage_rank, int threads) const {
+  Transport& t = transport_;
+  const size_t n = plan_.stages.size();
   // The decode step the links are weighed against: the slowest stage's
   // micro-batch (the cost model's figures are for one thread).
   double step_s = 0;
-  for (const StagePlan& sp : p.plan_.stages) step_s = std::max(step_s, sp.time.decode);
-  if (!p.plan_.measured) step_s /= std::max(1, threads);
+  for (const StagePlan& sp : plan_.stages) step_s = std::max(step_s, sp.time.decode);
+  if (!plan_.measured) step_s /= std::max(1, threads);
   std::vector<wire::DType> out(n, wire::DTYPE_F32);
   char head[160];
   std::snprintf(head, sizeof head, "wire auto: each link measured by its sender, against the %s decode step of %.3g ms",
-                p.plan_.measured ? "measured" : "predicted", step_s * 1e3);
+                plan_.measured ? "measured" : "predicted", step_s * 1e3);
   std::string text = head;
   // Links are measured one after the other, so that two probes never share a host's CPU or network.
   for (size_t s = 0; s + 1 < n; ++s) {
     const int from = first_stage_rank + static_cast<int>(s);
     const int to = from + 1;
+    const std::string from_name = RankName(from, hosts_[from]), to_name = RankName(to, hosts_[to]);
+    const std::string probing = from_name + ": probing its link to " + to_name;
     LinkMeasure link;
     if (from == t.rank()) {
       auto m = MeasureLink(t, to, kProbeTimeoutS);
-      if (!m.ok()) return m.status().WithContext(RankName(from, p.hosts_[from]) + ": probing its link to " + RankName(to, p.hosts_[to]));
+      if (!m.ok()) return m.status().WithContext(probing);
       link = *m;
     } else {
       wire::Envelope e;
@@ -53,16 +55,14 @@ Result<std::vector<wire::DType>> MpiPipeline::ChooseLinkWires(Transport& t, cons
         STRATA_ASSIGN_OR_RETURN(Message m, t.Receive(from, 2 * kProbeTimeoutS + 60));
         if (!m.envelope.has_link_report()) continue;
         const wire::LinkReport& r = m.envelope.link_report();
-        if (!r.error().empty())
-          return FailedPrecondition(RankName(from, p.hosts_[from]) + ": probing its link to " + RankName(to, p.hosts_[to]) + ": " + r.error());
+        if (!r.error().empty()) return FailedPrecondition(probing + ": " + r.error());
         link = {r.latency_s(), r.bytes_per_s()};
         break;
       }
     }
-    const WireChoice c = ChooseWire(link, p.plan_.decode_tokens, p.cfg_.hidden, step_s);
+    const WireChoice c = ChooseWire(link, plan_.decode_tokens, cfg_.hidden, step_s);
     out[s] = c.dtype;
-    text += "\n  " + DescribeWireChoice(RankName(from, p.hosts_[from]), RankName(to, p.hosts_[to]), link,
-                                        p.plan_.decode_tokens, step_s, c);
+    text += "\n  " + DescribeWireChoice(from_name, to_name, link, plan_.decode_tokens, step_s, c);
   }
   Log(LogLevel::kInfo, "%s", text.c_str());
   return out;
@@ -184,13 +184,13 @@ Result<std::unique_ptr<MpiPipeline>> MpiPipeline::Start(Transport& t, const Mode
   }
 
   // 2c. --wire auto: each link's sender measures it, rank 0 picks its type.
-  std::vector<wire::DType> sends(static_cast<size_t>(n_stages), opts.wire_dtype);
+  p->sends_.assign(static_cast<size_t>(n_stages), opts.wire_dtype);
   if (opts.wire_auto) {
-    auto chosen = ChooseLinkWires(t, *p, first_stage_rank, pool != nullptr ? pool->size() : 1);
+    auto chosen = p->ChooseLinkWires(first_stage_rank, pool != nullptr ? pool->size() : 1);
     if (!chosen.ok()) return fail_plan(chosen.status());
-    sends = std::move(chosen).value();
+    p->sends_ = std::move(chosen).value();
   }
-  p->sends_ = sends;
+  const std::vector<wire::DType>& sends = p->sends_;
 
   // 3. Send the plan; load rank 0's own stage.
   wire::Envelope pe;

@@ -70,7 +70,7 @@ class MpiPipeline : public Pipeline {
   Result<Message> AwaitFromWorkers(double timeout_s = 0);
   // --wire auto, once the plan is made: each stage's link to the next
   // measured (in turn, by its sender), and the type each stage sends.
-  static Result<std::vector<wire::DType>> ChooseLinkWires(Transport& t, const MpiPipeline& p, int first_stage_rank, int threads);
+  Result<std::vector<wire::DType>> ChooseLinkWires(int first_stage_rank, int threads) const;
   static constexpr double kProbeTimeoutS = 30;
   // After a timeout: which stage ranks do not answer a ping within a few seconds.
   std::string DiagnoseStuckStages();

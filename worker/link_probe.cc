@@ -69,9 +69,12 @@ Status AnswerProbe(Transport& t, const Message& m) {
 WireChoice ChooseWire(const LinkMeasure& link, int64_t decode_tokens, int64_t hidden, double step_s) {
   WireChoice c;
   if (link.bytes_per_s <= 0 || step_s <= 0) return c;
-  c.f32_bytes_s = static_cast<double>(decode_tokens * hidden) * 4.0 / link.bytes_per_s;
+  const Result<uint64_t> f32_bytes = WireBytes(wire::DTYPE_F32, decode_tokens, hidden);
+  if (!f32_bytes.ok()) return c;
+  c.f32_bytes_s = static_cast<double>(*f32_bytes) / link.bytes_per_s;
   c.share = c.f32_bytes_s / step_s;
-  if (c.share > kWireShareOfStep && c.f32_bytes_s > link.latency_s) c.dtype = hidden % 32 == 0 ? wire::DTYPE_Q8_0 : wire::DTYPE_BF16;
+  if (c.share > kWireShareOfStep && c.f32_bytes_s > link.latency_s)
+    c.dtype = WireBytes(wire::DTYPE_Q8_0, decode_tokens, hidden).ok() ? wire::DTYPE_Q8_0 : wire::DTYPE_BF16;
   return c;
 }
 
