@@ -93,6 +93,13 @@ void PrepareLayerState(const ModelConfig& cfg, LayerKind kind, int window, Tenso
   kv.capacity = need;
 }
 
+void ClearLayerState(LayerState* state) {
+  state->kv.k.clear();
+  state->kv.v.clear();
+  state->kv.capacity = 0;
+  state->conv.rows.clear();
+}
+
 uint64_t LayerStateBytes(const ModelConfig& cfg, LayerKind kind, int window, TensorType kv_type, int64_t n_ctx, int64_t max_batch) {
   if (kind == LayerKind::kShortConv) return static_cast<uint64_t>(cfg.conv_kernel - 1) * cfg.hidden * sizeof(float);
   const int64_t rows = window <= 0 ? n_ctx : std::min(n_ctx, RoundUp(window - 1 + max_batch, kRingStep));

@@ -100,6 +100,9 @@ struct SequenceSpan {
 // positions up to n_ctx; a ring keeps window - 1 + n_tok rows, in steps of 64.
 void PrepareLayerState(const ModelConfig& cfg, LayerKind kind, int window, TensorType kv_type, int64_t pos0, int64_t n_tok,
                        int64_t n_ctx, LayerState* state);
+// Empties a layer's state for another sequence but keeps its memory: a new
+// sequence then writes resident pages instead of faulting fresh ones in.
+void ClearLayerState(LayerState* state);
 // Bytes one sequence's state of such a layer holds at n_ctx positions (the
 // largest a batch of up to `max_batch` tokens makes it).
 uint64_t LayerStateBytes(const ModelConfig& cfg, LayerKind kind, int window, TensorType kv_type, int64_t n_ctx,

@@ -83,6 +83,17 @@ Result<std::unique_ptr<Stage>> Stage::Load(const ModelFiles& model, const StageO
     }
   }
   STRATA_RETURN_IF_ERROR(s->PlaceWeights());
+  // Every sequence's first rows, faulted in now instead of on the first
+  // batches' critical path (far below what the memory check counted).
+  for (int i = 0; i < opts.max_sequences; ++i) {
+    std::vector<LayerState> states(s->layers_.size());
+    for (size_t l = 0; l < states.size(); ++l) {
+      const LayerWeights& w = s->layers_[l];
+      PrepareLayerState(cfg, w.kind, w.attn.window, opts.kv_type, 0, 1, opts.n_ctx, &states[l]);
+      ClearLayerState(&states[l]);
+    }
+    s->spare_states_.push_back(std::move(states));
+  }
   return s;
 }
 
@@ -166,7 +177,7 @@ Result<Stage::SequenceCache*> Stage::CacheFor(uint64_t seq_id, int64_t pos0, int
     if (static_cast<int>(caches_.size()) >= opts_.max_sequences + opts_.cached_sequences)
       return FailedPrecondition("too many live sequences (" + std::to_string(caches_.size()) + ")");
     it = caches_.emplace(seq_id, SequenceCache{}).first;
-    it->second.layers.resize(layers_.size());
+    it->second.layers = StatesFor(pos0 + n_tok);
   }
   SequenceCache& c = it->second;
   if (pos0 != c.length)
@@ -188,13 +199,16 @@ Status Stage::ForwardObserved(const std::vector<BatchEntry>& batch, float* x,
                               const std::function<void(int, const float*, int64_t)>& observe) {
   std::vector<SequenceCache*> caches;
   int64_t n_tok = 0;
-  for (size_t i = 0; i < batch.size(); ++i) {
-    const BatchEntry& e = batch[i];
-    for (size_t j = 0; j < i; ++j)
-      if (batch[j].seq_id == e.seq_id) return InvalidArgument("sequence " + std::to_string(e.seq_id) + " appears twice in one batch");
-    STRATA_ASSIGN_OR_RETURN(SequenceCache* c, CacheFor(e.seq_id, e.pos0, e.n_tok));
-    caches.push_back(c);
-    n_tok += e.n_tok;
+  {
+    TraceSpan span("kv prepare", "compute");
+    for (size_t i = 0; i < batch.size(); ++i) {
+      const BatchEntry& e = batch[i];
+      for (size_t j = 0; j < i; ++j)
+        if (batch[j].seq_id == e.seq_id) return InvalidArgument("sequence " + std::to_string(e.seq_id) + " appears twice in one batch");
+      STRATA_ASSIGN_OR_RETURN(SequenceCache* c, CacheFor(e.seq_id, e.pos0, e.n_tok));
+      caches.push_back(c);
+      n_tok += e.n_tok;
+    }
   }
   const int64_t hidden = cfg_.hidden;
   auto dump = [&](const std::string& name, const float* rows) -> Status {
@@ -245,7 +259,34 @@ Status Stage::Logits(const float* x, std::span<const int64_t> rows, float* logit
   return Status::Ok();
 }
 
-void Stage::FreeSequence(uint64_t seq_id) { caches_.erase(seq_id); }
+std::vector<LayerState> Stage::StatesFor(int64_t length) {
+  auto fits = [&](const std::vector<LayerState>& states) {
+    for (size_t l = 0; l < layers_.size(); ++l) {
+      const LayerKind kind = layers_[l].kind;
+      if (states[l].bytes() > 2 * LayerStateBytesAt(cfg_, kind, layers_[l].attn.window, opts_.kv_type, opts_.n_ctx, length))
+        return false;
+    }
+    return true;
+  };
+  for (auto it = spare_states_.rbegin(); it != spare_states_.rend(); ++it) {
+    if (!fits(*it)) continue;
+    std::vector<LayerState> states = std::move(*it);
+    spare_states_.erase(std::next(it).base());
+    return states;
+  }
+  return std::vector<LayerState>(layers_.size());
+}
+
+void Stage::FreeSequence(uint64_t seq_id) {
+  auto node = caches_.extract(seq_id);
+  if (node.empty()) return;
+  std::vector<LayerState>& states = node.mapped().layers;
+  for (LayerState& l : states) ClearLayerState(&l);
+  spare_states_.push_back(std::move(states));
+  const size_t room = static_cast<size_t>(opts_.max_sequences) > caches_.size() ? opts_.max_sequences - caches_.size() : 0;
+  if (spare_states_.size() > room)
+    spare_states_.erase(spare_states_.begin(), spare_states_.begin() + static_cast<std::ptrdiff_t>(spare_states_.size() - room));
+}
 
 Status Stage::ReuseSequence(uint64_t seq_id, uint64_t from_seq_id, int64_t keep, bool copy) {
   const std::string what = "reusing sequence " + std::to_string(from_seq_id) + " for " + std::to_string(seq_id);

@@ -126,6 +126,10 @@ class Stage {
   };
   explicit Stage(const ModelConfig& cfg) : cfg_(cfg), rope_(cfg.rope, cfg.head_dim) {}
   Result<SequenceCache*> CacheFor(uint64_t seq_id, int64_t pos0, int64_t n_tok);
+  // A freed sequence's layer states whose memory is at most twice what a
+  // sequence of `length` positions holds (the slack that doubling the room
+  // already allows, so rank 0's accounting stays as close), else empty ones.
+  std::vector<LayerState> StatesFor(int64_t length);
 
   StageOptions opts_;
   ModelConfig cfg_;
@@ -140,6 +144,11 @@ class Stage {
   HugePageBuffer weight_copy_;
   Status PlaceWeights();
   std::map<uint64_t, SequenceCache> caches_;
+  // Freed sequences' states, cleared, oldest first; with the live ones never
+  // more than max_sequences. Allocating a new sequence's caches fresh cost
+  // SmolLM3-3B's first stage 10-30 ms per micro-batch of four (page faults
+  // and zero-fill on the stage's critical path), which the next stage waited for.
+  std::vector<std::vector<LayerState>> spare_states_;
   LayerScratch scratch_;
   RopeTable rope_;
   std::vector<float> norm_rows_;

@@ -236,6 +236,41 @@ TEST_F(PrefixReuseTest, AStageReusesAKeptStateAndGivesTheWholePromptsBits) {
   EXPECT_NE(st.message().find("too many live sequences"), std::string::npos) << st.message();
 }
 
+// A freed sequence's state serves the next new one (no page faults on the
+// critical path) when it is at most twice what that one needs, and leaves no
+// trace in its results.
+TEST_F(PrefixReuseTest, AFreedSequencesMemoryServesTheNextOneAndLeavesNoTrace) {
+  ThreadPool pool(2);
+  StageOptions so;
+  so.n_ctx = 1024;
+  so.max_sequences = 2;
+  auto fresh = LocalPipeline::Create(*model_, so, &pool);
+  auto p = LocalPipeline::Create(*model_, so, &pool);
+  ASSERT_TRUE(fresh.ok() && p.ok());
+  const std::vector<float> whole = Logits(**fresh, 1, kPrompt, 0);
+  const PrefixCacheOptions accounting = PrefixCacheOptionsFor(model_->config(), TensorType::kF32, 1024, 2, 0);
+  auto other_tokens = [](int n) {
+    std::vector<int32_t> t;
+    for (int i = 0; i < n; ++i) t.push_back(100 + i * 7);
+    return t;
+  };
+  Logits(**p, 1, other_tokens(40), 0);
+  ASSERT_TRUE((*p)->Free(1).ok());
+  EXPECT_EQ((*p)->stage().kv_bytes(), 0u);
+  // 14 positions take the 40-position state (64 rows: twice their 32).
+  std::vector<float> got = Logits(**p, 2, kPrompt, 0);
+  EXPECT_EQ((*p)->stage().kv_bytes(), accounting.bytes_of(40));
+  EXPECT_GT(accounting.bytes_of(40), accounting.bytes_of(14));
+  EXPECT_TRUE(SameBits(got, whole.data(), whole.size()));
+  ASSERT_TRUE((*p)->Free(2).ok());
+  // A 300-position state is more than twice what 14 need: not taken.
+  Logits(**p, 3, other_tokens(300), 0);
+  ASSERT_TRUE((*p)->Free(3).ok());
+  got = Logits(**p, 4, kPrompt, 0);
+  EXPECT_EQ((*p)->stage().kv_bytes(), accounting.bytes_of(14));
+  EXPECT_TRUE(SameBits(got, whole.data(), whole.size()));
+}
+
 // A multi-turn chat through the serving loop: each turn's prompt is the
 // previous prompt, its answer and a new message; with the cache each turn
 // reuses the last one's state. Every answer equals the same request on a
