@@ -181,11 +181,14 @@ try:
 
     # --- a slow host changes nothing but speed ------------------------------
     rc, out, err, _ = harness("up", NAME, "--hosts", "2", "--cpus", f"{NAME}-h2=0.25")
-    quota = open(f"/sys/fs/cgroup/cpu/strata-cluster-{NAME}/{NAME}-h2/cpu.cfs_quota_us").read().strip() \
-        if os.path.exists("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") else "25000"
+    cg = f"/sys/fs/cgroup/cpu/strata-cluster-{NAME}/{NAME}-h2/"
+    # The quota over its period (10 ms: a slower CPU rather than one that freezes).
+    quota = (open(cg + "cpu.cfs_quota_us").read().strip() + "/" + open(cg + "cpu.cfs_period_us").read().strip()) \
+        if os.path.exists("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") else "2500/10000"
     rc, out, err, _ = cluster_mpirun(gen_args(Q4, extra=("--stage-timeout", "60")))
     j = last_json(out) if rc == 0 else None
-    check("a host at 0.25 CPU: same ids", quota == "25000" and j is not None and j["ids"] == q4_ids, f"quota {quota}: {err[-400:]}")
+    check("a host at 0.25 CPU: same ids", quota == "2500/10000" and j is not None and j["ids"] == q4_ids,
+          f"quota {quota}: {err[-400:]}")
     # ... and the measured plan gives it fewer layers: each rank times its
     # layers at start-up, rank 0 balances their time. At 0.1 CPU, so that the
     # host stays the slower one even when other work shares this machine.
