@@ -77,6 +77,25 @@ int RunBench(const BenchFlags& f, Transport* transport) {
     }
     return n > 0 ? b / n : 0.0;
   };
+  // The bubble that filling and draining the pipeline alone leaves when every
+  // stage takes the same time per micro-batch: the last stage waits for S - 1
+  // of them at the start, the first idles as long at the end, so each stage
+  // is idle S - 1 of b + S - 1 slots (b: the micro-batches of the test). The
+  // rest of the bubble is imbalance between the stages and their jitter.
+  auto fill_drain = [&](const std::vector<BenchTest>& tests) {
+    double sum = 0;
+    for (const BenchTest& t : tests) {
+      const double b = t.delta.empty() ? 0 : static_cast<double>(t.delta[0].batches);
+      sum += b > 0 ? 100.0 * (n_stages - 1) / (b + n_stages - 1) : 0;
+    }
+    return tests.empty() ? 0.0 : sum / static_cast<double>(tests.size());
+  };
+  auto batches = [](const std::vector<BenchTest>& tests, size_t stage) {
+    uint64_t b = 0;
+    for (const BenchTest& t : tests)
+      if (stage < t.delta.size()) b += t.delta[stage].batches;
+    return b;
+  };
   const std::vector<StagePlacement> placement = s.pipeline->Placement();
   nlohmann::json stages = nlohmann::json::array();
   double pp_busy_sum = 0, tg_busy_sum = 0;
@@ -92,6 +111,8 @@ int RunBench(const BenchFlags& f, Transport* transport) {
                       // The wire type it sends the next stage in (per link with --wire auto).
                       {"sends", i < placement.size() ? placement[i].sends : ""},
                       {"prefill_busy_pct", pp_busy}, {"decode_busy_pct", tg_busy},
+                      // Micro-batches it ran, summed over the repetitions.
+                      {"prefill_batches", batches(res->prefill, i)}, {"decode_batches", batches(res->decode, i)},
                       {"prefill_bytes_sent_per_token", bytes_per_token(res->prefill, i)},
                       {"decode_bytes_sent_per_token", bytes_per_token(res->decode, i)},
                       {"weight_bytes", st.weight_bytes}, {"kv_bytes_peak", st.peak_kv_bytes}, {"rss_bytes", st.rss_bytes},
@@ -109,6 +130,7 @@ int RunBench(const BenchFlags& f, Transport* transport) {
       {"prefill_tok_s", SpreadJson(SpreadOf(pp))}, {"ttft_ms", SpreadJson(SpreadOf(ttft))},
       {"decode_tok_s", SpreadJson(SpreadOf(tg))}, {"decode_tok_s_per_seq", SpreadJson(SpreadOf(tg_seq))},
       {"prefill_bubble_pct", 100.0 - pp_busy_sum / n}, {"decode_bubble_pct", 100.0 - tg_busy_sum / n},
+      {"prefill_fill_drain_pct", fill_drain(res->prefill)}, {"decode_fill_drain_pct", fill_drain(res->decode)},
       {"per_stage", stages}};
   if (Status st = FinishTrace(f.common.trace_file, s.pipeline.get()); !st.ok()) return Fail(st, transport);
   if (f.common.json) {
@@ -139,6 +161,9 @@ int RunBench(const BenchFlags& f, Transport* transport) {
     return std::string(b);
   };
   std::printf("  bubble: %s\n", busy_text(j["prefill_bubble_pct"].get<double>(), j["decode_bubble_pct"].get<double>()).c_str());
+  if (n_stages > 1)
+    std::printf("    of which filling and draining the pipeline: %s\n",
+                busy_text(j["prefill_fill_drain_pct"].get<double>(), j["decode_fill_drain_pct"].get<double>()).c_str());
   for (const auto& st : stages)
     std::printf("  rank %d (%s) layers %d-%d: busy %s, sends %.0f B/token%s%s, "
                 "RSS %.1f MiB (peak %.1f) = weights %.1f MiB + KV peak %.1f MiB %+.1f%% (peak %+.1f%%)\n",

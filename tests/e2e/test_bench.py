@@ -56,7 +56,8 @@ with tempfile.TemporaryDirectory() as d:
         j = json.loads(p.stdout)
         ok = (p.returncode == 0 and j["stages"] == 1 and all(spread_ok(j[k]) for k in ("prefill_tok_s", "decode_tok_s", "ttft_ms"))
               and len(j["per_stage"]) == 1 and j["per_stage"][0]["weight_bytes"] > 0 and j["per_stage"][0]["rss_bytes"] > 0
-              and j["per_stage"][0]["rss_peak_bytes"] >= j["per_stage"][0]["rss_bytes"])
+              and j["per_stage"][0]["rss_peak_bytes"] >= j["per_stage"][0]["rss_bytes"]
+              and j["decode_fill_drain_pct"] == 0 == j["prefill_fill_drain_pct"])
         check("bench on 1 rank: JSON with prefill, TTFT, decode spreads and memory", ok, p.stdout[:400] + p.stderr[-300:])
     except Exception as e:  # noqa: BLE001
         check("bench on 1 rank", False, f"{e}: {p.stdout[:300]!r} {p.stderr[-300:]!r}")
@@ -70,6 +71,11 @@ with tempfile.TemporaryDirectory() as d:
               # f32 activations of hidden 256 travel from stage 0 to stage 1; the last stage sends none on.
               and st[0]["decode_bytes_sent_per_token"] == 256 * 4 and st[1]["decode_bytes_sent_per_token"] == 0
               and 0 <= j["decode_bubble_pct"] <= 100 and spread_ok(j["decode_tok_s"])
+              # both stages ran every micro-batch; filling and draining 2 stages idles each
+              # for 1 of b + 1 slots (b: a repetition's micro-batches, 2 repetitions)
+              and st[0]["decode_batches"] == st[1]["decode_batches"] > 0
+              and abs(j["decode_fill_drain_pct"] - 100 / (st[0]["decode_batches"] / 2 + 1)) < 1
+              and abs(j["prefill_fill_drain_pct"] - 100 / (st[0]["prefill_batches"] / 2 + 1)) < 1
               # each rank's own peak resident memory comes back with its counters
               and all(s["rss_peak_bytes"] >= s["rss_bytes"] > 0 for s in st))
         check("bench on 2 ranks: per-stage counters, f32 wire bytes per token", ok, p.stdout[:600] + p.stderr[-300:])
