@@ -84,11 +84,14 @@ Result<std::unique_ptr<Stage>> Stage::Load(const ModelFiles& model, const StageO
   }
   STRATA_RETURN_IF_ERROR(s->PlaceWeights());
   // Every sequence's first rows, faulted in now instead of on the first
-  // batches' critical path (far below what the memory check counted).
+  // batches' critical path (far below what the memory check counted). Not
+  // a sliding window's ring: it starts at its full size, which only a
+  // sequence that is live should hold.
   for (int i = 0; i < opts.max_sequences; ++i) {
     std::vector<LayerState> states(s->layers_.size());
     for (size_t l = 0; l < states.size(); ++l) {
       const LayerWeights& w = s->layers_[l];
+      if (w.attn.window > 0) continue;
       PrepareLayerState(cfg, w.kind, w.attn.window, opts.kv_type, 0, 1, opts.n_ctx, &states[l]);
       ClearLayerState(&states[l]);
     }
