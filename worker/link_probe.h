@@ -35,7 +35,7 @@
 namespace strata {
 
 struct LinkMeasure {
-  double latency_s = 0;    // one way: half the round trip of an empty message
+  double latency_s = 0;    // one way: half the fastest round trip of an empty message
   double bytes_per_s = 0;  // sustained
 };
 
