@@ -197,7 +197,6 @@ Result<std::unique_ptr<MpiPipeline>> MpiPipeline::Start(Transport& t, const Mode
   wire::Plan* wp = pe.mutable_plan();
   wp->set_protocol_version(wire::PROTOCOL_VERSION);
   wp->set_n_ctx(opts.n_ctx);
-  wp->set_wire_dtype(opts.wire_dtype);
   wp->set_max_sequences(opts.max_sequences);
   wp->set_cached_sequences(opts.cached_sequences);
   wp->set_cache_bytes(opts.cache_bytes);
