@@ -60,6 +60,10 @@ void AddCommonFlags(CLI::App* cmd, CommonFlags* f, bool ctx_required) {
       ->check(CLI::IsMember({"f32", "f16", "bf16", "q8_0"}));
   AddRopeFlags(cmd, &f->rope);
   cmd->add_flag("--coordinator-only", f->coordinator_only, "under mpirun: rank 0 only coordinates; stages run on ranks 1..N-1");
+  cmd->add_option("--share-lm-head", f->share_lm_head,
+                  "under mpirun: rank 0 (the first stage) also computes part of the lm_head, so that decode keeps the first "
+                  "and last stage equally busy; auto (the share adapts to their measured times while decode fills the "
+                  "pipeline), off, or a fixed fraction of the vocabulary (0 to 1); tokens are the same in every case");
 }
 
 Result<std::string> ReadFile(const std::string& path) {
@@ -112,6 +116,7 @@ Result<Session> OpenSession(const CommonFlags& f, Transport* transport) {
       STRATA_ASSIGN_OR_RETURN(opts.wire_dtype, ParseWireDType(f.wire));
     }
     opts.coordinator_only = f.coordinator_only;
+    STRATA_ASSIGN_OR_RETURN(opts.share_lm_head, ParseLmHeadShare(f.share_lm_head));
     opts.stage_timeout_s = f.stage_timeout;
     opts.max_sequences = f.parallel;
     opts.cached_sequences = f.cached_sequences;

@@ -37,6 +37,7 @@ struct CommonFlags {
   std::string split = "auto";
   std::string wire = "f32";
   bool coordinator_only = false;
+  std::string share_lm_head = "auto";  // --share-lm-head (coordinator/lm_head_share.h)
   std::string trace_file;
   std::string log_level = "info";
   double stage_timeout = 300;

@@ -8,6 +8,7 @@
 
 #include "common/log.h"
 #include "common/trace.h"
+#include "worker/batch.h"
 #include "worker/link_probe.h"
 #include "worker/wire_codec.h"
 
@@ -97,6 +98,10 @@ Result<std::unique_ptr<MpiPipeline>> MpiPipeline::Start(Transport& t, const Mode
   const PlanCosts costs = CostsOf(model);
   PlanOptions plan_options;
   plan_options.sequences = opts.max_sequences;
+  const LmHeadShareSpec& share = opts.share_lm_head;
+  const bool shared = share.on && !opts.coordinator_only && n_stages > 1 &&
+                      (!share.adaptive || opts.max_sequences >= n_stages);
+  if (shared) plan_options.lm_head_share = share.fraction;
   const bool measure = opts.split == "measure";
   if (!measure) {
     auto plan = MakeLayerPlan(opts.split, n_stages, costs, plan_options);
@@ -229,6 +234,10 @@ Result<std::unique_ptr<MpiPipeline>> MpiPipeline::Start(Transport& t, const Mode
     so.cache_bytes = opts.cache_bytes;
     so.copy_weights = opts.copy_weights;
     so.kv_type = opts.kv_type;
+    if (shared) {
+      so.lm_head_tail_rows = LmHeadRows(cfg.vocab, share.max_fraction);
+      p->share_.emplace(cfg.vocab, so.lm_head_tail_rows, LmHeadRows(cfg.vocab, share.fraction), share.adaptive);
+    }
     auto stage = Stage::Load(model, so, pool);
     if (stage.ok()) {
       p->stage_ = std::move(stage).value();
@@ -266,9 +275,18 @@ Result<std::unique_ptr<MpiPipeline>> MpiPipeline::Start(Transport& t, const Mode
     char line[160];
     const int r = p->stage_ranks_[s];
     const std::string sends_as = s + 1 < p->plan_.stages.size() ? std::string(", sends ") + WireDTypeName(sends[s]) : "";
-    std::snprintf(line, sizeof line, "  rank %d (%s): layers %d-%d%s%s, %.1f MiB of weights%s\n", r, p->hosts_[r].c_str(),
-                  p->plan_.stages[s].layers.first, p->plan_.stages[s].layers.last, s == 0 ? " + embedding" : "",
-                  s + 1 == p->plan_.stages.size() ? " + lm_head" : "", MiB(bytes[r]), sends_as.c_str());
+    std::string extra = s == 0 ? " + embedding" : "";
+    if (s == 0 && p->share_) {
+      char part[120];
+      std::snprintf(part, sizeof part, " + lm_head rows %lld-%lld (%s)", static_cast<long long>(cfg.vocab - p->share_->max_rows()),
+                    static_cast<long long>(cfg.vocab - 1),
+                    p->share_->adaptive() ? ("computes " + std::to_string(p->share_->rows()) + " to start, adapts").c_str()
+                                          : "computes them all");
+      extra += part;
+    }
+    if (s + 1 == p->plan_.stages.size()) extra += " + lm_head";
+    std::snprintf(line, sizeof line, "  rank %d (%s): layers %d-%d%s, %.1f MiB of weights%s\n", r, p->hosts_[r].c_str(),
+                  p->plan_.stages[s].layers.first, p->plan_.stages[s].layers.last, extra.c_str(), MiB(bytes[r]), sends_as.c_str());
     text += line;
   }
   text.pop_back();
@@ -328,19 +346,56 @@ Result<uint64_t> MpiPipeline::Submit(const std::vector<SequenceRequest>& batch) 
   fb->set_batch_id(id);
   fb->set_hidden(cfg_.hidden);
   for (const SequenceRequest& r : batch) ToWire(r, fb->add_entries());
+  Pending p;
+  p.id = id;
+  p.n_requests = batch.size();
+  p.decode = std::all_of(batch.begin(), batch.end(), [](const SequenceRequest& r) { return r.tokens.size() == 1; });
+  if (share_ && CanShareLmHead(batch, static_cast<int32_t>(cfg_.vocab))) {
+    p.lm_head_split = share_->split();
+    p.requests = batch;
+    fb->set_lm_head_split(p.lm_head_split);
+  }
   if (runner_) {
+    const auto t0 = std::chrono::steady_clock::now();
     STRATA_RETURN_IF_ERROR(runner_->HandleForward(*fb, {}).WithContext(RankName(0, transport_.host())));
+    p.first_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   } else {
     STRATA_RETURN_IF_ERROR(transport_.Send(stage_ranks_[0], e));
   }
-  pending_.emplace_back(id, batch.size());
+  pending_.push_back(std::move(p));
   return id;
+}
+
+Status MpiPipeline::CompleteShared(const Pending& batch, const wire::Result& res, const std::vector<uint8_t>& normed,
+                                   BatchOutput* out) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const uint64_t row_bytes = static_cast<uint64_t>(cfg_.hidden) * sizeof(float);
+  if (normed.size() != batch.n_requests * row_bytes)
+    return DataLoss("the shared lm_head's result for batch " + std::to_string(batch.id) + " carries " +
+                    std::to_string(normed.size()) + " bytes of normed rows, expected " + std::to_string(batch.n_requests * row_bytes));
+  std::vector<float> rows(batch.n_requests * static_cast<size_t>(cfg_.hidden));
+  std::memcpy(rows.data(), normed.data(), normed.size());
+  for (int i = 0; i < res.outputs_size(); ++i) {
+    const wire::SequenceOutput& o = res.outputs(i);
+    if (o.candidate_ids_size() != o.candidate_logits_size())
+      return DataLoss("sequence " + std::to_string(o.seq_id()) + ": candidate ids and logits differ in number");
+    auto& c = out->results[static_cast<size_t>(i)].candidates;
+    for (int k = 0; k < o.candidate_ids_size(); ++k) c.emplace_back(o.candidate_ids(k), o.candidate_logits(k));
+  }
+  STRATA_RETURN_IF_ERROR(CompleteSharedBatch(*stage_, batch.requests, rows.data(), batch.lm_head_split, &out->results));
+  const double tail_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  runner_->AddBusy(tail_s);
+  if (batch.decode)
+    share_->Observe(batch.first_s + tail_s, static_cast<double>(res.busy_us()) * 1e-6, cfg_.vocab - batch.lm_head_split, tail_s);
+  return Status::Ok();
 }
 
 Result<BatchOutput> MpiPipeline::Wait() {
   if (pending_.empty()) return FailedPrecondition("Wait() with no batch in flight");
-  const auto [id, n_requests] = pending_.front();
+  const Pending batch = std::move(pending_.front());
   pending_.pop_front();
+  const uint64_t id = batch.id;
+  const size_t n_requests = batch.n_requests;
   for (;;) {
     auto got = AwaitFromWorkers(stage_timeout_s_);
     if (!got.ok() && got.status().kind() == ErrorKind::kDeadlineExceeded)
@@ -350,7 +405,8 @@ Result<BatchOutput> MpiPipeline::Wait() {
     if (!m.envelope.has_result()) continue;
     const wire::Result& res = m.envelope.result();
     // Stages keep submission order, so results come back in it.
-    if (res.batch_id() != id || res.outputs_size() != static_cast<int>(n_requests))
+    if (res.batch_id() != id || res.outputs_size() != static_cast<int>(n_requests) ||
+        res.shared_lm_head() != (batch.lm_head_split > 0))
       return DataLoss("result for batch " + std::to_string(res.batch_id()) + " does not match batch " + std::to_string(id));
     BatchOutput out;
     out.batch_id = id;
@@ -367,6 +423,7 @@ Result<BatchOutput> MpiPipeline::Wait() {
       if (n > 0) std::memcpy(out.results[i].logits.data(), m.payload.data() + offset, n * sizeof(float));
       offset += n * sizeof(float);
     }
+    if (batch.lm_head_split > 0) STRATA_RETURN_IF_ERROR(CompleteShared(batch, res, m.payload, &out));
     return out;
   }
 }

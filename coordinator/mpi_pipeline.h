@@ -8,8 +8,10 @@
 #include <deque>
 
 #include <memory>
+#include <optional>
 #include <string>
 
+#include "coordinator/lm_head_share.h"
 #include "coordinator/pipeline.h"
 #include "coordinator/plan.h"
 #include "worker/stage_server.h"
@@ -38,6 +40,11 @@ struct MpiPipelineOptions {
   // --split measure: each rank's timed work, and its prefill pass.
   double calibration_s = 1.0;
   int calibration_prefill_tokens = 32;
+  // --share-lm-head: rank 0 (the first stage) computes part of the lm_head
+  // (coordinator/lm_head_share.h). Adaptive only when decode micro-batches
+  // fill the pipeline (at least one sequence per stage); never
+  // coordinator-only or on one stage.
+  LmHeadShareSpec share_lm_head;
 };
 
 class MpiPipeline : public Pipeline {
@@ -54,6 +61,8 @@ class MpiPipeline : public Pipeline {
   Result<uint64_t> Submit(const std::vector<SequenceRequest>& batch) override;
   Result<BatchOutput> Wait() override;
   int in_flight() const override { return static_cast<int>(pending_.size()); }
+  // The shared lm_head's split now (null when it is not shared).
+  const LmHeadShare* lm_head_share() const { return share_ ? &*share_ : nullptr; }
   Status Free(uint64_t seq_id) override;
   Status Reuse(uint64_t seq_id, uint64_t from_seq_id, int64_t keep, bool copy) override;
   int n_stages() const override { return static_cast<int>(stage_ranks_.size()); }
@@ -84,7 +93,20 @@ class MpiPipeline : public Pipeline {
   std::unique_ptr<Stage> stage_;  // rank 0's own stage (null when coordinator-only)
   std::unique_ptr<StageRunner> runner_;
   uint64_t next_batch_id_ = 1;
-  std::deque<std::pair<uint64_t, size_t>> pending_;  // batches in flight: id, number of requests
+  // A batch in flight. With a shared lm_head rank 0 samples its tokens, so
+  // it keeps the requests and its own share of the work.
+  struct Pending {
+    uint64_t id = 0;
+    size_t n_requests = 0;
+    int64_t lm_head_split = 0;  // > 0: shared
+    std::vector<SequenceRequest> requests;  // shared batches only
+    bool decode = false;        // one token per sequence
+    double first_s = 0;         // rank 0's stage's compute time for it
+  };
+  // Rank 0's half of a shared batch's result (worker/batch.h CompleteSharedBatch).
+  Status CompleteShared(const Pending& batch, const wire::Result& res, const std::vector<uint8_t>& normed, BatchOutput* out);
+  std::deque<Pending> pending_;
+  std::optional<LmHeadShare> share_;
   bool shut_down_ = false;
   std::vector<wire::TraceChunk> traces_;
   double stage_timeout_s_ = 300;

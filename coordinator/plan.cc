@@ -445,7 +445,18 @@ Result<LayerPlan> MakeLayerPlan(const std::string& spec_in, int n_stages, const 
       rank_costs.push_back(options.speeds.empty() ? estimate : Scaled(estimate, options.speeds[static_cast<size_t>(s)]));
   }
 
+  if (!(options.lm_head_share >= 0 && options.lm_head_share <= 1))
+    return InvalidArgument("layer plan: the first stage's share of the lm_head must be in [0, 1]");
+  const double share = n_stages > 1 ? options.lm_head_share : 0;
+  if (share > 0) {
+    PassCost& first = rank_costs.front().first;
+    PassCost& last = rank_costs.back().last;
+    first.decode += share * last.decode, first.prefill += share * last.prefill;
+    last.decode *= 1 - share, last.prefill *= 1 - share;
+  }
+
   LayerPlan plan;
+  plan.lm_head_share = share;
   plan.decode_tokens = decode_tokens;
   plan.balances_decode = n_stages > 1 && sequences >= n_stages;
   plan.measured = measure && !options.measured.empty();
@@ -457,7 +468,8 @@ Result<LayerPlan> MakeLayerPlan(const std::string& spec_in, int n_stages, const 
     std::vector<RankUnits> units;
     if (!measure && costs.layer_matrices.empty() && options.speeds.empty()) {
       // Hand-made costs without types: every byte costs the same, exactly.
-      units.assign(static_cast<size_t>(n_stages), RankUnits{prefix, 0, lm_head});
+      const auto moved = static_cast<uint64_t>(std::llround(share * static_cast<double>(lm_head)));
+      units.assign(static_cast<size_t>(n_stages), RankUnits{prefix, moved, lm_head - moved});
     } else {
       units = ToUnits(rank_costs, plan.balances_decode);
     }
@@ -508,8 +520,11 @@ std::string DescribePlan(const LayerPlan& plan) {
   out += line;
   for (size_t i = 0; i < plan.stages.size(); ++i) {
     const StagePlan& s = plan.stages[i];
+    const std::string share = plan.lm_head_share > 0 && plan.stages.size() > 1
+                                  ? " (+ " + std::to_string(static_cast<int>(std::lround(plan.lm_head_share * 100))) + " % of the lm_head)"
+                                  : "";
     std::string role = s.first && s.last ? "  first, last (+ lm_head)"
-                       : s.first         ? "  first"
+                       : s.first         ? "  first" + share
                        : s.last          ? "  last (+ lm_head)"
                                          : "";
     std::snprintf(line, sizeof line, "%5zu  %-9s %3d  %10.1f  %10.2f  %10.1f%s\n", i,

@@ -72,6 +72,7 @@ struct LayerPlan {
   int decode_tokens = 1;         // tokens in a decode micro-batch
   bool balances_decode = false;  // auto / measure balanced decode (else prefill)
   bool measured = false;         // stage times are the ranks' own measurements
+  double lm_head_share = 0;      // PlanOptions::lm_head_share, as the plan counted it
 };
 
 // A weight matrix (2-D tensor) of a layer, as the cost model sees it.
@@ -118,6 +119,10 @@ struct PlanOptions {
   std::vector<double> speeds;
   // measure: each stage's rank's own figures, one per stage.
   std::vector<RankCosts> measured;
+  // The shared lm_head (coordinator/lm_head_share.h): the fraction of its
+  // work the first stage takes (at the last stage's cost), with two or more
+  // stages. The last stage still holds every row.
+  double lm_head_share = 0;
 };
 
 // InvalidArgument, naming the problem, for a spec that is empty, malformed,

@@ -154,4 +154,17 @@ void DeinterleaveGroup(TensorType type, const uint8_t* group, int64_t n_in, uint
   }
 }
 
+MatrixView MatrixRows(const MatrixView& w, int64_t from, int64_t to) {
+  STRATA_CHECK(0 <= from && from <= to && to <= w.n_out);
+  MatrixView rows = w;
+  rows.n_out = to - from;
+  if (w.layout == MatrixLayout::kRows) {
+    rows.data = w.data + static_cast<uint64_t>(from) * w.row_bytes;
+  } else {
+    STRATA_CHECK_MSG(from % 8 == 0 && (to % 8 == 0 || to == w.n_out), "MatrixRows: interleaved rows go in groups of 8");
+    rows.data = w.data + static_cast<uint64_t>(from / 8) * InterleavedGroupBytes(w.type, w.n_in);
+  }
+  return rows;
+}
+
 }  // namespace strata

@@ -28,6 +28,11 @@ uint64_t InterleavedBytes(TensorType type, int64_t n_in, int64_t n_out);
 // (InterleavedBytes) and returns its view.
 MatrixView InterleaveRows(const MatrixView& w, uint8_t* dst);
 
+// Rows [from, to) of w as a matrix of their own, in either layout (for the
+// interleaved one, from and to are multiples of 8 or n_out). Each row's
+// results are those it has in the whole matrix.
+MatrixView MatrixRows(const MatrixView& w, int64_t from, int64_t to);
+
 // The 8 rows of one interleaved group in the file's layout: row r at
 // rows + r * RowBytes(type, n_in). Inverse of InterleaveRows.
 void DeinterleaveGroup(TensorType type, const uint8_t* group, int64_t n_in, uint8_t* rows);

@@ -53,4 +53,61 @@ Result<std::vector<SequenceResult>> FinishBatch(Stage& last, const std::vector<S
   return out;
 }
 
+bool CanShareLmHead(const std::vector<SequenceRequest>& batch, int32_t vocab) {
+  for (const SequenceRequest& r : batch)
+    if (r.output != SequenceRequest::Output::kSample || r.top_logprobs >= 0 || CandidatesNeeded(r.sampling, vocab) == 0)
+      return false;
+  return !batch.empty();
+}
+
+Result<std::vector<SequenceResult>> FinishBatchShared(Stage& last, const std::vector<SequenceRequest>& batch, const float* x,
+                                                      int64_t split, std::vector<float>* normed) {
+  const ModelConfig& cfg = last.config();
+  if (!CanShareLmHead(batch, static_cast<int32_t>(cfg.vocab)))
+    return InvalidArgument("a batch shares the lm_head only when every sequence samples with top-k or greedily, without logprobs");
+  const int64_t n = static_cast<int64_t>(batch.size());
+  normed->assign(static_cast<size_t>(n * cfg.hidden), 0.0f);
+  int64_t row0 = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    row0 += static_cast<int64_t>(batch[i].tokens.size());
+    last.FinalNorm(x + (row0 - 1) * cfg.hidden, normed->data() + i * cfg.hidden);
+  }
+  std::vector<float> logits(static_cast<size_t>(n * split));
+  STRATA_RETURN_IF_ERROR(last.LmHead(normed->data(), n, 0, split, logits.data()));
+  std::vector<SequenceResult> out(batch.size());
+  TraceSpan span("sample", "compute");
+  for (int64_t i = 0; i < n; ++i) {
+    const SequenceRequest& r = batch[i];
+    out[i].seq_id = r.seq_id;
+    out[i].candidates = PartCandidates(logits.data() + i * split, 0, static_cast<int32_t>(split),
+                                       static_cast<int32_t>(cfg.vocab), r.sampling, r.recent);
+  }
+  return out;
+}
+
+Status CompleteSharedBatch(Stage& first, const std::vector<SequenceRequest>& batch, const float* normed, int64_t split,
+                           std::vector<SequenceResult>* results) {
+  const int64_t vocab = first.config().vocab, n = static_cast<int64_t>(batch.size()), part = vocab - split;
+  if (results->size() != batch.size()) return DataLoss("a shared batch's results do not match its sequences");
+  std::vector<float> logits(static_cast<size_t>(n * part));
+  STRATA_RETURN_IF_ERROR(first.LmHead(normed, n, split, vocab, logits.data()));
+  TraceSpan span("sample", "compute");
+  for (int64_t i = 0; i < n; ++i) {
+    const SequenceRequest& r = batch[i];
+    SequenceResult& res = (*results)[i];
+    std::vector<std::pair<int32_t, float>> cands = std::move(res.candidates);
+    res.candidates.clear();
+    if (part > 0) {
+      auto mine = PartCandidates(logits.data() + i * part, static_cast<int32_t>(split), static_cast<int32_t>(part),
+                                 static_cast<int32_t>(vocab), r.sampling, r.recent);
+      cands.insert(cands.end(), mine.begin(), mine.end());
+    }
+    if (cands.empty()) return DataLoss("sequence " + std::to_string(r.seq_id) + ": no candidates came back for its token");
+    for (const auto& [id, logit] : cands)
+      if (id < 0 || id >= vocab) return DataLoss("sequence " + std::to_string(r.seq_id) + ": candidate id " + std::to_string(id) + " outside the vocabulary");
+    res.token = SampleFromParts(std::move(cands), static_cast<int32_t>(vocab), r.sampling, r.step);
+  }
+  return Status::Ok();
+}
+
 }  // namespace strata

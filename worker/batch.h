@@ -38,10 +38,30 @@ struct SequenceResult {
   int32_t token = -1;          // kSample
   std::vector<float> logits;   // kLogits: [rows][vocab]
   std::optional<TokenLogprobs> logprobs;  // kSample with top_logprobs >= 0
+  // A shared batch, before rank 0 completes it: the best (id, logit) of the
+  // last stage's part of the vocabulary (worker/sampler.h PartCandidates).
+  std::vector<std::pair<int32_t, float>> candidates;
 };
 
 // The last stage's half of a forward batch: logits or a sampled token for
 // each request, from the final hidden rows x ([total tokens][hidden]).
 Result<std::vector<SequenceResult>> FinishBatch(Stage& last, const std::vector<SequenceRequest>& batch, const float* x);
+
+// The shared lm_head (coordinator/lm_head_share.h): the last stage computes
+// the logits of vocabulary ids [0, split), rank 0 (the first stage) those of
+// [split, vocab), and the token is sampled from both parts' candidates. A
+// batch can be shared when every request samples one token, without
+// logprobs, under a config whose token depends only on its best logits
+// (worker/sampler.h CandidatesNeeded); the tokens are then those FinishBatch
+// gives.
+bool CanShareLmHead(const std::vector<SequenceRequest>& batch, int32_t vocab);
+// The last stage's half: each result's candidates from ids [0, split), and
+// each request's last row through the final norm in `normed` ([batch.size()][hidden]).
+Result<std::vector<SequenceResult>> FinishBatchShared(Stage& last, const std::vector<SequenceRequest>& batch, const float* x,
+                                                      int64_t split, std::vector<float>* normed);
+// Rank 0's half: the logits of ids [split, vocab) on the first stage's share
+// of the lm_head, merged with each result's candidates into its token.
+Status CompleteSharedBatch(Stage& first, const std::vector<SequenceRequest>& batch, const float* normed, int64_t split,
+                           std::vector<SequenceResult>* results);
 
 }  // namespace strata

@@ -186,54 +186,39 @@ TokenLogprobs LogprobsOf(const float* logits, int32_t n_vocab, int32_t token, in
 // SampleToken
 // ---------------------------------------------------------------------------
 
-int32_t SampleToken(const float* logits, int32_t n_vocab, const SamplingParams& p,
-                    std::span<const int32_t> history, uint64_t step) {
-  STRATA_CHECK(logits != nullptr && n_vocab > 0);
-  STRATA_CHECK_MSG(ValidateSamplingParams(p).ok(), ValidateSamplingParams(p).message());
+namespace {
 
-  // Greedy without penalties reads the logits in place: no copy of the
-  // vocabulary on the last stage's critical path (argmax of the sanitised
-  // values, ties -> lowest id, as below).
-  const bool penalised = p.repeat_penalty != 1.0f && p.repeat_last_n > 0 && !history.empty();
-  if (p.temperature <= 0.0f && !penalised && p.logit_bias.empty()) return GreedyToken(logits, n_vocab);
-
-  // --- Working copy of the logits [n_vocab] f32, sanitised, biased and penalised. ---
-  std::vector<float> work(static_cast<size_t>(n_vocab));
-  for (int32_t i = 0; i < n_vocab; ++i) work[i] = Sanitize(logits[i]);
+// Sanitised, biased and penalised logits of ids [id0, id0 + n) (SampleToken's
+// working copy, restricted to a range of the vocabulary; a token's value does
+// not depend on the range it is computed in).
+std::vector<float> WorkingLogits(const float* logits, int32_t id0, int32_t n, const SamplingParams& p,
+                                 std::span<const int32_t> history) {
+  std::vector<float> work(static_cast<size_t>(n));
+  for (int32_t i = 0; i < n; ++i) work[i] = Sanitize(logits[i]);
+  const auto in_range = [&](int32_t id) { return id >= id0 && id - id0 < n; };
   for (const auto& [id, bias] : p.logit_bias)
-    if (id >= 0 && id < n_vocab) work[id] = Sanitize(work[id] + bias);  // FLT_MAX + bias stays finite
-
-  if (penalised) {
+    if (in_range(id)) work[id - id0] = Sanitize(work[id - id0] + bias);  // FLT_MAX + bias stays finite
+  if (p.repeat_penalty != 1.0f && p.repeat_last_n > 0 && !history.empty()) {
     const size_t n_last = std::min(history.size(), static_cast<size_t>(p.repeat_last_n));
     std::vector<int32_t> ids;
     ids.reserve(n_last);
     for (int32_t id : history.last(n_last))
-      if (id >= 0 && id < n_vocab) ids.push_back(id);
+      if (in_range(id)) ids.push_back(id);
     std::sort(ids.begin(), ids.end());
     ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
     // llama.cpp (llama_sampler_penalties_apply): divide positive logits,
     // multiply negative ones, so penalty > 1 always lowers the token.
     for (int32_t id : ids) {
-      float& l = work[id];
+      float& l = work[id - id0];
       l = l > 0.0f ? l / p.repeat_penalty : l * p.repeat_penalty;
     }
   }
+  return work;
+}
 
-  if (p.temperature <= 0.0f) return GreedyToken(work.data(), n_vocab);  // Sanitize is idempotent
-
-  // --- Top-k. After this, `sorted` says whether cands is in Better order. ---
-  std::vector<Candidate> cands;
-  bool sorted = false;
-  if (p.top_k > 0 && p.top_k < n_vocab) {
-    cands = SelectTopK(work.data(), n_vocab, p.top_k);
-    sorted = true;
-  } else {
-    cands.resize(static_cast<size_t>(n_vocab));
-    for (int32_t i = 0; i < n_vocab; ++i) cands[i] = {i, work[i]};
-  }
-  work.clear();
-  work.shrink_to_fit();
-
+// Everything after top-k: min-p, top-p, temperature and the draw, over
+// candidates with sanitised logits (in Better order when `sorted`).
+int32_t FinishSample(std::vector<Candidate> cands, bool sorted, const SamplingParams& p, uint64_t step) {
   // The best candidate (first in Better order).
   size_t best = 0;
   if (!sorted)
@@ -323,6 +308,71 @@ int32_t SampleToken(const float* logits, int32_t n_vocab, const SamplingParams& 
     if (target < cum) return cands[i].id;
   }
   return cands[last_nonzero].id;  // rounding left target at the very top
+}
+
+}  // namespace
+
+int32_t SampleToken(const float* logits, int32_t n_vocab, const SamplingParams& p,
+                    std::span<const int32_t> history, uint64_t step) {
+  STRATA_CHECK(logits != nullptr && n_vocab > 0);
+  STRATA_CHECK_MSG(ValidateSamplingParams(p).ok(), ValidateSamplingParams(p).message());
+
+  // Greedy without penalties reads the logits in place: no copy of the
+  // vocabulary on the last stage's critical path (argmax of the sanitised
+  // values, ties -> lowest id, as below).
+  const bool penalised = p.repeat_penalty != 1.0f && p.repeat_last_n > 0 && !history.empty();
+  if (p.temperature <= 0.0f && !penalised && p.logit_bias.empty()) return GreedyToken(logits, n_vocab);
+
+  std::vector<float> work = WorkingLogits(logits, 0, n_vocab, p, history);
+  if (p.temperature <= 0.0f) return GreedyToken(work.data(), n_vocab);  // Sanitize is idempotent
+
+  // --- Top-k. ---
+  std::vector<Candidate> cands;
+  bool sorted = false;
+  if (p.top_k > 0 && p.top_k < n_vocab) {
+    cands = SelectTopK(work.data(), n_vocab, p.top_k);
+    sorted = true;
+  } else {
+    cands.resize(static_cast<size_t>(n_vocab));
+    for (int32_t i = 0; i < n_vocab; ++i) cands[i] = {i, work[i]};
+  }
+  work.clear();
+  work.shrink_to_fit();
+  return FinishSample(std::move(cands), sorted, p, step);
+}
+
+// ---------------------------------------------------------------------------
+// Sampling over parts of the vocabulary
+// ---------------------------------------------------------------------------
+
+int32_t CandidatesNeeded(const SamplingParams& p, int32_t n_vocab) {
+  if (p.temperature <= 0.0f) return 1;
+  if (p.top_k > 0 && p.top_k < n_vocab) return p.top_k;
+  return 0;
+}
+
+std::vector<std::pair<int32_t, float>> PartCandidates(const float* logits, int32_t id0, int32_t n, int32_t n_vocab,
+                                                      const SamplingParams& p, std::span<const int32_t> history) {
+  const int32_t k = CandidatesNeeded(p, n_vocab);
+  STRATA_CHECK(k > 0 && id0 >= 0 && n >= 0 && id0 + n <= n_vocab);
+  const std::vector<float> work = WorkingLogits(logits, id0, n, p, history);
+  std::vector<std::pair<int32_t, float>> out;
+  for (const Candidate& c : SelectTopK(work.data(), n, k)) out.emplace_back(c.id + id0, c.logit);
+  return out;
+}
+
+int32_t SampleFromParts(std::vector<std::pair<int32_t, float>> candidates, int32_t n_vocab, const SamplingParams& p,
+                        uint64_t step) {
+  const int32_t k = CandidatesNeeded(p, n_vocab);
+  STRATA_CHECK(k > 0 && !candidates.empty());
+  std::vector<Candidate> cands;
+  cands.reserve(candidates.size());
+  for (const auto& [id, logit] : candidates) cands.push_back({id, logit});
+  // The whole vocabulary's k best are the k best of the parts' k best.
+  std::sort(cands.begin(), cands.end(), Better);
+  if (static_cast<int32_t>(cands.size()) > k) cands.resize(static_cast<size_t>(k));
+  if (p.temperature <= 0.0f) return cands[0].id;
+  return FinishSample(std::move(cands), true, p, step);
 }
 
 }  // namespace strata

@@ -67,6 +67,22 @@ Status ValidateSamplingParams(const SamplingParams& p);
 int32_t SampleToken(const float* logits, int32_t n_vocab, const SamplingParams& p,
                     std::span<const int32_t> history, uint64_t step);
 
+// Sampling when the logits are computed in parts on different ranks (the
+// lm_head shared by the first and last stage, worker/stage.h): when a
+// config's token depends only on the k best logits after bias and penalty
+// (greedy: k = 1; top-k on: k = top_k), each part sends its own k best and
+// SampleFromParts picks, from their union, exactly the token SampleToken
+// picks from the whole vocabulary. CandidatesNeeded is that k, or 0 when the
+// config needs every logit (top-k off).
+int32_t CandidatesNeeded(const SamplingParams& p, int32_t n_vocab);
+// The k best (id, logit) of logits [n], the raw logits of ids [id0, id0 + n),
+// after logit bias and repetition penalty; CandidatesNeeded(p, n_vocab) > 0.
+std::vector<std::pair<int32_t, float>> PartCandidates(const float* logits, int32_t id0, int32_t n, int32_t n_vocab,
+                                                      const SamplingParams& p, std::span<const int32_t> history);
+// The token from every part's PartCandidates, concatenated in any order.
+int32_t SampleFromParts(std::vector<std::pair<int32_t, float>> candidates, int32_t n_vocab, const SamplingParams& p,
+                        uint64_t step);
+
 // The uniform draw in [0, 1) used by SampleToken for (seed, step).
 double SamplerUniform(uint64_t seed, uint64_t step);
 

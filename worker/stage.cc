@@ -26,6 +26,10 @@ Result<std::unique_ptr<Stage>> Stage::Load(const ModelFiles& model, const StageO
   if (opts.n_ctx <= 0) return InvalidArgument("context size must be positive");
   if (opts.max_sequences < 1) return InvalidArgument("a stage needs room for at least one sequence");
   if (opts.cached_sequences < 0) return InvalidArgument("cached sequences must not be negative");
+  if (opts.lm_head_tail_rows < 0 || opts.lm_head_tail_rows > cfg.vocab ||
+      (opts.lm_head_tail_rows % 8 != 0 && cfg.vocab % 8 == 0) || (opts.lm_head_tail_rows > 0 && !opts.first))
+    return InvalidArgument("the first stage's share of the lm_head must be a multiple of 8 of the " + std::to_string(cfg.vocab) +
+                           " vocabulary rows, not " + std::to_string(opts.lm_head_tail_rows));
   STRATA_RETURN_IF_ERROR(CheckKvType(cfg, opts.kv_type));
   {
     // Weights and the per-sequence state (KV caches, windows, conv states)
@@ -45,6 +49,8 @@ Result<std::unique_ptr<Stage>> Stage::Load(const ModelFiles& model, const StageO
     }
     if (opts.first || (opts.last && cfg.tied_embeddings)) weights += static_cast<double>(model.EmbeddingBytes());
     if (opts.last && !cfg.tied_embeddings) weights += static_cast<double>(model.OutputBytes());
+    const double lm_head_bytes = static_cast<double>(cfg.tied_embeddings ? model.EmbeddingBytes() : model.OutputBytes());
+    weights += lm_head_bytes * static_cast<double>(opts.lm_head_tail_rows) / static_cast<double>(cfg.vocab);
     const uint64_t avail = AvailableMemoryBytes();
     if (avail > 0 && state + weights > static_cast<double>(avail)) {
       char msg[320];
@@ -81,6 +87,12 @@ Result<std::unique_ptr<Stage>> Stage::Load(const ModelFiles& model, const StageO
       STRATA_ASSIGN_OR_RETURN(s->output_, MatrixOf(t));
       s->weight_bytes_ += t.nbytes;
     }
+  }
+  if (opts.lm_head_tail_rows > 0) {
+    STRATA_ASSIGN_OR_RETURN(WeightTensor t, model.TensorOf(cfg.tied_embeddings ? TensorRole::kTokenEmbedding : TensorRole::kOutput));
+    STRATA_ASSIGN_OR_RETURN(MatrixView whole, MatrixOf(t));
+    s->lm_head_tail_ = MatrixRows(whole, cfg.vocab - opts.lm_head_tail_rows, cfg.vocab);
+    s->weight_bytes_ += static_cast<uint64_t>(opts.lm_head_tail_rows) * whole.row_bytes;
   }
   STRATA_RETURN_IF_ERROR(s->PlaceWeights());
   // Every sequence's first rows, faulted in now instead of on the first
@@ -145,6 +157,7 @@ Status Stage::PlaceWeights() {
     if (embedding_.data != nullptr) consider(&embedding_, false);
     if (output_.data != nullptr && !tied_output) consider(&output_, true);
   }
+  if (lm_head_tail_.data != nullptr) consider(&lm_head_tail_, true);
   uint64_t total = 0;
   for (const Placement& p : moves) total += p.bytes;
   if (total == 0) return Status::Ok();
@@ -253,12 +266,30 @@ void Stage::FinalNorm(const float* x, float* out) const {
 
 Status Stage::Logits(const float* x, std::span<const int64_t> rows, float* logits) {
   if (!opts_.last) return FailedPrecondition("this stage does not hold the lm_head");
-  TraceSpan span("lm_head", "compute");
   const int64_t hidden = cfg_.hidden;
   if (static_cast<int64_t>(norm_rows_.size()) < static_cast<int64_t>(rows.size()) * hidden)
     norm_rows_.resize(rows.size() * hidden);
   for (size_t r = 0; r < rows.size(); ++r) FinalNorm(x + rows[r] * hidden, norm_rows_.data() + r * hidden);
-  MatMul(output_, norm_rows_.data(), static_cast<int64_t>(rows.size()), logits, pool_);
+  return LmHead(norm_rows_.data(), static_cast<int64_t>(rows.size()), 0, cfg_.vocab, logits);
+}
+
+Status Stage::LmHead(const float* normed, int64_t n_rows, int64_t from, int64_t to, float* logits) {
+  // Interleaved rows go in groups of 8 (a vocabulary of a multiple of 8).
+  const bool aligned = cfg_.vocab % 8 != 0 || (from % 8 == 0 && to % 8 == 0);
+  if (from < 0 || from > to || to > cfg_.vocab || !aligned)
+    return InvalidArgument("lm_head rows " + std::to_string(from) + "-" + std::to_string(to) + " of " +
+                           std::to_string(cfg_.vocab) + " (multiples of 8 within the vocabulary)");
+  if (from == to || n_rows == 0) return Status::Ok();
+  TraceSpan span("lm_head", "compute");
+  if (opts_.last) {
+    MatMul(MatrixRows(output_, from, to), normed, n_rows, logits, pool_);
+    return Status::Ok();
+  }
+  const int64_t tail_from = cfg_.vocab - opts_.lm_head_tail_rows;
+  if (opts_.lm_head_tail_rows == 0 || from < tail_from)
+    return FailedPrecondition("this stage holds lm_head rows " + std::to_string(tail_from) + "-" + std::to_string(cfg_.vocab) +
+                              ", not " + std::to_string(from) + "-" + std::to_string(to));
+  MatMul(MatrixRows(lm_head_tail_, from - tail_from, to - tail_from), normed, n_rows, logits, pool_);
   return Status::Ok();
 }
 

@@ -47,6 +47,12 @@ struct StageOptions {
   // same results bit for bit. They then live in anonymous memory even when
   // the rest is mapped.
   bool interleave_weights = true;
+  // The first stage's share of the lm_head (the pipeline's shared lm_head,
+  // coordinator/lm_head_share.h): it also holds the last this many rows of
+  // the lm_head (vocabulary ids [vocab - n, vocab); a multiple of 8 when the
+  // vocabulary is) and
+  // computes their logits for rows the last stage has normed. 0: none.
+  int64_t lm_head_tail_rows = 0;
 };
 
 // One sequence's run of tokens in a forward batch.
@@ -97,7 +103,13 @@ class Stage {
                          const std::function<void(int layer, const float* x, int64_t n_tok)>& observe);
   // logits[r] = lm_head(final_norm(x[rows[r]])); logits is [rows.size()][vocab]. Last stage only.
   Status Logits(const float* x, std::span<const int64_t> rows, float* logits);
-  // Final norm of one row (for dumps).
+  // The logits of vocabulary ids [from, to) for n_rows rows already through
+  // the final norm: logits is [n_rows][to - from]. The last stage holds every
+  // id, a first stage with lm_head_tail_rows the last ones; from and to are
+  // multiples of 8 (when the vocabulary is). A logit does not depend on the
+  // range it is computed in, nor on the stage.
+  Status LmHead(const float* normed, int64_t n_rows, int64_t from, int64_t to, float* logits);
+  // Final norm of one row (dumps, the shared lm_head). Last stage only.
   void FinalNorm(const float* x, float* out) const;
 
   void FreeSequence(uint64_t seq_id);
@@ -137,6 +149,7 @@ class Stage {
   std::vector<LayerWeights> layers_;
   MatrixView embedding_{};        // [vocab rows][hidden]
   MatrixView output_{};           // [vocab rows][hidden]; the embedding when tied
+  MatrixView lm_head_tail_{};     // first stage: lm_head rows [vocab - lm_head_tail_rows, vocab)
   std::vector<float> output_norm_;
   uint64_t weight_bytes_ = 0;
   // The matrices held in anonymous memory: every one with --no-mmap,

@@ -147,24 +147,42 @@ Status StageRunner::HandleForward(const wire::ForwardBatch& batch, const std::ve
     counters_.bytes_sent += bytes.size();
     return transport_.Send(next_rank_, out, bytes);
   }
-  // Last stage: logits or sampled ids back to the coordinator.
-  STRATA_ASSIGN_OR_RETURN(std::vector<SequenceResult> results, FinishBatch(stage_, requests, x_.data()));
+  // Last stage: logits or sampled ids back to the coordinator (with a shared
+  // lm_head, candidates and the normed rows rank 0 completes them from).
+  std::vector<float> normed;
+  const bool shared = batch.lm_head_split() > 0;
+  if (shared && batch.lm_head_split() > cfg.vocab)
+    return DataLoss("forward batch " + std::to_string(batch.batch_id()) + ": lm_head split " +
+                    std::to_string(batch.lm_head_split()) + " is past the vocabulary of " + std::to_string(cfg.vocab));
+  STRATA_ASSIGN_OR_RETURN(std::vector<SequenceResult> results,
+                          shared ? FinishBatchShared(stage_, requests, x_.data(), batch.lm_head_split(), &normed)
+                                 : FinishBatch(stage_, requests, x_.data()));
   wire::Envelope out;
   wire::Result* res = out.mutable_result();
   res->set_batch_id(batch.batch_id());
-  std::vector<uint8_t> logits;
+  res->set_shared_lm_head(shared);
+  std::vector<uint8_t> result_bytes;
+  auto append = [&result_bytes](const std::vector<float>& v) {
+    const auto* p = reinterpret_cast<const uint8_t*>(v.data());
+    result_bytes.insert(result_bytes.end(), p, p + v.size() * sizeof(float));
+  };
   for (const SequenceResult& r : results) {
     wire::SequenceOutput* o = res->add_outputs();
     o->set_seq_id(r.seq_id);
     o->set_token(r.token);
     if (r.logprobs) LogprobsToWire(*r.logprobs, o);
+    for (const auto& [id, logit] : r.candidates) {
+      o->add_candidate_ids(id);
+      o->add_candidate_logits(logit);
+    }
     o->set_logit_rows(r.logits.size() / static_cast<size_t>(cfg.vocab));
-    const auto* p = reinterpret_cast<const uint8_t*>(r.logits.data());
-    logits.insert(logits.end(), p, p + r.logits.size() * sizeof(float));
+    append(r.logits);
   }
-  res->set_payload_bytes(logits.size());
+  append(normed);
+  res->set_payload_bytes(result_bytes.size());
+  res->set_busy_us(static_cast<uint64_t>(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() * 1e6));
   count(n_tok);
-  return transport_.Send(kCoordinatorRank, out, logits);
+  return transport_.Send(kCoordinatorRank, out, result_bytes);
 }
 
 wire::Envelope ReuseEnvelope(uint64_t seq_id, uint64_t from_seq_id, int64_t keep, bool copy) {

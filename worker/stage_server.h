@@ -39,6 +39,8 @@ class StageRunner {
   Stage& stage() { return stage_; }
   // This stage's counters (rank and host filled by the caller).
   StageStats Stats() const;
+  // Work done for this stage outside HandleForward (rank 0's share of a shared lm_head).
+  void AddBusy(double s) { counters_.busy_s += s; }
 
  private:
   Stage& stage_;

@@ -53,11 +53,27 @@ cases = [
     ("4 ranks one-layer stages", 4, ("--split", "0,1-33,34,35"), ()),
     ("2 ranks over TCP", 2, (), ("--mca", "btl", "tcp,self")),
     ("3 ranks coordinator-only", 3, ("--coordinator-only",), ()),
+    # The lm_head shared by rank 0 and the last stage (fixed shares; auto
+    # adapts only when decode fills the pipeline, see test_bench.py).
+    ("2 ranks, half the lm_head on rank 0", 2, ("--share-lm-head", "0.5"), ()),
+    ("3 ranks, all the lm_head on rank 0", 3, ("--share-lm-head", "1"), ()),
 ]
 for name, ranks, extra, mpi in cases:
     p, err, _ = mpirun(ranks, gen_args(Q4, extra), mpi)
     ok = p is not None and p.returncode == 0 and ids_of(p) == base
     check(f"ids identical: {name}", ok, err[-400:] if not ok else "")
+
+# A shared lm_head samples from both parts' candidates: the same tokens as
+# one process with top-k, top-p, min-p, temperature, penalty and bias on,
+# with a share that is not a whole number of interleaved groups, and on an
+# f32 model (rows not interleaved).
+sampled = ["--temp", "0.9", "--top-k", "30", "--top-p", "0.9", "--min-p", "0.02", "--repeat-penalty", "1.2", "--seed", "11"]
+for model, share in ((Q4, "0.37"), (os.path.join(SHARED, "models", "tiny", "tiny-qwen3-f32.gguf"), "0.6")):
+    args = ["generate", "-m", model, "-p", PROMPT, "-n", "24", "--ignore-eos", "--json", "-t", "1", *sampled]
+    one = subprocess.run([BIN, *args], capture_output=True, text=True, timeout=120)
+    p, err, _ = mpirun(2, args + ["--share-lm-head", share])
+    ok = one.returncode == 0 and p is not None and p.returncode == 0 and ids_of(p) == ids_of(one) and "lm_head rows" in err
+    check(f"sampled ids identical with {share} of the lm_head on rank 0 ({os.path.basename(model)})", ok, err[-400:] if not ok else "")
 
 p, err, _ = mpirun(2, gen_args(HF))
 check("HF directory on 2 ranks", p is not None and p.returncode == 0 and len(ids_of(p)) == 16, err[-300:])
@@ -97,6 +113,7 @@ expect_failure("plan with a gap", 2, gen_args(Q4, ("--split", "0-10,12-35")), ["
 expect_failure("overlapping plan", 2, gen_args(Q4, ("--split", "0-20,20-35")), ["layer 20", "in both"])
 expect_failure("plan with too few ranges", 3, gen_args(Q4, ("--split", "0-17,18-35")), ["2 ranges", "3 stages"])
 expect_failure("plan out of range", 2, gen_args(Q4, ("--split", "0-17,18-40")), ["40"])
+expect_failure("a share of the lm_head past 1", 2, gen_args(Q4, ("--share-lm-head", "1.5")), ["--share-lm-head", "1.5", "0 to 1"])
 # Two nodes with different model files: the handshake stops every rank.
 expect_failure("mismatched model files", 2, None, ["rank 1", "different model"],
                mpmd=[(1, gen_args(Q4)), (1, gen_args(BF16))])

@@ -660,6 +660,37 @@ TEST(PlanTime, BalancesThePassThatFillsThePipeline) {
   EXPECT_LT(decode->stages[1].layers.count(), prefill->stages[1].layers.count());
 }
 
+TEST(PlanTime, AShareOfTheLmHeadCountsOnTheFirstStage) {
+  // 8 layers of 100, lm_head 400: alone 600 | 200 + 400; with half of the
+  // lm_head's work on the first stage, 400 + 200 | 400 + 200.
+  PlanOptions half;
+  half.lm_head_share = 0.5;
+  auto plan = MakeLayerPlan("auto", 2, Uniform(8, 100, 400, true), half);
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  EXPECT_EQ(Ranges(*plan), (RangeList{{0, 3}, {4, 7}}));
+  EXPECT_EQ(plan->lm_head_share, 0.5);
+  auto alone_plan = MakeLayerPlan("auto", 2, Uniform(8, 100, 400, true));
+  ASSERT_TRUE(alone_plan.ok());
+  EXPECT_EQ(Ranges(*alone_plan), (RangeList{{0, 5}, {6, 7}}));
+  EXPECT_NE(DescribePlan(*plan).find("50 % of the lm_head"), std::string::npos) << DescribePlan(*plan);
+  // The cost model's times move the same way.
+  const PlanCosts c = Costs3B();
+  PlanOptions quarter = Sequences(8);
+  quarter.lm_head_share = 0.25;
+  auto shared = MakeLayerPlan("0-19,20-35", 2, c, quarter);
+  auto alone = MakeLayerPlan("0-19,20-35", 2, c, Sequences(8));
+  ASSERT_TRUE(shared.ok() && alone.ok());
+  const double head = EstimateCosts(c, 4).last.decode;
+  EXPECT_NEAR(shared->stages[0].time.decode, alone->stages[0].time.decode + 0.25 * head, 1e-12);
+  EXPECT_NEAR(shared->stages[1].time.decode, alone->stages[1].time.decode - 0.25 * head, 1e-12);
+  // One stage has nothing to share with; a share outside [0, 1] is refused.
+  auto one = MakeLayerPlan("auto", 1, c, quarter);
+  ASSERT_TRUE(one.ok());
+  EXPECT_EQ(one->lm_head_share, 0);
+  quarter.lm_head_share = 1.5;
+  EXPECT_FALSE(MakeLayerPlan("auto", 2, c, quarter).ok());
+}
+
 TEST(PlanTime, Rejections) {
   PlanCosts c = Uniform(8);
   auto expect_error = [&](const std::string& spec, int n, const PlanOptions& o, const std::string& words) {

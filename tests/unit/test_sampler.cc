@@ -557,5 +557,56 @@ TEST(LogprobsOf, NonFiniteLogits) {
   EXPECT_EQ(LogprobsOf(logits.data(), 4, 9, 0).logprob, -kInf);
 }
 
+// The lm_head shared by two ranks: each part's candidates, merged, give the
+// token SampleToken gives on the whole vocabulary, for every split point,
+// with ties, non-finite logits, logit bias and the repetition penalty.
+TEST(SampleFromParts, MatchesTheWholeVocabularyAtEverySplit) {
+  const int32_t n = 64;
+  std::mt19937 rng(7);
+  int checked = 0;
+  for (int trial = 0; trial < 400; ++trial) {
+    std::vector<float> logits = RandomLogits(n, 1000 + trial, 2.0f);
+    // Ties (rounded logits), NaN, +inf and -inf in some trials.
+    if (trial % 3 == 0)
+      for (float& x : logits) x = std::round(x);
+    if (trial % 7 == 1) logits[rng() % n] = kNaN;
+    if (trial % 11 == 2) logits[rng() % n] = kInf, logits[rng() % n] = kInf;
+    if (trial % 13 == 3)
+      for (float& x : logits) x = -kInf;
+    SamplingParams p;
+    p.temperature = trial % 4 == 0 ? 0.0f : 0.3f + 0.1f * static_cast<float>(trial % 9);
+    p.top_k = 1 + static_cast<int32_t>(rng() % 20);
+    p.top_p = trial % 5 == 0 ? 1.0f : 0.5f + 0.05f * static_cast<float>(trial % 10);
+    p.min_p = trial % 6 == 0 ? 0.0f : 0.02f * static_cast<float>(trial % 4);
+    p.repeat_penalty = trial % 2 == 0 ? 1.0f : 1.3f;
+    p.repeat_last_n = 8;
+    p.seed = static_cast<uint64_t>(trial);
+    if (trial % 3 == 1) p.logit_bias = {{static_cast<int32_t>(rng() % n), 5.0f}, {3, -100.0f}, {3, 2.0f}};
+    std::vector<int32_t> history;
+    for (int i = 0; i < 12; ++i) history.push_back(static_cast<int32_t>(rng() % n));
+    ASSERT_GT(CandidatesNeeded(p, n), 0);
+    const int32_t whole = SampleToken(logits.data(), n, p, history, 3);
+    for (int32_t split = 0; split <= n; split += 8) {
+      auto cands = PartCandidates(logits.data(), 0, split, n, p, history);
+      auto tail = PartCandidates(logits.data() + split, split, n - split, n, p, history);
+      // Arrival order does not matter.
+      if (trial % 2 == 0) cands.insert(cands.end(), tail.begin(), tail.end());
+      else cands.insert(cands.begin(), tail.begin(), tail.end());
+      ASSERT_EQ(SampleFromParts(cands, n, p, 3), whole) << "trial " << trial << " split " << split;
+      ++checked;
+    }
+  }
+  EXPECT_EQ(checked, 400 * 9);
+  // Configs that need every logit cannot be split.
+  SamplingParams all;
+  all.temperature = 0.8f;
+  all.top_k = 0;
+  EXPECT_EQ(CandidatesNeeded(all, n), 0);
+  all.top_k = n;
+  EXPECT_EQ(CandidatesNeeded(all, n), 0);
+  all.temperature = 0.0f;
+  EXPECT_EQ(CandidatesNeeded(all, n), 1);
+}
+
 }  // namespace
 }  // namespace strata

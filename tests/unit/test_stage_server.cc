@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "common/thread_pool.h"
+#include "coordinator/lm_head_share.h"
 #include "coordinator/mpi_pipeline.h"
 #include "coordinator/pipeline.h"
 #include "kernels/fp16.h"
@@ -644,6 +645,122 @@ TEST(InProcessPipeline, MalformedHeadersAreReportedByTheReceivingRank) {
     const std::vector<int> codes = job.End(r.status().message());
     EXPECT_EQ(codes[1], 1);  // the worker ends with the job's error
   }
+}
+
+// ---------------------------------------------------------------------------
+// The shared lm_head (coordinator/lm_head_share.h)
+// ---------------------------------------------------------------------------
+
+// The last stage's rows [0, split) and the first stage's [split, vocab) give
+// the whole lm_head's logits bit for bit (interleaved Q6_K rows here), at
+// every split the first stage's share allows; anything else is refused.
+TEST(SharedLmHead, PartsGiveTheWholeLmHeadsLogitsBitForBit) {
+  auto model = ModelFiles::Open(kModel);
+  ASSERT_TRUE(model.ok()) << model.status().ToString();
+  const ModelConfig& cfg = (*model)->config();
+  ThreadPool pool(2);
+  StageOptions whole;
+  whole.layers = {cfg.n_layers - 1, cfg.n_layers - 1};
+  whole.first = false;
+  whole.n_ctx = 16;
+  auto last = Stage::Load(**model, whole, &pool);
+  ASSERT_TRUE(last.ok()) << last.status().ToString();
+  StageOptions head = whole;
+  head.layers = {0, 0};
+  head.first = true;
+  head.last = false;
+  head.lm_head_tail_rows = LmHeadRows(cfg.vocab, 0.5);
+  ASSERT_EQ(head.lm_head_tail_rows % 8, 0);
+  auto first = Stage::Load(**model, head, &pool);
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  EXPECT_GT((*first)->weight_bytes(), 0u);
+
+  const int64_t n = 3, vocab = cfg.vocab;
+  std::mt19937 rng(3);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  std::vector<float> normed(static_cast<size_t>(n * cfg.hidden));
+  for (float& v : normed) v = dist(rng);
+  std::vector<float> want(static_cast<size_t>(n * vocab));
+  ASSERT_TRUE((*last)->LmHead(normed.data(), n, 0, vocab, want.data()).ok());
+  for (int64_t split : {vocab, vocab - 8, vocab - head.lm_head_tail_rows / 16 * 8, vocab - head.lm_head_tail_rows}) {
+    SCOPED_TRACE("split " + std::to_string(split));
+    std::vector<float> a(static_cast<size_t>(n * split)), b(static_cast<size_t>(n * (vocab - split)));
+    ASSERT_TRUE((*last)->LmHead(normed.data(), n, 0, split, a.data()).ok());
+    ASSERT_TRUE((*first)->LmHead(normed.data(), n, split, vocab, b.data()).ok());
+    for (int64_t r = 0; r < n; ++r) {
+      ASSERT_EQ(std::memcmp(a.data() + r * split, want.data() + r * vocab, split * sizeof(float)), 0);
+      ASSERT_EQ(std::memcmp(b.data() + r * (vocab - split), want.data() + r * vocab + split, (vocab - split) * sizeof(float)), 0);
+    }
+  }
+  std::vector<float> out(static_cast<size_t>(n * vocab));
+  const int64_t below = vocab - head.lm_head_tail_rows - 8;
+  EXPECT_EQ((*first)->LmHead(normed.data(), n, below, vocab, out.data()).kind(), ErrorKind::kFailedPrecondition);
+  EXPECT_EQ((*last)->LmHead(normed.data(), n, 4, vocab, out.data()).kind(), ErrorKind::kInvalidArgument);
+  EXPECT_EQ((*last)->LmHead(normed.data(), n, 0, vocab + 8, out.data()).kind(), ErrorKind::kInvalidArgument);
+  // Only a first stage holds a share, of at most the vocabulary, in groups of 8.
+  StageOptions bad = head;
+  bad.first = false;
+  EXPECT_FALSE(Stage::Load(**model, bad, &pool).ok());
+  bad = head;
+  bad.lm_head_tail_rows = 12;
+  EXPECT_FALSE(Stage::Load(**model, bad, &pool).ok());
+  bad.lm_head_tail_rows = vocab + 8;
+  EXPECT_FALSE(Stage::Load(**model, bad, &pool).ok());
+}
+
+TEST(SharedLmHead, ParsesItsFlag) {
+  auto off = ParseLmHeadShare("off");
+  ASSERT_TRUE(off.ok());
+  EXPECT_FALSE(off->on);
+  auto adaptive = ParseLmHeadShare("auto");
+  ASSERT_TRUE(adaptive.ok());
+  EXPECT_TRUE(adaptive->on && adaptive->adaptive);
+  EXPECT_LT(adaptive->fraction, adaptive->max_fraction);
+  auto fixed = ParseLmHeadShare("0.3");
+  ASSERT_TRUE(fixed.ok());
+  EXPECT_TRUE(fixed->on && !fixed->adaptive);
+  EXPECT_EQ(fixed->fraction, 0.3);
+  EXPECT_EQ(fixed->max_fraction, 0.3);
+  for (const char* bad : {"", "1.5", "-0.1", "half", "0.3x", "nan"}) {
+    auto r = ParseLmHeadShare(bad);
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_NE(r.status().message().find("--share-lm-head"), std::string::npos);
+  }
+  EXPECT_EQ(LmHeadRows(128256, 0.25), 32064);
+  EXPECT_EQ(LmHeadRows(128256, 1), 128256);
+  EXPECT_EQ(LmHeadRows(100, 1), 96);  // groups of 8 within the vocabulary
+  EXPECT_EQ(LmHeadRows(100, 0), 0);
+}
+
+// The split moves rows until the two stages' times meet, within what rank 0
+// holds, and stays put when it is fixed.
+TEST(SharedLmHead, TheSplitEvensOutTheStagesTimes) {
+  const int64_t vocab = 128000;
+  const double row = 1e-7;  // 12.8 ms for the whole lm_head on either rank
+  // Stage 0's layers take 50 ms, the last stage's 40 ms plus its rows.
+  auto run = [&](LmHeadShare& share, double first_layers, double last_layers, int steps) {
+    for (int i = 0; i < steps; ++i) {
+      const int64_t mine = share.rows();
+      const double tail = mine * row;
+      share.Observe(first_layers + tail, last_layers + (vocab - mine) * row, mine, tail);
+    }
+  };
+  LmHeadShare adaptive(vocab, vocab / 2, vocab / 4, true);
+  run(adaptive, 0.050, 0.040, 40);
+  // Even when 50 + r = 40 + (128000 - r) * 1e-4 ms: r = 14000 rows.
+  EXPECT_NEAR(static_cast<double>(adaptive.rows()), 14000, 64);
+  EXPECT_EQ(adaptive.rows() % 8, 0);
+  EXPECT_EQ(adaptive.split() + adaptive.rows(), vocab);
+  EXPECT_NEAR(adaptive.row_cost_s(), row, row * 1e-6);
+  // A slower last stage: rank 0 takes rows up to what it holds, no more.
+  run(adaptive, 0.040, 0.060, 60);
+  EXPECT_EQ(adaptive.rows(), vocab / 2);
+  // A slower first stage: rank 0 gives all of them back.
+  run(adaptive, 0.070, 0.040, 60);
+  EXPECT_EQ(adaptive.rows(), 0);
+  LmHeadShare fixed(vocab, vocab / 4, vocab / 4, false);
+  run(fixed, 0.050, 0.040, 10);
+  EXPECT_EQ(fixed.rows(), vocab / 4);
 }
 
 TEST(FaultInjection, ParsesSpecsAndRefusesOthers) {
