@@ -110,6 +110,8 @@ int RunBench(const BenchFlags& f, Transport* transport) {
                       {"layers", {st.first_layer, st.last_layer}},
                       // The wire type it sends the next stage in (per link with --wire auto).
                       {"sends", i < placement.size() ? placement[i].sends : ""},
+                      // Rows of the lm_head it computed at the end (--share-lm-head moves them).
+                      {"lm_head_rows", i < placement.size() ? placement[i].lm_head_rows : 0},
                       {"prefill_busy_pct", pp_busy}, {"decode_busy_pct", tg_busy},
                       // Micro-batches it ran, summed over the repetitions.
                       {"prefill_batches", batches(res->prefill, i)}, {"decode_batches", batches(res->decode, i)},
@@ -165,9 +167,10 @@ int RunBench(const BenchFlags& f, Transport* transport) {
     std::printf("    of which filling and draining the pipeline: %s\n",
                 busy_text(j["prefill_fill_drain_pct"].get<double>(), j["decode_fill_drain_pct"].get<double>()).c_str());
   for (const auto& st : stages)
-    std::printf("  rank %d (%s) layers %d-%d: busy %s, sends %.0f B/token%s%s, "
+    std::printf("  rank %d (%s) layers %d-%d%s: busy %s, sends %.0f B/token%s%s, "
                 "RSS %.1f MiB (peak %.1f) = weights %.1f MiB + KV peak %.1f MiB %+.1f%% (peak %+.1f%%)\n",
                 st["rank"].get<int>(), st["host"].get<std::string>().c_str(), st["layers"][0].get<int>(), st["layers"][1].get<int>(),
+                st["lm_head_rows"].get<int64_t>() > 0 ? (" + " + std::to_string(st["lm_head_rows"].get<int64_t>()) + " lm_head rows").c_str() : "",
                 busy_text(st["prefill_busy_pct"].get<double>(), st["decode_busy_pct"].get<double>()).c_str(),
                 st["decode_bytes_sent_per_token"].get<double>(), st["sends"].get<std::string>().empty() ? "" : " of ",
                 st["sends"].get<std::string>().c_str(), st["rss_bytes"].get<double>() / 1048576.0,

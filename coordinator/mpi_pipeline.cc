@@ -320,7 +320,10 @@ std::vector<StagePlacement> MpiPipeline::Placement() const {
   std::vector<StagePlacement> out;
   for (size_t i = 0; i < plan_.stages.size(); ++i) {
     const int rank = stage_ranks_[i];
-    out.push_back({rank, hosts_[rank], plan_.stages[i].layers, i + 1 < plan_.stages.size() ? WireDTypeName(sends_[i]) : ""});
+    const bool last = i + 1 == plan_.stages.size();
+    const int64_t shared = share_ ? share_->rows() : 0;
+    out.push_back({rank, hosts_[rank], plan_.stages[i].layers, last ? "" : WireDTypeName(sends_[i]),
+                   last ? cfg_.vocab - shared : i == 0 ? shared : 0});
   }
   return out;
 }

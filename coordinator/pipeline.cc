@@ -83,7 +83,7 @@ Result<std::vector<StageStats>> LocalPipeline::Stats() {
 }
 
 std::vector<StagePlacement> LocalPipeline::Placement() const {
-  return {StagePlacement{0, HostName(), {0, config().n_layers - 1}, ""}};
+  return {StagePlacement{0, HostName(), {0, config().n_layers - 1}, "", config().vocab}};
 }
 
 }  // namespace strata

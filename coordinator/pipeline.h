@@ -39,6 +39,9 @@ struct StagePlacement {
   std::string host;
   LayerRange layers;
   std::string sends;  // the wire type of the activations it sends the next stage ("" for the last)
+  // Vocabulary rows of the lm_head it computes now: all of them on the last
+  // stage, unless rank 0 shares them (--share-lm-head); 0 where unknown.
+  int64_t lm_head_rows = 0;
 };
 
 // Another rank's trace events (--trace), collected when the job ends.

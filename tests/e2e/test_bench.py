@@ -77,10 +77,21 @@ with tempfile.TemporaryDirectory() as d:
               and abs(j["decode_fill_drain_pct"] - 100 / (st[0]["decode_batches"] / 2 + 1)) < 1
               and abs(j["prefill_fill_drain_pct"] - 100 / (st[0]["prefill_batches"] / 2 + 1)) < 1
               # each rank's own peak resident memory comes back with its counters
-              and all(s["rss_peak_bytes"] >= s["rss_bytes"] > 0 for s in st))
-        check("bench on 2 ranks: per-stage counters, f32 wire bytes per token", ok, p.stdout[:600] + p.stderr[-300:])
+              and all(s["rss_peak_bytes"] >= s["rss_bytes"] > 0 for s in st)
+              # the shared lm_head (auto, as decode fills the pipeline): the two stages' rows
+              # cover the vocabulary (8192), rank 0's within the half it holds
+              and st[0]["lm_head_rows"] + st[1]["lm_head_rows"] == 8192 and 0 <= st[0]["lm_head_rows"] <= 4096)
+        check("bench on 2 ranks: per-stage counters, f32 wire bytes per token, lm_head rows", ok, p.stdout[:600] + p.stderr[-300:])
     except Exception as e:  # noqa: BLE001
         check("bench on 2 ranks", False, f"{e}: {p.stdout[:300]!r} {p.stderr[-300:]!r}")
+
+    p = run([*bench, "--parallel", "2", "--share-lm-head", "off"], ranks=2, timeout=300)
+    try:
+        st = json.loads(p.stdout)["per_stage"]
+        check("bench --share-lm-head off: the last stage computes every lm_head row",
+              p.returncode == 0 and st[0]["lm_head_rows"] == 0 and st[1]["lm_head_rows"] == 8192, p.stdout[:400] + p.stderr[-300:])
+    except Exception as e:  # noqa: BLE001
+        check("bench --share-lm-head off", False, f"{e}: {p.stdout[:300]!r} {p.stderr[-300:]!r}")
 
     # Decode at depth: one run per repetition, the sequences' G tokens after their P-token prompts.
     p = run(["bench", "-m", MODEL, "--prompt-tokens", "40", "--gen-tokens", "5", "--reps", "1", "-t", "1", "--json",
