@@ -7,6 +7,7 @@
 // reported by the receiving rank.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -688,8 +689,10 @@ TEST(SharedLmHead, PartsGiveTheWholeLmHeadsLogitsBitForBit) {
     ASSERT_TRUE((*last)->LmHead(normed.data(), n, 0, split, a.data()).ok());
     ASSERT_TRUE((*first)->LmHead(normed.data(), n, split, vocab, b.data()).ok());
     for (int64_t r = 0; r < n; ++r) {
-      ASSERT_EQ(std::memcmp(a.data() + r * split, want.data() + r * vocab, split * sizeof(float)), 0);
-      ASSERT_EQ(std::memcmp(b.data() + r * (vocab - split), want.data() + r * vocab + split, (vocab - split) * sizeof(float)), 0);
+      ASSERT_TRUE(std::equal(a.begin() + r * split, a.begin() + (r + 1) * split, want.begin() + r * vocab,
+                             [](float x, float y) { return std::memcmp(&x, &y, sizeof x) == 0; }));
+      ASSERT_TRUE(std::equal(b.begin() + r * (vocab - split), b.begin() + (r + 1) * (vocab - split), want.begin() + r * vocab + split,
+                             [](float x, float y) { return std::memcmp(&x, &y, sizeof x) == 0; }));
     }
   }
   std::vector<float> out(static_cast<size_t>(n * vocab));
