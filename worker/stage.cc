@@ -61,7 +61,11 @@ Result<std::unique_ptr<Stage>> Stage::Load(const ModelFiles& model, const StageO
                     opts.layers.first, opts.layers.last, (state + weights) / 1073741824.0, weights / 1073741824.0,
                     state / 1073741824.0, KvTypeName(opts.kv_type), static_cast<long long>(opts.n_ctx), opts.max_sequences,
                     static_cast<double>(avail) / 1073741824.0);
-      return InvalidArgument(msg);
+      std::string text = msg;
+      if (opts.lm_head_tail_rows > 0)
+        text += "; the weights include " + std::to_string(opts.lm_head_tail_rows) +
+                " rows of the lm_head shared with the last stage (--share-lm-head off leaves them there)";
+      return InvalidArgument(text);
     }
   }
   std::unique_ptr<Stage> s(new Stage(cfg));
