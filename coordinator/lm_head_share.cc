@@ -43,11 +43,20 @@ void LmHeadShare::Observe(double first_s, double last_s, int64_t rows, double fi
     row_cost_s_ = row_cost_s_ > 0 ? 0.8 * row_cost_s_ + 0.2 * c : c;
   }
   if (row_cost_s_ <= 0) return;
-  // Moving r rows changes the difference by 2 r row_cost; go half of the
-  // way, so that one noisy micro-batch moves the split little.
-  const double move = 0.5 * (last_s - first_s) / (2 * row_cost_s_);
-  const int64_t target = rows_ + static_cast<int64_t>(std::llround(move / 8.0)) * 8;
-  rows_ = std::clamp<int64_t>(target, 0, max_rows_);
+  // Where this batch's times say the split belongs: moving r rows changes
+  // the difference by 2 r row_cost. The estimate is relative to the rows the
+  // batch ran with (other batches in flight may have moved the split since),
+  // bounded to a quarter of the range from there (a stalled rank's one slow
+  // micro-batch must not throw the split to an end), and the split follows
+  // the estimates smoothly.
+  const double quarter = static_cast<double>(max_rows_) / 4;
+  const double want = static_cast<double>(rows) +
+                      std::clamp((last_s - first_s) / (2 * row_cost_s_), -quarter, quarter);
+  const double target = std::clamp(want, 0.0, static_cast<double>(max_rows_));
+  int64_t next = static_cast<int64_t>(std::llround((rows_ + 0.3 * (target - rows_)) / 8.0)) * 8;
+  // Steps of a whole group at least, so that the split reaches the target.
+  if (next == rows_ && std::abs(target - rows_) >= 8) next += target > rows_ ? 8 : -8;
+  rows_ = std::clamp<int64_t>(next, 0, max_rows_);
 }
 
 }  // namespace strata

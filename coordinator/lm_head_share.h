@@ -12,9 +12,10 @@
 // bit for bit (worker/sampler.h SampleFromParts).
 //
 // `split` moves while decode runs: after every decode micro-batch the
-// first and the last stage's compute times are compared, and the rows that
-// even them out (at the measured cost of a row on rank 0) move, half of the
-// way at a time, within what rank 0 holds.
+// first and the last stage's compute times say where the split would even
+// them out (at the measured cost of a row on rank 0); the split moves 30 %
+// of the way there, within what rank 0 holds, so that one stalled
+// micro-batch moves it little.
 //
 //   LmHeadShare share(vocab, rank0_rows, start_rows, /*adaptive=*/true);
 //   batch.set_lm_head_split(share.split());

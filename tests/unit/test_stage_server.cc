@@ -761,6 +761,13 @@ TEST(SharedLmHead, TheSplitEvensOutTheStagesTimes) {
   // A slower first stage: rank 0 gives all of them back.
   run(adaptive, 0.070, 0.040, 60);
   EXPECT_EQ(adaptive.rows(), 0);
+  // One stalled micro-batch (100 ms on the last stage) moves a balanced
+  // split by at most 30 % of a quarter of the range.
+  run(adaptive, 0.050, 0.040, 40);
+  const int64_t settled = adaptive.rows();
+  adaptive.Observe(0.050 + settled * row, 0.140 + (vocab - settled) * row, settled, settled * row);
+  EXPECT_GT(adaptive.rows(), settled);
+  EXPECT_LE(adaptive.rows() - settled, static_cast<int64_t>(0.3 * vocab / 8) + 8);
   LmHeadShare fixed(vocab, vocab / 4, vocab / 4, false);
   run(fixed, 0.050, 0.040, 10);
   EXPECT_EQ(fixed.rows(), vocab / 4);
