@@ -61,8 +61,6 @@ class MpiPipeline : public Pipeline {
   Result<uint64_t> Submit(const std::vector<SequenceRequest>& batch) override;
   Result<BatchOutput> Wait() override;
   int in_flight() const override { return static_cast<int>(pending_.size()); }
-  // The shared lm_head's split now (null when it is not shared).
-  const LmHeadShare* lm_head_share() const { return share_ ? &*share_ : nullptr; }
   Status Free(uint64_t seq_id) override;
   Status Reuse(uint64_t seq_id, uint64_t from_seq_id, int64_t keep, bool copy) override;
   int n_stages() const override { return static_cast<int>(stage_ranks_.size()); }

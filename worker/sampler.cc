@@ -188,6 +188,14 @@ TokenLogprobs LogprobsOf(const float* logits, int32_t n_vocab, int32_t token, in
 
 namespace {
 
+// Greedy without logit bias or an active penalty: the argmax of the logits
+// as they are, read in place (no copy of the vocabulary on a stage's
+// critical path).
+bool GreedyInPlace(const SamplingParams& p, std::span<const int32_t> history) {
+  const bool penalised = p.repeat_penalty != 1.0f && p.repeat_last_n > 0 && !history.empty();
+  return p.temperature <= 0.0f && !penalised && p.logit_bias.empty();
+}
+
 // Sanitised, biased and penalised logits of ids [id0, id0 + n) (SampleToken's
 // working copy, restricted to a range of the vocabulary; a token's value does
 // not depend on the range it is computed in).
@@ -317,11 +325,8 @@ int32_t SampleToken(const float* logits, int32_t n_vocab, const SamplingParams& 
   STRATA_CHECK(logits != nullptr && n_vocab > 0);
   STRATA_CHECK_MSG(ValidateSamplingParams(p).ok(), ValidateSamplingParams(p).message());
 
-  // Greedy without penalties reads the logits in place: no copy of the
-  // vocabulary on the last stage's critical path (argmax of the sanitised
-  // values, ties -> lowest id, as below).
-  const bool penalised = p.repeat_penalty != 1.0f && p.repeat_last_n > 0 && !history.empty();
-  if (p.temperature <= 0.0f && !penalised && p.logit_bias.empty()) return GreedyToken(logits, n_vocab);
+  // Argmax of the sanitised values, ties -> lowest id, as below.
+  if (GreedyInPlace(p, history)) return GreedyToken(logits, n_vocab);
 
   std::vector<float> work = WorkingLogits(logits, 0, n_vocab, p, history);
   if (p.temperature <= 0.0f) return GreedyToken(work.data(), n_vocab);  // Sanitize is idempotent
@@ -355,6 +360,11 @@ std::vector<std::pair<int32_t, float>> PartCandidates(const float* logits, int32
                                                       const SamplingParams& p, std::span<const int32_t> history) {
   const int32_t k = CandidatesNeeded(p, n_vocab);
   STRATA_CHECK(k > 0 && id0 >= 0 && n >= 0 && id0 + n <= n_vocab);
+  if (n == 0) return {};
+  if (GreedyInPlace(p, history)) {
+    const int32_t best = GreedyToken(logits, n);
+    return {{best + id0, Sanitize(logits[best])}};
+  }
   const std::vector<float> work = WorkingLogits(logits, id0, n, p, history);
   std::vector<std::pair<int32_t, float>> out;
   for (const Candidate& c : SelectTopK(work.data(), n, k)) out.emplace_back(c.id + id0, c.logit);

@@ -26,8 +26,8 @@ Result<std::unique_ptr<Stage>> Stage::Load(const ModelFiles& model, const StageO
   if (opts.n_ctx <= 0) return InvalidArgument("context size must be positive");
   if (opts.max_sequences < 1) return InvalidArgument("a stage needs room for at least one sequence");
   if (opts.cached_sequences < 0) return InvalidArgument("cached sequences must not be negative");
-  if (opts.lm_head_tail_rows < 0 || opts.lm_head_tail_rows > cfg.vocab ||
-      (opts.lm_head_tail_rows % 8 != 0 && cfg.vocab % 8 == 0) || (opts.lm_head_tail_rows > 0 && !opts.first))
+  if (opts.lm_head_tail_rows > 0 && !opts.first) return InvalidArgument("only the first stage holds a share of the lm_head");
+  if (opts.lm_head_tail_rows < 0 || opts.lm_head_tail_rows > cfg.vocab || (opts.lm_head_tail_rows % 8 != 0 && cfg.vocab % 8 == 0))
     return InvalidArgument("the first stage's share of the lm_head must be a multiple of 8 of the " + std::to_string(cfg.vocab) +
                            " vocabulary rows, not " + std::to_string(opts.lm_head_tail_rows));
   STRATA_RETURN_IF_ERROR(CheckKvType(cfg, opts.kv_type));
