@@ -110,7 +110,7 @@ int RunBench(const BenchFlags& f, Transport* transport) {
                       {"layers", {st.first_layer, st.last_layer}},
                       // The wire type it sends the next stage in (per link with --wire auto).
                       {"sends", i < placement.size() ? placement[i].sends : ""},
-                      // Rows of the lm_head it computed at the end (--share-lm-head moves them).
+                      // Rows of the lm_head it computed per shared batch, on average (--share-lm-head).
                       {"lm_head_rows", i < placement.size() ? placement[i].lm_head_rows : 0},
                       {"prefill_busy_pct", pp_busy}, {"decode_busy_pct", tg_busy},
                       // Micro-batches it ran, summed over the repetitions.

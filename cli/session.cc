@@ -62,8 +62,9 @@ void AddCommonFlags(CLI::App* cmd, CommonFlags* f, bool ctx_required) {
   cmd->add_flag("--coordinator-only", f->coordinator_only, "under mpirun: rank 0 only coordinates; stages run on ranks 1..N-1");
   cmd->add_option("--share-lm-head", f->share_lm_head,
                   "under mpirun: rank 0 (the first stage) also computes part of the lm_head, so that decode keeps the first "
-                  "and last stage equally busy; auto (the share adapts to their measured times while decode fills the "
-                  "pipeline), off, or a fixed fraction of the vocabulary (0 to 1); tokens are the same in every case");
+                  "and last stage equally busy; auto (rank 0 holds half of the rows and computes those the last stage has not "
+                  "reached when its next batch arrives; when decode can fill the pipeline), off, or a fixed fraction of the "
+                  "vocabulary (0 to 1); tokens are the same in every case");
 }
 
 Result<std::string> ReadFile(const std::string& path) {

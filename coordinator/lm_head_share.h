@@ -11,15 +11,18 @@
 // and samples (worker/batch.h). The tokens are those of the unshared lm_head,
 // bit for bit (worker/sampler.h SampleFromParts).
 //
-// `split` moves while decode runs: after every decode micro-batch the
-// first and the last stage's compute times say where the split would even
-// them out (at the measured cost of a row on rank 0); the split moves 30 %
-// of the way there, within what rank 0 holds, so that one stalled
-// micro-batch moves it little.
+// With `auto` the last stage decides, batch by batch, how much of rank 0's
+// rows it computes itself: it computes [0, vocab - rank 0's rows) and then
+// goes on a group of rows at a time for as long as no message waits for it.
+// When the next batch is already waiting, the last stage is the one behind
+// and hands rank 0 the rest; when nothing waits, rank 0 is the one behind
+// (still computing that batch) and the last stage keeps going, up to the
+// whole vocabulary. Unlike a split set from measured times, this follows
+// every micro-batch's jitter, and needs no measurement at all.
 //
-//   LmHeadShare share(vocab, rank0_rows, start_rows, /*adaptive=*/true);
-//   batch.set_lm_head_split(share.split());
-//   ... share.Observe(first_s, last_s, share.rows(), first_lm_head_s);
+//   LmHeadShare share(vocab, rank0_rows, /*steal=*/true);
+//   batch.set_lm_head_split(share.split());  batch.set_lm_head_steal(share.steal());
+//   ... share.Record(vocab - result.lm_head_split());
 #pragma once
 
 #include <cstdint>
@@ -29,13 +32,13 @@
 
 namespace strata {
 
-// --share-lm-head: "off", "auto" (rank 0 holds a quarter to half of the
-// rows and the split adapts), or a fraction in [0, 1]: rank 0 holds and
-// computes that share of the rows, fixed.
+// --share-lm-head: "off", "auto" (rank 0 holds half of the rows and the
+// last stage hands it what it has not reached when the next batch waits), or
+// a fraction in [0, 1]: rank 0 holds and computes that share of the rows, fixed.
 struct LmHeadShareSpec {
   bool on = false;
-  bool adaptive = false;
-  double fraction = 0;  // fixed: the share; adaptive: where it starts
+  bool steal = false;
+  double fraction = 0;      // what the plan counts on rank 0; fixed: the share
   double max_fraction = 0;  // the rows rank 0 holds
 };
 Result<LmHeadShareSpec> ParseLmHeadShare(const std::string& text);
@@ -46,20 +49,22 @@ int64_t LmHeadRows(int64_t vocab, double fraction);
 
 class LmHeadShare {
  public:
-  LmHeadShare(int64_t vocab, int64_t max_rows, int64_t start_rows, bool adaptive);
-  int64_t rows() const { return rows_; }             // rank 0's part now
-  int64_t split() const { return vocab_ - rows_; }   // the last stage computes [0, split)
-  int64_t max_rows() const { return max_rows_; }
-  bool adaptive() const { return adaptive_; }
-  // One decode micro-batch: the first stage's compute time (layers and its
-  // `rows` of the lm_head, which took first_lm_head_s) and the last stage's.
-  void Observe(double first_s, double last_s, int64_t rows, double first_lm_head_s);
-  double row_cost_s() const { return row_cost_s_; }
+  // Rank 0 holds the last `rows` of the vocabulary.
+  LmHeadShare(int64_t vocab, int64_t rows, bool steal);
+  int64_t split() const { return vocab_ - rows_; }  // the last stage computes at least [0, split)
+  int64_t rows() const { return rows_; }
+  bool steal() const { return steal_; }
+  // Rank 0 computed `rows` of a shared batch.
+  void Record(int64_t rows);
+  // The rows rank 0 computed per shared batch, on average (all it holds
+  // before any batch).
+  int64_t mean_rows() const;
 
  private:
-  int64_t vocab_, max_rows_, rows_;
-  bool adaptive_;
-  double row_cost_s_ = 0;  // rank 0's time per row of the lm_head, smoothed
+  int64_t vocab_, rows_;
+  bool steal_;
+  double recorded_rows_ = 0;
+  uint64_t batches_ = 0;
 };
 
 }  // namespace strata

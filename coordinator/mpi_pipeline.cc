@@ -100,7 +100,7 @@ Result<std::unique_ptr<MpiPipeline>> MpiPipeline::Start(Transport& t, const Mode
   plan_options.sequences = opts.max_sequences;
   const LmHeadShareSpec& share = opts.share_lm_head;
   const bool shared = share.on && !opts.coordinator_only && n_stages > 1 &&
-                      (!share.adaptive || opts.max_sequences >= n_stages);
+                      (!share.steal || opts.max_sequences >= n_stages);
   if (shared) plan_options.lm_head_share = share.fraction;
   const bool measure = opts.split == "measure";
   if (!measure) {
@@ -236,7 +236,7 @@ Result<std::unique_ptr<MpiPipeline>> MpiPipeline::Start(Transport& t, const Mode
     so.kv_type = opts.kv_type;
     if (shared) {
       so.lm_head_tail_rows = LmHeadRows(cfg.vocab, share.max_fraction);
-      p->share_.emplace(cfg.vocab, so.lm_head_tail_rows, LmHeadRows(cfg.vocab, share.fraction), share.adaptive);
+      p->share_.emplace(cfg.vocab, so.lm_head_tail_rows, share.steal);
     }
     auto stage = Stage::Load(model, so, pool);
     if (stage.ok()) {
@@ -278,10 +278,9 @@ Result<std::unique_ptr<MpiPipeline>> MpiPipeline::Start(Transport& t, const Mode
     std::string extra = s == 0 ? " + embedding" : "";
     if (s == 0 && p->share_) {
       char part[120];
-      std::snprintf(part, sizeof part, " + lm_head rows %lld-%lld (%s)", static_cast<long long>(cfg.vocab - p->share_->max_rows()),
+      std::snprintf(part, sizeof part, " + lm_head rows %lld-%lld (%s)", static_cast<long long>(p->share_->split()),
                     static_cast<long long>(cfg.vocab - 1),
-                    p->share_->adaptive() ? ("computes " + std::to_string(p->share_->rows()) + " to start, adapts").c_str()
-                                          : "computes them all");
+                    p->share_->steal() ? "computes those the last stage leaves it" : "computes them all");
       extra += part;
     }
     if (s + 1 == p->plan_.stages.size()) extra += " + lm_head";
@@ -321,7 +320,7 @@ std::vector<StagePlacement> MpiPipeline::Placement() const {
   for (size_t i = 0; i < plan_.stages.size(); ++i) {
     const int rank = stage_ranks_[i];
     const bool last = i + 1 == plan_.stages.size();
-    const int64_t shared = share_ ? share_->rows() : 0;
+    const int64_t shared = share_ ? share_->mean_rows() : 0;
     out.push_back({rank, hosts_[rank], plan_.stages[i].layers, last ? "" : WireDTypeName(sends_[i]),
                    last ? cfg_.vocab - shared : i == 0 ? shared : 0});
   }
@@ -352,16 +351,14 @@ Result<uint64_t> MpiPipeline::Submit(const std::vector<SequenceRequest>& batch) 
   Pending p;
   p.id = id;
   p.n_requests = batch.size();
-  p.decode = std::all_of(batch.begin(), batch.end(), [](const SequenceRequest& r) { return r.tokens.size() == 1; });
   if (share_ && CanShareLmHead(batch, static_cast<int32_t>(cfg_.vocab))) {
     p.lm_head_split = share_->split();
     p.requests = batch;
     fb->set_lm_head_split(p.lm_head_split);
+    fb->set_lm_head_steal(share_->steal());
   }
   if (runner_) {
-    const auto t0 = std::chrono::steady_clock::now();
     STRATA_RETURN_IF_ERROR(runner_->HandleForward(*fb, {}).WithContext(RankName(0, transport_.host())));
-    p.first_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   } else {
     STRATA_RETURN_IF_ERROR(transport_.Send(stage_ranks_[0], e));
   }
@@ -385,11 +382,17 @@ Status MpiPipeline::CompleteShared(const Pending& batch, const wire::Result& res
     auto& c = out->results[static_cast<size_t>(i)].candidates;
     for (int k = 0; k < o.candidate_ids_size(); ++k) c.emplace_back(o.candidate_ids(k), o.candidate_logits(k));
   }
-  STRATA_RETURN_IF_ERROR(CompleteSharedBatch(*stage_, batch.requests, rows.data(), batch.lm_head_split, &out->results));
-  const double tail_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  runner_->AddBusy(tail_s);
-  if (batch.decode)
-    share_->Observe(batch.first_s + tail_s, static_cast<double>(res.busy_us()) * 1e-6, cfg_.vocab - batch.lm_head_split, tail_s);
+  // The last stage computed at least the rows it was given, and went further
+  // only when it was allowed to.
+  const int64_t split = res.lm_head_split();
+  if (split < batch.lm_head_split || split > (share_->steal() ? cfg_.vocab : batch.lm_head_split))
+    return DataLoss("the shared lm_head's result for batch " + std::to_string(batch.id) + " covers ids below " +
+                    std::to_string(split) + ", expected " +
+                    (share_->steal() ? std::to_string(batch.lm_head_split) + " to " + std::to_string(cfg_.vocab)
+                                     : std::to_string(batch.lm_head_split)));
+  STRATA_RETURN_IF_ERROR(CompleteSharedBatch(*stage_, batch.requests, rows.data(), split, &out->results));
+  runner_->AddBusy(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  share_->Record(cfg_.vocab - split);
   return Status::Ok();
 }
 

@@ -41,8 +41,8 @@ struct MpiPipelineOptions {
   double calibration_s = 1.0;
   int calibration_prefill_tokens = 32;
   // --share-lm-head: rank 0 (the first stage) computes part of the lm_head
-  // (coordinator/lm_head_share.h). Adaptive only when decode micro-batches
-  // fill the pipeline (at least one sequence per stage); never
+  // (coordinator/lm_head_share.h). `auto` only when decode micro-batches
+  // can fill the pipeline (at least one sequence per stage); never
   // coordinator-only or on one stage.
   LmHeadShareSpec share_lm_head;
 };
@@ -98,8 +98,6 @@ class MpiPipeline : public Pipeline {
     size_t n_requests = 0;
     int64_t lm_head_split = 0;  // > 0: shared
     std::vector<SequenceRequest> requests;  // shared batches only
-    bool decode = false;        // one token per sequence
-    double first_s = 0;         // rank 0's stage's compute time for it
   };
   // Rank 0's half of a shared batch's result (worker/batch.h CompleteSharedBatch).
   Status CompleteShared(const Pending& batch, const wire::Result& res, const std::vector<uint8_t>& normed, BatchOutput* out);

@@ -1,6 +1,7 @@
 // The last stage's finishing step: logits or a sampled token per sequence.
 #include "worker/batch.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "common/trace.h"
@@ -53,6 +54,8 @@ Result<std::vector<SequenceResult>> FinishBatch(Stage& last, const std::vector<S
   return out;
 }
 
+int64_t LmHeadStealRows(int64_t vocab, int64_t split) { return std::max<int64_t>(8, (vocab - split) / 16 / 8 * 8); }
+
 bool CanShareLmHead(const std::vector<SequenceRequest>& batch, int32_t vocab) {
   for (const SequenceRequest& r : batch)
     if (r.output != SequenceRequest::Output::kSample || r.top_logprobs >= 0 || CandidatesNeeded(r.sampling, vocab) == 0)
@@ -61,9 +64,11 @@ bool CanShareLmHead(const std::vector<SequenceRequest>& batch, int32_t vocab) {
 }
 
 Result<std::vector<SequenceResult>> FinishBatchShared(Stage& last, const std::vector<SequenceRequest>& batch, const float* x,
-                                                      int64_t split, std::vector<float>* normed) {
+                                                      int64_t* split, const std::function<bool()>& go_on,
+                                                      std::vector<float>* normed) {
   const ModelConfig& cfg = last.config();
-  if (!CanShareLmHead(batch, static_cast<int32_t>(cfg.vocab)))
+  const int32_t vocab = static_cast<int32_t>(cfg.vocab);
+  if (!CanShareLmHead(batch, vocab))
     return InvalidArgument("a batch shares the lm_head only when every sequence samples with top-k or greedily, without logprobs");
   const int64_t n = static_cast<int64_t>(batch.size());
   normed->assign(static_cast<size_t>(n * cfg.hidden), 0.0f);
@@ -72,15 +77,32 @@ Result<std::vector<SequenceResult>> FinishBatchShared(Stage& last, const std::ve
     row0 += static_cast<int64_t>(batch[i].tokens.size());
     last.FinalNorm(x + (row0 - 1) * cfg.hidden, normed->data() + i * cfg.hidden);
   }
-  std::vector<float> logits(static_cast<size_t>(n * split));
-  STRATA_RETURN_IF_ERROR(last.LmHead(normed->data(), n, 0, split, logits.data()));
   std::vector<SequenceResult> out(batch.size());
-  TraceSpan span("sample", "compute");
-  for (int64_t i = 0; i < n; ++i) {
-    const SequenceRequest& r = batch[i];
-    out[i].seq_id = r.seq_id;
-    out[i].candidates = PartCandidates(logits.data() + i * split, 0, static_cast<int32_t>(split),
-                                       static_cast<int32_t>(cfg.vocab), r.sampling, r.recent);
+  for (int64_t i = 0; i < n; ++i) out[i].seq_id = batch[i].seq_id;
+  std::vector<float> logits;
+  // Ids [from, to): each sequence's best of them join its candidates.
+  auto part = [&](int64_t from, int64_t to) -> Status {
+    logits.resize(static_cast<size_t>(n * (to - from)));
+    STRATA_RETURN_IF_ERROR(last.LmHead(normed->data(), n, from, to, logits.data()));
+    TraceSpan span("sample", "compute");
+    for (int64_t i = 0; i < n; ++i) {
+      const SequenceRequest& r = batch[i];
+      auto mine = PartCandidates(logits.data() + i * (to - from), static_cast<int32_t>(from), static_cast<int32_t>(to - from),
+                                 vocab, r.sampling, r.recent);
+      std::vector<std::pair<int32_t, float>>& c = out[i].candidates;
+      c.insert(c.end(), mine.begin(), mine.end());
+      if (from > 0) KeepBestCandidates(&c, CandidatesNeeded(r.sampling, vocab));
+    }
+    return Status::Ok();
+  };
+  STRATA_RETURN_IF_ERROR(part(0, *split));
+  if (go_on) {
+    const int64_t step = LmHeadStealRows(cfg.vocab, *split);
+    while (*split < cfg.vocab && go_on()) {
+      const int64_t to = std::min<int64_t>(cfg.vocab, *split + step);
+      STRATA_RETURN_IF_ERROR(part(*split, to));
+      *split = to;
+    }
   }
   return out;
 }

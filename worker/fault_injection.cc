@@ -20,6 +20,7 @@ class FaultInjectingTransport : public Transport {
   const std::string& host() const override { return inner_->host(); }
   void Barrier() override { inner_->Barrier(); }
   void Flush() override { inner_->Flush(); }
+  bool MessageWaiting(int source) override { return inner_->MessageWaiting(source); }
 
   Status Send(int dest, const wire::Envelope& envelope, std::span<const uint8_t> payload) override {
     if (!armed_ || !envelope.has_forward() || spec_.kind == FaultSpec::Kind::kPerturbInput ||

@@ -50,6 +50,14 @@ class InMemoryTransport : public Transport {
     }
   }
 
+  bool MessageWaiting(int source) override {
+    InMemoryNetwork::Mailbox& box = *net_.boxes_[rank_];
+    std::lock_guard<std::mutex> lock(box.mu);
+    for (const Message& m : box.queue)
+      if (source < 0 || m.source == source) return true;
+    return false;
+  }
+
   void Barrier() override {
     std::unique_lock<std::mutex> lock(net_.barrier_mu_);
     const uint64_t round = net_.rounds_;

@@ -156,6 +156,18 @@ class MpiTransport : public Transport {
     return m;
   }
 
+  bool MessageWaiting(int source) override {
+    int flag = 0;
+    std::lock_guard<std::mutex> lock(mu_);
+    // An MPI_Iprobe that finds nothing matched drives progress after it
+    // looked (Open MPI's ob1), so a message that arrived since the last MPI
+    // call shows only to the second probe: without it the last stage saw its
+    // next batch one group of lm_head rows late (traces: 0.4 ms per step).
+    for (int i = 0; i < 2 && !flag; ++i)
+      MPI_Iprobe(source < 0 ? MPI_ANY_SOURCE : source, kTagEnvelope, MPI_COMM_WORLD, &flag, MPI_STATUS_IGNORE);
+    return flag != 0;
+  }
+
  private:
   // A message MPI may still be reading: its buffers live here until then.
   struct PendingSend {

@@ -371,17 +371,21 @@ std::vector<std::pair<int32_t, float>> PartCandidates(const float* logits, int32
   return out;
 }
 
+void KeepBestCandidates(std::vector<std::pair<int32_t, float>>* candidates, int32_t k) {
+  std::sort(candidates->begin(), candidates->end(),
+            [](const auto& a, const auto& b) { return Better({a.first, a.second}, {b.first, b.second}); });
+  if (static_cast<int32_t>(candidates->size()) > k) candidates->resize(static_cast<size_t>(k));
+}
+
 int32_t SampleFromParts(std::vector<std::pair<int32_t, float>> candidates, int32_t n_vocab, const SamplingParams& p,
                         uint64_t step) {
   const int32_t k = CandidatesNeeded(p, n_vocab);
   STRATA_CHECK(k > 0 && !candidates.empty());
+  KeepBestCandidates(&candidates, k);
+  if (p.temperature <= 0.0f) return candidates[0].first;
   std::vector<Candidate> cands;
   cands.reserve(candidates.size());
   for (const auto& [id, logit] : candidates) cands.push_back({id, logit});
-  // The whole vocabulary's k best are the k best of the parts' k best.
-  std::sort(cands.begin(), cands.end(), Better);
-  if (static_cast<int32_t>(cands.size()) > k) cands.resize(static_cast<size_t>(k));
-  if (p.temperature <= 0.0f) return cands[0].id;
   return FinishSample(std::move(cands), true, p, step);
 }
 

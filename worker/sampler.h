@@ -79,6 +79,10 @@ int32_t CandidatesNeeded(const SamplingParams& p, int32_t n_vocab);
 // after logit bias and repetition penalty; CandidatesNeeded(p, n_vocab) > 0.
 std::vector<std::pair<int32_t, float>> PartCandidates(const float* logits, int32_t id0, int32_t n, int32_t n_vocab,
                                                       const SamplingParams& p, std::span<const int32_t> history);
+// Keeps the k best of `candidates` (every part's PartCandidates,
+// concatenated), best first: the k best of a union of parts are the k best
+// of their k best, so parts can be merged as they come.
+void KeepBestCandidates(std::vector<std::pair<int32_t, float>>* candidates, int32_t k);
 // The token from every part's PartCandidates, concatenated in any order.
 int32_t SampleFromParts(std::vector<std::pair<int32_t, float>> candidates, int32_t n_vocab, const SamplingParams& p,
                         uint64_t step);

@@ -154,13 +154,19 @@ Status StageRunner::HandleForward(const wire::ForwardBatch& batch, const std::ve
   if (shared && batch.lm_head_split() > cfg.vocab)
     return DataLoss("forward batch " + std::to_string(batch.batch_id()) + ": lm_head split " +
                     std::to_string(batch.lm_head_split()) + " is past the vocabulary of " + std::to_string(cfg.vocab));
+  // A shared lm_head that may be taken further: only while no message waits
+  // (the next batch, when this stage is the one behind; lm_head_share.h).
+  int64_t split = batch.lm_head_split();
+  std::function<bool()> go_on;
+  if (batch.lm_head_steal()) go_on = [this] { return !transport_.MessageWaiting(-1); };
   STRATA_ASSIGN_OR_RETURN(std::vector<SequenceResult> results,
-                          shared ? FinishBatchShared(stage_, requests, x_.data(), batch.lm_head_split(), &normed)
+                          shared ? FinishBatchShared(stage_, requests, x_.data(), &split, go_on, &normed)
                                  : FinishBatch(stage_, requests, x_.data()));
   wire::Envelope out;
   wire::Result* res = out.mutable_result();
   res->set_batch_id(batch.batch_id());
   res->set_shared_lm_head(shared);
+  if (shared) res->set_lm_head_split(split);
   std::vector<uint8_t> result_bytes;
   auto append = [&result_bytes](const std::vector<float>& v) {
     const auto* p = reinterpret_cast<const uint8_t*>(v.data());
@@ -180,7 +186,6 @@ Status StageRunner::HandleForward(const wire::ForwardBatch& batch, const std::ve
   }
   append(normed);
   res->set_payload_bytes(result_bytes.size());
-  res->set_busy_us(static_cast<uint64_t>(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() * 1e6));
   count(n_tok);
   return transport_.Send(kCoordinatorRank, out, result_bytes);
 }

@@ -44,6 +44,9 @@ class Transport {
   // yields the core (no busy spinning), so a waiting stage leaves the CPU to
   // the stages that compute.
   virtual Result<Message> Receive(int source = -1, double timeout_s = 0) = 0;
+  // Whether a message from `source` (-1: any rank) has arrived and waits to
+  // be received, without receiving it. A transport that cannot tell says no.
+  virtual bool MessageWaiting(int source = -1) { (void)source; return false; }
   // Every rank waits here until all arrive (aligns trace clocks).
   virtual void Barrier() = 0;
   // Returns when every message sent so far has left this process (sends may

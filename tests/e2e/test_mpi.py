@@ -54,7 +54,8 @@ cases = [
     ("2 ranks over TCP", 2, (), ("--mca", "btl", "tcp,self")),
     ("3 ranks coordinator-only", 3, ("--coordinator-only",), ()),
     # The lm_head shared by rank 0 and the last stage (fixed shares; auto
-    # adapts only when decode fills the pipeline, see test_bench.py).
+    # shares only when decode can fill the pipeline: test_bench.py, and
+    # test_server.py's concurrent sampled requests on 2 ranks).
     ("2 ranks, half the lm_head on rank 0", 2, ("--share-lm-head", "0.5"), ()),
     ("3 ranks, all the lm_head on rank 0", 3, ("--share-lm-head", "1"), ()),
 ]

@@ -364,6 +364,9 @@ check("--kv-type q4: one error naming the flag, exit 2", bad.returncode == 2 and
 srv = Server(BIN, HF, ["--parallel", "4", "--ctx", "4096", "--alias", "smol-shakespeare"], ranks=2, start_timeout=180)
 try:
     check_chat_reference(srv, "2 ranks")
+    # --parallel 4 on 2 ranks shares the lm_head (--share-lm-head auto): alone a
+    # request's lm_head stays on the last stage, among others it is split batch
+    # by batch; sampled answers must not change.
     check_concurrent(srv, "2 ranks", rounds=1)
     check_disconnect(srv, "2 ranks")
 finally:

@@ -593,6 +593,18 @@ TEST(SampleFromParts, MatchesTheWholeVocabularyAtEverySplit) {
       if (trial % 2 == 0) cands.insert(cands.end(), tail.begin(), tail.end());
       else cands.insert(cands.begin(), tail.begin(), tail.end());
       ASSERT_EQ(SampleFromParts(cands, n, p, 3), whole) << "trial " << trial << " split " << split;
+      // The last stage taking [0, split) a group of 8 at a time, keeping only
+      // the k best after each, then rank 0's part.
+      const int32_t k = CandidatesNeeded(p, n);
+      std::vector<std::pair<int32_t, float>> merged;
+      for (int32_t from = 0; from < split; from += 8) {
+        auto group = PartCandidates(logits.data() + from, from, std::min(8, split - from), n, p, history);
+        merged.insert(merged.end(), group.begin(), group.end());
+        KeepBestCandidates(&merged, k);
+        ASSERT_LE(static_cast<int32_t>(merged.size()), k);
+      }
+      merged.insert(merged.end(), tail.begin(), tail.end());
+      ASSERT_EQ(SampleFromParts(merged, n, p, 3), whole) << "trial " << trial << " split " << split << ", in groups";
       ++checked;
     }
   }
