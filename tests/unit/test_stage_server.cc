@@ -17,6 +17,7 @@
 
 #include "common/thread_pool.h"
 #include "coordinator/mpi_pipeline.h"
+#include "coordinator/scheduler.h"
 #include "coordinator/pipeline.h"
 #include "kernels/fp16.h"
 #include "model/model_files.h"
@@ -335,8 +336,10 @@ TEST_F(StageRunnerTest, RefusesEmptyBatchesBadEntriesAndWrongActivations) {
 class InProcessJob {
  public:
   // `fault` (optional) is injected around rank 0's transport.
+  // `share` and `max_sequences`: --share-lm-head and --parallel.
   InProcessJob(int ranks, const std::string& split, bool coordinator_only, wire::DType wire,
-               const FaultSpec* fault = nullptr, int cached_sequences = 0, bool wire_auto = false)
+               const FaultSpec* fault = nullptr, int cached_sequences = 0, bool wire_auto = false,
+               const LmHeadShareSpec& share = {}, int max_sequences = 1)
       : net_(ranks), exit_codes_(ranks, -1) {
     for (int r = 1; r < ranks; ++r)
       workers_.emplace_back([this, r] {
@@ -360,6 +363,8 @@ class InProcessJob {
     opts.coordinator_only = coordinator_only;
     opts.stage_timeout_s = 60;
     opts.cached_sequences = cached_sequences;
+    opts.share_lm_head = share;
+    opts.max_sequences = max_sequences;
     auto p = MpiPipeline::Start(*t0_, *model_, opts, &pool_);
     EXPECT_TRUE(p.ok()) << p.status().ToString();
     if (p.ok()) pipeline_ = std::move(p).value();
@@ -595,6 +600,60 @@ TEST(WireAuto, MeasuresALinkAndFailsOnASilentPeer) {
   ASSERT_FALSE(silent.ok());
   EXPECT_EQ(silent.status().kind(), ErrorKind::kDeadlineExceeded);
   EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 5.0);
+}
+
+// --share-lm-head auto with sequences enough to fill 2 and 3 stages: the last
+// stage hands rank 0 what it has not reached whenever a message waits for it,
+// so every batch may split the vocabulary elsewhere; each sequence's tokens,
+// greedy or sampled (top-k, top-p, penalty, seed), are those of one process.
+TEST(InProcessPipeline, TheSharedLmHeadKeepsEverySequencesTokens) {
+  auto model = ModelFiles::Open(kModel);
+  ASSERT_TRUE(model.ok()) << model.status().ToString();
+  auto jobs = [] {
+    std::vector<SequenceJob> j(6);
+    for (size_t i = 0; i < j.size(); ++i) {
+      j[i].seq_id = i + 1;
+      j[i].prompt.assign(kPrompt.begin(), kPrompt.begin() + 3 + static_cast<std::ptrdiff_t>(i));
+      j[i].n_predict = 12;
+      j[i].ignore_eos = true;
+      if (i % 2) {
+        j[i].sampling.temperature = 0.8f;
+        j[i].sampling.top_k = 20;
+        j[i].sampling.top_p = 0.9f;
+        j[i].sampling.repeat_penalty = 1.3f;
+        j[i].sampling.seed = 40 + i;
+      } else {
+        j[i].sampling.temperature = 0;
+      }
+    }
+    return j;
+  };
+  ThreadPool pool(1);
+  auto local = LocalPipeline::Create(**model, 64, &pool, 6);
+  ASSERT_TRUE(local.ok()) << local.status().ToString();
+  std::vector<SequenceJob> want = jobs();
+  const Status one = RunSequences(**local, want, {.n_ctx = 64, .eos_ids = {}}, nullptr);
+  ASSERT_TRUE(one.ok()) << one.ToString();
+  auto share = ParseLmHeadShare("auto");
+  ASSERT_TRUE(share.ok());
+  for (int ranks : {2, 3}) {
+    SCOPED_TRACE(std::to_string(ranks) + " ranks");
+    InProcessJob job(ranks, "auto", false, wire::DTYPE_F32, nullptr, 0, false, *share, 6);
+    ASSERT_NE(job.pipeline(), nullptr);
+    std::vector<SequenceJob> got = jobs();
+    auto st = RunSequences(*job.pipeline(), got, {.n_ctx = 64, .eos_ids = {}}, nullptr);
+    ASSERT_TRUE(st.ok()) << st.ToString();
+    for (size_t i = 0; i < got.size(); ++i) EXPECT_EQ(got[i].ids, want[i].ids) << "sequence " << i;
+    // Rank 0 computed a part of the half it holds, on average (where each
+    // batch stopped depends on the threads' timing).
+    const std::vector<StagePlacement> placement = job.pipeline()->Placement();
+    const int64_t vocab = job.model().config().vocab;
+    EXPECT_GE(placement.front().lm_head_rows, 0);
+    EXPECT_LE(placement.front().lm_head_rows, LmHeadRows(vocab, share->max_fraction));
+    EXPECT_EQ(placement.front().lm_head_rows + placement.back().lm_head_rows, vocab);
+    const std::vector<int> codes = job.End();
+    for (int r = 1; r < ranks; ++r) EXPECT_EQ(codes[r], 0) << "rank " << r;
+  }
 }
 
 // A whole job with --wire auto: every stage but the last is given a type from
