@@ -52,7 +52,6 @@ class LmHeadShare {
   // Rank 0 holds the last `rows` of the vocabulary.
   LmHeadShare(int64_t vocab, int64_t rows, bool steal);
   int64_t split() const { return vocab_ - rows_; }  // the last stage computes at least [0, split)
-  int64_t rows() const { return rows_; }
   bool steal() const { return steal_; }
   // Rank 0 computed `rows` of a shared batch.
   void Record(int64_t rows);

@@ -65,7 +65,7 @@ Result<std::vector<SequenceResult>> FinishBatchShared(Stage& last, const std::ve
                                                       int64_t* split, const std::function<bool()>& go_on,
                                                       std::vector<float>* normed);
 // How many rows the last stage computes past `split` between two calls of
-// go_on: a sixteenth of the rest (about 0.3 ms of SmolLM3-3B on one core),
+// go_on: a sixteenth of the rest (about 0.4 ms of SmolLM3-3B on one core),
 // in groups of 8.
 int64_t LmHeadStealRows(int64_t vocab, int64_t split);
 // Rank 0's half: the logits of ids [split, vocab) on the first stage's share

@@ -157,15 +157,13 @@ class MpiTransport : public Transport {
   }
 
   bool MessageWaiting(int source) override {
-    int flag = 0;
-    std::lock_guard<std::mutex> lock(mu_);
     // An MPI_Iprobe that finds nothing matched drives progress after it
     // looked (Open MPI's ob1), so a message that arrived since the last MPI
     // call shows only to the second probe: without it the last stage saw its
     // next batch one group of lm_head rows late (traces: 0.4 ms per step).
-    for (int i = 0; i < 2 && !flag; ++i)
-      MPI_Iprobe(source < 0 ? MPI_ANY_SOURCE : source, kTagEnvelope, MPI_COMM_WORLD, &flag, MPI_STATUS_IGNORE);
-    return flag != 0;
+    MPI_Status st;
+    const int from = source < 0 ? MPI_ANY_SOURCE : source;
+    return Probe(from, kTagEnvelope, &st) || Probe(from, kTagEnvelope, &st);
   }
 
  private:
@@ -188,16 +186,11 @@ class MpiTransport : public Transport {
   bool WaitFor(int source, int tag, MPI_Status* status, double timeout_s = 0) {
     thread_local const bool slack_cut = prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0) == 0;
     (void)slack_cut;
-    int flag = 0;
     auto sleep = std::chrono::microseconds(20);
     const auto start = std::chrono::steady_clock::now();
     const auto deadline = start + std::chrono::duration<double>(timeout_s);
     for (int spins = 0;; ++spins) {
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        MPI_Iprobe(source, tag, MPI_COMM_WORLD, &flag, status);
-      }
-      if (flag) return true;
+      if (Probe(source, tag, status)) return true;
       if (spins < 200) continue;  // a short spin keeps hand-offs fast
       const auto now = std::chrono::steady_clock::now();
       if (timeout_s > 0 && now > deadline) return false;
@@ -205,6 +198,14 @@ class MpiTransport : public Transport {
         sleep = std::min(std::chrono::microseconds(500), sleep + std::chrono::microseconds(20));
       std::this_thread::sleep_for(sleep);
     }
+  }
+
+  // One MPI_Iprobe (source may be MPI_ANY_SOURCE).
+  bool Probe(int source, int tag, MPI_Status* status) {
+    int flag = 0;
+    std::lock_guard<std::mutex> lock(mu_);
+    MPI_Iprobe(source, tag, MPI_COMM_WORLD, &flag, status);
+    return flag != 0;
   }
 
   // Drops the sends MPI has finished with, oldest first. Holds mu_.
